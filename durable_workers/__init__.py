@@ -1,0 +1,71 @@
+"""durable_workers: crash-proof workflows as plain Python functions.
+
+    from durable_workers import workflow, Context
+
+    @workflow
+    def onboarding(ctx: Context, employee_id: str | None = None) -> dict:
+        record = ctx.step("create_record", lambda: create(employee_id))
+        ...
+
+Every ``ctx.step`` result is checkpointed in SQLite; a crashed workflow is
+re-run from the top and completed steps return their recorded values.
+"""
+
+from .client import Client
+from .context import Context, StepEvent, StepPolicy, step
+from .errors import (
+    ConfigError,
+    ConflictError,
+    DatabaseError,
+    DurableError,
+    DurableInterrupt,
+    InputError,
+    InvalidStateError,
+    LeaseLost,
+    NonDeterminismError,
+    NotSerializableError,
+    SchemaVersionError,
+    StepFailedError,
+    StepTimeoutError,
+    StoreBusyError,
+    UnknownWorkflowError,
+    WorkflowAborted,
+    WorkflowFailedError,
+    WorkflowNotFound,
+)
+from .models import Status, StepStatus
+from .registry import Registry, default_registry, load_app, workflow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "ConfigError",
+    "ConflictError",
+    "Context",
+    "DatabaseError",
+    "DurableError",
+    "DurableInterrupt",
+    "InputError",
+    "InvalidStateError",
+    "LeaseLost",
+    "NonDeterminismError",
+    "NotSerializableError",
+    "Registry",
+    "SchemaVersionError",
+    "Status",
+    "StepEvent",
+    "StepFailedError",
+    "StepPolicy",
+    "StepStatus",
+    "StepTimeoutError",
+    "StoreBusyError",
+    "UnknownWorkflowError",
+    "WorkflowAborted",
+    "WorkflowFailedError",
+    "WorkflowNotFound",
+    "default_registry",
+    "load_app",
+    "step",
+    "workflow",
+]

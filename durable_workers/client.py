@@ -1,0 +1,233 @@
+"""Submit, inspect, wait for, cancel and retry workflows (used by the CLI and by users)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .config import Config, load_config
+from .context import Listener
+from .engine import Outcome
+from .errors import ConflictError, InputError, WorkflowFailedError
+from .liveness import worker_alive
+from .models import Status
+from .registry import Registry, default_registry, load_app
+from .store import TERMINAL, LeaseRecord, StepRecord, Store, WorkerRecord, WorkflowRecord
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """A worker row with what it holds and whether its process is alive."""
+
+    worker: WorkerRecord
+    leases: tuple[LeaseRecord, ...]
+    alive: bool
+
+
+def encode_input(values: Any) -> str:
+    """Canonical JSON of a workflow input; raises :class:`InputError` unless it is a JSON object."""
+    if not isinstance(values, dict):
+        raise InputError(
+            f"input must be a JSON object of keyword arguments, got {type(values).__name__}"
+        )
+    try:
+        return json.dumps(values, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"input is not JSON-serialisable: {exc}") from None
+
+
+def parse_input(text: str | None) -> dict[str, Any]:
+    """Parse ``--input`` text; raises :class:`InputError` with a one-line reason."""
+    if text is None or text == "":
+        return {}
+    try:
+        values = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"--input is not valid JSON ({exc}); example: --input '{{\"employee_id\": \"emp-1\"}}'") from None
+    encode_input(values)
+    return values
+
+
+class Client:
+    """Talks to a durable_workers database.
+
+    ``Client()`` resolves the database like the CLI (``DURABLE_DB``,
+    ``[tool.durable]`` in pyproject.toml, ``./durable.db``); pass ``db=`` to
+    choose. ``app`` names the module whose workflows ``submit`` checks names
+    and inputs against. ``create=False`` refuses to create a missing database.
+    """
+
+    def __init__(
+        self,
+        db: str | None = None,
+        *,
+        app: str | None = None,
+        synchronous: str | None = None,
+        config: Config | None = None,
+        create: bool = True,
+        registry: Registry | None = None,
+    ) -> None:
+        self.config = config or load_config(db=db, app=app, synchronous=synchronous)
+        self.store = Store(self.config.db, synchronous=self.config.synchronous, create=create)
+        self._registry = registry
+
+    @property
+    def registry(self) -> Registry:
+        """The workflows of the configured app (imported on first use)."""
+        if self._registry is None:
+            self._registry = load_app(self.config.app, default_registry)
+        return self._registry
+
+    def close(self) -> None:
+        """Close this thread's database connection."""
+        self.store.close()
+
+    # ----------------------------------------------------------------- submit
+
+    def submit(
+        self,
+        name: str,
+        workflow_id: str | None = None,
+        input: dict[str, Any] | None = None,
+        *,
+        crash_at: str | None = None,
+        delay: float = 0.0,
+        check: bool = True,
+    ) -> WorkflowRecord:
+        """Submit a workflow (idempotent by id) and return its row.
+
+        An existing id with the same name and input returns the existing
+        workflow; a different name or input raises :class:`ConflictError`.
+        With ``check`` the name and input are validated against the app's
+        registry (:class:`UnknownWorkflowError`, :class:`InputError`).
+        ``crash_at="STEP:before|after"`` makes the first attempt's process
+        SIGKILL itself at that point (for recovery demos).
+        """
+        values = input or {}
+        input_json = encode_input(values)
+        if check:
+            self.registry.get(name).check_input(values)
+        if crash_at is not None:
+            from .context import parse_crash_at
+
+            parse_crash_at(crash_at)
+        workflow_id = workflow_id or uuid.uuid4().hex
+        run_at = time.time() + delay if delay else None
+        record, created = self.store.submit(workflow_id, name, input_json, run_at=run_at, crash_at=crash_at)
+        if not created and (record.name != name or json.dumps(record.input, sort_keys=True) != input_json):
+            raise ConflictError(
+                f"workflow {workflow_id} already exists as {record.name} with input "
+                f"{json.dumps(record.input, sort_keys=True)}; choose another id"
+            )
+        return record
+
+    # ----------------------------------------------------------------- read
+
+    def get(self, workflow_id: str) -> WorkflowRecord:
+        """The workflow row; raises :class:`WorkflowNotFound`."""
+        return self.store.get_workflow(workflow_id)
+
+    def steps(self, workflow_id: str) -> list[StepRecord]:
+        """The workflow's step rows in start order (raises :class:`WorkflowNotFound`)."""
+        self.store.get_workflow(workflow_id)
+        return self.store.load_step_table(workflow_id)
+
+    def lease(self, workflow_id: str) -> LeaseRecord | None:
+        """The workflow's lease row, if it was ever claimed."""
+        return self.store.get_lease(workflow_id)
+
+    def list(self, status: str | None = None, limit: int = 50) -> list[WorkflowRecord]:
+        """Newest workflows first."""
+        return self.store.list_workflows(status, limit)
+
+    def counts(self) -> dict[str, int]:
+        """Workflow counts by status."""
+        return self.store.count_by_status()
+
+    def workers(self, *, include_stopped: bool = False, stale_after: float = 45.0) -> list[WorkerView]:
+        """Worker rows with their leases and liveness (live ones only by default)."""
+        held = self.store.leases_by_worker()
+        views = []
+        for worker in self.store.list_workers(alive_only=not include_stopped):
+            alive = worker.state in ("running", "draining") and worker_alive(worker, stale_after=stale_after)
+            views.append(WorkerView(worker, tuple(held.get(worker.id, ())), alive))
+        return views
+
+    def unserved_names(self) -> list[str]:
+        """Names of PENDING workflows that no live worker registers."""
+        served = {name for view in self.workers() if view.alive for name in view.worker.names}
+        return sorted(name for name in self.store.pending_names() if name not in served)
+
+    # ----------------------------------------------------------------- control
+
+    def cancel(self, workflow_id: str) -> WorkflowRecord:
+        """Cancel a PENDING or RUNNING workflow; its worker stops at its next write."""
+        return self.store.cancel(workflow_id)
+
+    def retry(self, workflow_id: str) -> WorkflowRecord:
+        """Run a FAILED or CANCELLED workflow again; completed steps are kept."""
+        return self.store.retry(workflow_id)
+
+    def wait(
+        self,
+        workflow_id: str,
+        *,
+        timeout: float | None = None,
+        on_step: Callable[[StepRecord], None] | None = None,
+        poll: float = 0.05,
+    ) -> WorkflowRecord:
+        """Block until the workflow ends; call ``on_step`` for each step row that changes.
+
+        Returns the final row (COMPLETED, FAILED or CANCELLED); raises
+        :class:`TimeoutError` when ``timeout`` seconds pass first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: dict[str, tuple[str, int]] = {}
+        pause = threading.Event()
+        while True:
+            record = self.store.get_workflow(workflow_id)
+            if on_step is not None:
+                for row in self.store.load_step_table(workflow_id):
+                    marker = (row.status, row.attempts)
+                    if seen.get(row.step_key) != marker:
+                        seen[row.step_key] = marker
+                        on_step(row)
+            if record.status in TERMINAL:
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"workflow {workflow_id} is still {record.status} after {timeout}s")
+            pause.wait(poll)
+
+    def result(self, workflow_id: str, *, timeout: float | None = None) -> Any:
+        """Wait for the workflow and return its JSON result; raises :class:`WorkflowFailedError`."""
+        record = self.wait(workflow_id, timeout=timeout)
+        if record.status != Status.COMPLETED.value:
+            summary = (record.error or record.status).splitlines()[0]
+            raise WorkflowFailedError(f"workflow {workflow_id} {record.status}: {summary}")
+        return record.result
+
+    # ----------------------------------------------------------------- in-process
+
+    def run_here(
+        self,
+        name: str,
+        workflow_id: str | None = None,
+        input: dict[str, Any] | None = None,
+        *,
+        crash_at: str | None = None,
+        listener: Listener | None = None,
+    ) -> tuple[WorkflowRecord, Outcome | None]:
+        """Submit (or find) a workflow and run or resume it in this process.
+
+        Returns the final row and this run's outcome (``None`` when the
+        workflow had already ended before this call).
+        """
+        from .worker import run_here
+
+        record = self.submit(name, workflow_id, input, crash_at=crash_at)
+        outcome = run_here(self.store, self.registry, record.id, listener=listener)
+        return self.store.get_workflow(record.id), outcome

@@ -1,0 +1,83 @@
+"""Where the database and the workflow app come from.
+
+Precedence for each setting: explicit argument (``--db``/``--app`` flags),
+environment (``DURABLE_DB``, ``DURABLE_APP``, ``DURABLE_SYNCHRONOUS``), the
+``[tool.durable]`` table of ``pyproject.toml`` in the current directory, then
+the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_DB = "durable.db"
+DEFAULT_APP = "examples"
+DEFAULT_SYNCHRONOUS = "NORMAL"
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved settings shared by every command and process."""
+
+    db: str = DEFAULT_DB
+    app: str = DEFAULT_APP
+    synchronous: str = DEFAULT_SYNCHRONOUS
+
+    def with_overrides(self, **values: Any) -> "Config":
+        """Return a copy with the non-``None`` values replaced."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def _pyproject_table(cwd: Path) -> dict[str, Any]:
+    path = cwd / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read [tool.durable] from {path}: {exc}") from exc
+    table = data.get("tool", {}).get("durable", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[tool.durable] in {path} must be a table")
+    return table
+
+
+def load_config(
+    db: str | None = None,
+    app: str | None = None,
+    synchronous: str | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Config:
+    """Resolve the configuration from arguments, environment and pyproject.toml."""
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    table = _pyproject_table(base)
+    config = Config().with_overrides(
+        db=table.get("db"), app=table.get("app"), synchronous=table.get("synchronous")
+    )
+    config = config.with_overrides(
+        db=os.environ.get("DURABLE_DB") or None,
+        app=os.environ.get("DURABLE_APP") or None,
+        synchronous=os.environ.get("DURABLE_SYNCHRONOUS") or None,
+    )
+    config = config.with_overrides(db=db, app=app, synchronous=synchronous)
+    mode = config.synchronous.upper()
+    if mode not in SYNCHRONOUS_MODES:
+        raise ConfigError(
+            f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {config.synchronous!r}"
+        )
+    db_path = Path(config.db)
+    if not db_path.is_absolute():
+        db_path = base / db_path
+    return replace(config, db=str(db_path), synchronous=mode)

@@ -1,0 +1,124 @@
+"""Tables, as peewee models. No logic lives here; queries are in ``store.py``.
+
+Times are UNIX epoch seconds (REAL). JSON columns hold text produced by
+``json.dumps``. Column names are part of the public contract (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from peewee import (
+    CompositeKey,
+    FloatField,
+    IntegerField,
+    Model,
+    SqliteDatabase,
+    TextField,
+)
+
+#: Bumped whenever the schema changes; stored in ``PRAGMA user_version``.
+SCHEMA_VERSION = 1
+
+#: The process-wide database, initialised later by ``Store`` (peewee deferred init).
+database = SqliteDatabase(None)
+
+
+class Status(str, Enum):
+    """Status of a workflow."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class StepStatus(str, Enum):
+    """Status of a step row."""
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Workflow(BaseModel):
+    id = TextField(primary_key=True)
+    name = TextField()
+    input = TextField(default="{}")
+    status = TextField(default=Status.PENDING.value)
+    result = TextField(null=True)
+    error = TextField(null=True)
+    attempts = IntegerField(default=0)
+    run_at = FloatField()
+    created_at = FloatField()
+    updated_at = FloatField()
+    crash_at = TextField(null=True)  # demo fault injection: "STEP:before|after"
+
+    class Meta:
+        table_name = "workflows"
+        indexes = (
+            (("status", "created_at"), False),
+            (("name", "status"), False),
+        )
+
+
+class Step(BaseModel):
+    workflow_id = TextField()
+    step_key = TextField()
+    name = TextField()
+    scope = TextField(default="")
+    position = IntegerField()
+    status = TextField()
+    output = TextField(null=True)
+    error = TextField(null=True)
+    attempts = IntegerField(default=0)
+    deadline = FloatField(null=True)
+    started_at = FloatField(null=True)
+    finished_at = FloatField(null=True)
+    worker_id = TextField(null=True)
+
+    class Meta:
+        table_name = "steps"
+        primary_key = CompositeKey("workflow_id", "step_key")
+        indexes = ((("status", "deadline"), False),)
+
+
+class Lease(BaseModel):
+    workflow_id = TextField(primary_key=True)
+    worker_id = TextField(null=True)
+    token = IntegerField(default=0)
+    expires_at = FloatField(null=True)
+    heartbeat_at = FloatField(null=True)
+
+    class Meta:
+        table_name = "leases"
+        indexes = (
+            (("worker_id",), False),
+            (("expires_at",), False),
+        )
+
+
+class Worker(BaseModel):
+    id = TextField(primary_key=True)
+    host = TextField()
+    pid = IntegerField()
+    proc_started_at = FloatField()
+    started_at = FloatField()
+    heartbeat_at = FloatField()
+    state = TextField(default="running")
+    names = TextField(default="[]")  # JSON list of workflow names it can run
+    concurrency = IntegerField(default=1)
+    supervisor_pid = IntegerField(null=True)
+
+    class Meta:
+        table_name = "workers"
+
+
+ALL_MODELS = (Workflow, Step, Lease, Worker)

@@ -1,0 +1,140 @@
+"""Workflow registry and loading of the user's app module."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar, overload
+
+from .errors import ConfigError, DurableError, InputError, UnknownWorkflowError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    """A registered workflow: its name and function."""
+
+    name: str
+    fn: Callable[..., Any]
+
+    def check_input(self, values: dict[str, Any]) -> None:
+        """Raise :class:`InputError` unless ``values`` bind to the function's keyword parameters."""
+        try:
+            inspect.signature(self.fn).bind(None, **values)
+        except TypeError as exc:
+            raise InputError(f"input does not fit workflow {self.name!r}: {exc}") from None
+
+
+class Registry:
+    """Maps workflow names to functions. ``@workflow`` fills :data:`default_registry`."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, WorkflowSpec] = {}
+
+    def register(self, fn: Callable[..., Any], name: str | None = None) -> WorkflowSpec:
+        """Register ``fn`` under ``name`` (default: the function's name)."""
+        name = name or fn.__name__
+        existing = self._specs.get(name)
+        if existing is not None and _origin(existing.fn) != _origin(fn):
+            raise DurableError(
+                f"workflow name {name!r} is registered twice ({_origin(existing.fn)} and {_origin(fn)}); "
+                "give one of them @workflow(name=...)"
+            )
+        spec = WorkflowSpec(name, fn)
+        self._specs[name] = spec
+        return spec
+
+    def get(self, name: str) -> WorkflowSpec:
+        """The workflow registered as ``name``; raises :class:`UnknownWorkflowError`."""
+        try:
+            return self._specs[name]
+        except KeyError:
+            known = ", ".join(sorted(self._specs)) or "none"
+            raise UnknownWorkflowError(
+                f"unknown workflow {name!r}; registered workflows: {known} (load others with --app)"
+            ) from None
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._specs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+#: The registry that ``@workflow`` writes to and workers read from.
+default_registry = Registry()
+
+
+@overload
+def workflow(fn: F) -> F: ...
+@overload
+def workflow(*, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def workflow(fn: F | None = None, *, name: str | None = None) -> Any:
+    """Register a function as a durable workflow.
+
+    The function receives a :class:`~durable_workers.Context` first and the
+    submitted JSON input's keys as keyword arguments; it must return a JSON
+    value. Use ``@workflow`` or ``@workflow(name="...")``.
+    """
+
+    def decorate(target: F) -> F:
+        default_registry.register(target, name)
+        return target
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def _module_for_path(app: str) -> str:
+    """Dotted module name for a file or package folder path; puts its root on ``sys.path``."""
+    path = Path(app).resolve()
+    if path.is_dir():
+        path = path / "__init__.py"
+    if not path.is_file():
+        raise ConfigError(f"app file {app} does not exist; pass --app module.path or path/to/file.py")
+    parts = [] if path.name == "__init__.py" else [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    return ".".join(parts)
+
+
+def load_app(app: str, registry: Registry = default_registry) -> Registry:
+    """Import the module that defines the workflows and return the registry.
+
+    ``app`` is a dotted module (``examples.onboarding``, importable from the
+    current directory) or a path to a ``.py`` file. Raises :class:`ConfigError`
+    with a one-line reason when it cannot be imported.
+    """
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        if app.endswith(".py") or "/" in app:
+            importlib.import_module(_module_for_path(app))
+        else:
+            importlib.import_module(app)
+    except ConfigError:
+        raise
+    except DurableError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"cannot import app {app!r}: {exc}; run from the project folder or pass --app"
+        ) from exc
+    except Exception as exc:  # the user's module failed while importing
+        raise ConfigError(f"importing app {app!r} failed: {type(exc).__name__}: {exc}") from exc
+    return registry

@@ -1,0 +1,997 @@
+"""Every query and transaction of durable_workers.
+
+The engine, worker, supervisor and client call the named functions of
+:class:`Store`; nothing else touches SQL. Each write runs in one short
+``BEGIN IMMEDIATE`` transaction (never a deferred read that upgrades to a
+write), and a ``database is locked`` that survives SQLite's own busy timeout is
+retried here with bounded, jittered backoff, so it never reaches a workflow.
+
+Every write made on behalf of a workflow attempt carries the attempt's
+``worker_id`` and fencing ``token`` and checks them against the lease row in
+the same transaction: a mismatch raises :class:`~durable_workers.errors.LeaseLost`
+and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import sqlite3
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence, TypeVar
+
+import peewee
+from peewee import fn
+
+from .errors import (
+    DatabaseError,
+    InvalidStateError,
+    LeaseLost,
+    SchemaVersionError,
+    StoreBusyError,
+    WorkflowAborted,
+    WorkflowNotFound,
+)
+from .models import (
+    ALL_MODELS,
+    SCHEMA_VERSION,
+    Lease,
+    Status,
+    Step,
+    StepStatus,
+    Worker,
+    Workflow,
+    database,
+)
+
+T = TypeVar("T")
+
+#: SQLite's own wait for a lock, per statement, before it reports SQLITE_BUSY.
+BUSY_TIMEOUT_MS = 10_000
+#: Further retries of a whole transaction after SQLite gave up waiting.
+LOCK_RETRIES = 12
+
+TERMINAL = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value)
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    """One row of ``workflows``."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+    status: str
+    result: Any
+    error: str | None
+    attempts: int
+    run_at: float
+    created_at: float
+    updated_at: float
+    crash_at: str | None
+
+    @classmethod
+    def from_row(cls, row: Workflow) -> "WorkflowRecord":
+        return cls(
+            id=row.id,
+            name=row.name,
+            input=json.loads(row.input) if row.input else {},
+            status=row.status,
+            result=json.loads(row.result) if row.result is not None else None,
+            error=row.error,
+            attempts=row.attempts,
+            run_at=row.run_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            crash_at=row.crash_at,
+        )
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One row of ``steps``. ``output`` and ``error`` are the stored JSON text."""
+
+    workflow_id: str
+    step_key: str
+    name: str
+    scope: str
+    position: int
+    status: str
+    output: str | None
+    error: str | None
+    attempts: int
+    deadline: float | None
+    started_at: float | None
+    finished_at: float | None
+    worker_id: str | None
+
+    @classmethod
+    def from_row(cls, row: Step) -> "StepRecord":
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """One row of ``workers``."""
+
+    id: str
+    host: str
+    pid: int
+    proc_started_at: float
+    started_at: float
+    heartbeat_at: float
+    state: str
+    names: tuple[str, ...]
+    concurrency: int
+    supervisor_pid: int | None
+
+    @classmethod
+    def from_row(cls, row: Worker) -> "WorkerRecord":
+        values = {name: getattr(row, name) for name in cls.__dataclass_fields__}
+        values["names"] = tuple(json.loads(row.names or "[]"))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """One row of ``leases``; ``worker_id`` is ``None`` once released."""
+
+    workflow_id: str
+    worker_id: str | None
+    token: int
+    expires_at: float | None
+    heartbeat_at: float | None
+
+    @classmethod
+    def from_row(cls, row: Lease) -> "LeaseRecord":
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A workflow this worker now owns, with everything needed to run it."""
+
+    workflow: WorkflowRecord
+    token: int
+    steps: tuple[StepRecord, ...]
+
+
+@dataclass(frozen=True)
+class StepStart:
+    """What ``start_step`` decided: the attempt number now running."""
+
+    attempts: int
+    previous_error: str | None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _is_busy(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _describe(path: str, exc: BaseException) -> DatabaseError:
+    text = str(exc)
+    lowered = text.lower()
+    if "not a database" in lowered or "malformed" in lowered:
+        return DatabaseError(f"{path} is not a durable_workers SQLite database ({text})")
+    if "readonly" in lowered or "read-only" in lowered:
+        return DatabaseError(f"database {path} is read-only; give this user write access to it and its folder")
+    if "unable to open" in lowered:
+        return DatabaseError(f"cannot open database {path}: check the path and its folder's permissions")
+    return DatabaseError(f"database {path}: {text}")
+
+
+def summarize_error(error: str | None) -> str:
+    """The one-line ``Type: message`` of a stored error (JSON from the engine, or plain text)."""
+    if not error:
+        return ""
+    try:
+        data = json.loads(error)
+    except ValueError:
+        return error.splitlines()[0]
+    if not isinstance(data, dict):
+        return error
+    return f"{str(data.get('type', 'Error')).rsplit('.', 1)[-1]}: {data.get('message', '')}"
+
+
+def process_start_time(pid: int | None = None) -> float:
+    """Creation time of a process (this one by default), as psutil reports it."""
+    import psutil
+
+    return psutil.Process(pid if pid is not None else os.getpid()).create_time()
+
+
+def hostname() -> str:
+    """The host name recorded in worker rows."""
+    return socket.gethostname()
+
+
+# --------------------------------------------------------------------------- store
+
+
+class Store:
+    """The durable state of workflows, steps, leases and workers in one SQLite file.
+
+    ``Store(path)`` opens (and, with ``create=True``, creates) the database.
+    Raises :class:`DatabaseError` with a one-line reason when the file is
+    missing, not SQLite, read-only, or of a newer schema version.
+
+    One connection per thread: threads that end should call :meth:`close`.
+    Only one database is open per process (peewee's deferred database).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        create: bool = True,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    ) -> None:
+        self.path = str(path)
+        self.synchronous = synchronous.upper()
+        self._check_path(create)
+        pragmas = {
+            "journal_mode": "wal",
+            "synchronous": self.synchronous,
+            "busy_timeout": busy_timeout_ms,
+            "foreign_keys": 1,
+        }
+        if not database.is_closed():
+            database.close()
+        database.init(self.path, pragmas=pragmas, timeout=busy_timeout_ms / 1000.0)
+        self.db = database
+        self._rng = random.Random()
+        try:
+            self._prepare_schema(create)
+        except peewee.DatabaseError as exc:
+            self.close()
+            raise _describe(self.path, exc) from exc
+        except DatabaseError:
+            self.close()
+            raise
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def _check_path(self, create: bool) -> None:
+        path = Path(self.path)
+        if not path.parent.is_dir():
+            raise DatabaseError(
+                f"database folder {path.parent} does not exist; create it or pass --db PATH"
+            )
+        if not path.exists():
+            if not create:
+                raise DatabaseError(
+                    f"no database at {path}; submit a workflow first or pass --db PATH"
+                )
+            return
+        if path.is_dir():
+            raise DatabaseError(f"{path} is a folder, not a database file; pass --db PATH/durable.db")
+        if create and not stat.S_IMODE(path.stat().st_mode) & 0o222:
+            raise DatabaseError(
+                f"database {path} is read-only (mode {stat.S_IMODE(path.stat().st_mode):o}); "
+                "make it writable or use a copy"
+            )
+
+    def _prepare_schema(self, create: bool) -> None:
+        version = self.db.execute_sql("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"database {self.path} has schema version {version}, newer than this "
+                f"durable_workers understands ({SCHEMA_VERSION}); upgrade durable_workers"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        tables = set(self.db.get_tables())
+        if tables - {"sqlite_sequence"}:
+            raise DatabaseError(
+                f"{self.path} is a SQLite database of another application; pass --db to a new file"
+            )
+        if not create:
+            raise DatabaseError(f"{self.path} has no durable_workers tables yet; submit a workflow first")
+        with self.db.atomic(lock_type="IMMEDIATE"):
+            if self.db.execute_sql("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return
+            self.db.create_tables(ALL_MODELS)
+            self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close this thread's connection (safe to call when none is open)."""
+        if not self.db.is_closed():
+            self.db.close()
+
+    # ----------------------------------------------------------------- transactions
+
+    def _run(self, body: Callable[[], T], *, write: bool) -> T:
+        """Run ``body`` in a transaction, retrying ``database is locked``."""
+        delay = 0.01
+        for attempt in range(LOCK_RETRIES + 1):
+            try:
+                if write:
+                    with self.db.atomic(lock_type="IMMEDIATE"):
+                        return body()
+                return body()
+            except (peewee.OperationalError, sqlite3.OperationalError) as exc:
+                if not _is_busy(exc):
+                    raise _describe(self.path, exc) from exc
+                if attempt == LOCK_RETRIES:
+                    raise StoreBusyError(
+                        f"database {self.path} stayed locked through {LOCK_RETRIES} retries"
+                    ) from exc
+                time.sleep(delay * (0.5 + self._rng.random()))
+                delay = min(delay * 2, 1.0)
+            except peewee.DatabaseError as exc:
+                raise _describe(self.path, exc) from exc
+        raise AssertionError("unreachable")
+
+    def write(self, body: Callable[[], T]) -> T:
+        """Run ``body`` inside one ``BEGIN IMMEDIATE`` transaction (with lock retries)."""
+        return self._run(body, write=True)
+
+    def read(self, body: Callable[[], T]) -> T:
+        """Run a read-only ``body`` (WAL readers never block writers)."""
+        return self._run(body, write=False)
+
+    def _fence(self, workflow_id: str, worker_id: str, token: int) -> None:
+        held = (
+            Lease.select(Lease.token)
+            .where((Lease.workflow_id == workflow_id) & (Lease.worker_id == worker_id))
+            .scalar()
+        )
+        if held != token:
+            raise LeaseLost(f"workflow {workflow_id}: lease token {token} is no longer held")
+
+    # ----------------------------------------------------------------- workflows
+
+    def submit(
+        self,
+        workflow_id: str,
+        name: str,
+        input_json: str,
+        *,
+        run_at: float | None = None,
+        crash_at: str | None = None,
+        now: float | None = None,
+    ) -> tuple[WorkflowRecord, bool]:
+        """Insert a PENDING workflow unless the id exists; return (row, created)."""
+        now = time.time() if now is None else now
+
+        def body() -> tuple[WorkflowRecord, bool]:
+            row = Workflow.get_or_none(Workflow.id == workflow_id)
+            if row is not None:
+                return WorkflowRecord.from_row(row), False
+            Workflow.insert(
+                id=workflow_id,
+                name=name,
+                input=input_json,
+                status=Status.PENDING.value,
+                attempts=0,
+                run_at=now if run_at is None else run_at,
+                created_at=now,
+                updated_at=now,
+                crash_at=crash_at,
+            ).execute()
+            return WorkflowRecord.from_row(Workflow.get_by_id(workflow_id)), True
+
+        return self.write(body)
+
+    def get_workflow(self, workflow_id: str) -> WorkflowRecord:
+        """The workflow with this id; raises :class:`WorkflowNotFound`."""
+
+        def body() -> WorkflowRecord:
+            row = Workflow.get_or_none(Workflow.id == workflow_id)
+            if row is None:
+                raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
+            return WorkflowRecord.from_row(row)
+
+        return self.read(body)
+
+    def list_workflows(self, status: str | None = None, limit: int = 50) -> list[WorkflowRecord]:
+        """The newest workflows first, optionally of one status."""
+
+        def body() -> list[WorkflowRecord]:
+            query = Workflow.select().order_by(Workflow.created_at.desc(), Workflow.id.desc())
+            if status:
+                query = query.where(Workflow.status == status)
+            return [WorkflowRecord.from_row(row) for row in query.limit(limit)]
+
+        return self.read(body)
+
+    def count_by_status(self) -> dict[str, int]:
+        """Number of workflows per status (every status present, zero included)."""
+
+        def body() -> dict[str, int]:
+            counts = {s.value: 0 for s in Status}
+            query = Workflow.select(Workflow.status, fn.COUNT(Workflow.id)).group_by(Workflow.status)
+            for status, count in query.tuples():
+                counts[status] = count
+            return counts
+
+        return self.read(body)
+
+    def pending_names(self) -> dict[str, int]:
+        """PENDING workflow counts by workflow name."""
+
+        def body() -> dict[str, int]:
+            query = (
+                Workflow.select(Workflow.name, fn.COUNT(Workflow.id))
+                .where(Workflow.status == Status.PENDING.value)
+                .group_by(Workflow.name)
+            )
+            return dict(query.tuples())
+
+        return self.read(body)
+
+    def cancel(self, workflow_id: str, *, now: float | None = None) -> WorkflowRecord:
+        """Mark a PENDING or RUNNING workflow CANCELLED and fence out its owner."""
+        now = time.time() if now is None else now
+
+        def body() -> WorkflowRecord:
+            row = Workflow.get_or_none(Workflow.id == workflow_id)
+            if row is None:
+                raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
+            if row.status in TERMINAL:
+                raise InvalidStateError(
+                    f"workflow {workflow_id} is already {row.status}; nothing to cancel"
+                )
+            Workflow.update(status=Status.CANCELLED.value, error="cancelled", updated_at=now).where(
+                Workflow.id == workflow_id
+            ).execute()
+            self._release_lease(workflow_id, bump=True)
+            return WorkflowRecord.from_row(Workflow.get_by_id(workflow_id))
+
+        return self.write(body)
+
+    def retry(self, workflow_id: str, *, now: float | None = None) -> WorkflowRecord:
+        """Make a FAILED or CANCELLED workflow PENDING again.
+
+        COMPLETED steps keep their results; FAILED and unfinished step rows are
+        removed so those steps run afresh.
+        """
+        now = time.time() if now is None else now
+
+        def body() -> WorkflowRecord:
+            row = Workflow.get_or_none(Workflow.id == workflow_id)
+            if row is None:
+                raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
+            if row.status not in (Status.FAILED.value, Status.CANCELLED.value):
+                raise InvalidStateError(
+                    f"workflow {workflow_id} is {row.status}; only FAILED or CANCELLED workflows can be retried"
+                )
+            Step.delete().where(
+                (Step.workflow_id == workflow_id) & (Step.status != StepStatus.COMPLETED.value)
+            ).execute()
+            Workflow.update(
+                status=Status.PENDING.value,
+                error=None,
+                result=None,
+                attempts=0,
+                run_at=now,
+                updated_at=now,
+                crash_at=None,
+            ).where(Workflow.id == workflow_id).execute()
+            return WorkflowRecord.from_row(Workflow.get_by_id(workflow_id))
+
+        return self.write(body)
+
+    # ----------------------------------------------------------------- claim and lease
+
+    def _runnable(self, names: Sequence[str], now: float) -> str | None:
+        stale = (
+            Workflow.select(Workflow.id)
+            .join(Lease, on=(Lease.workflow_id == Workflow.id))
+            .where(
+                (Lease.expires_at < now)
+                & (Lease.worker_id.is_null(False))
+                & (Workflow.status == Status.RUNNING.value)
+                & (Workflow.name.in_(list(names)))
+            )
+            .order_by(Workflow.created_at)
+            .limit(1)
+            .scalar()
+        )
+        if stale is not None:
+            return stale
+        return (
+            Workflow.select(Workflow.id)
+            .where(
+                (Workflow.status == Status.PENDING.value)
+                & (Workflow.name.in_(list(names)))
+                & (Workflow.run_at <= now)
+            )
+            .order_by(Workflow.created_at)
+            .limit(1)
+            .scalar()
+        )
+
+    def _take(
+        self, workflow_id: str, worker_id: str, ttl: float, now: float, max_claims: int
+    ) -> Claim | None:
+        Workflow.update(
+            status=Status.RUNNING.value, attempts=Workflow.attempts + 1, updated_at=now
+        ).where(Workflow.id == workflow_id).execute()
+        row = Workflow.get_by_id(workflow_id)
+        if row.attempts > max_claims:
+            message = (
+                f"workflow was claimed {row.attempts - 1} times without finishing "
+                f"(max_claims={max_claims}); inspect it with `durable status {workflow_id}`"
+            )
+            Workflow.update(
+                status=Status.FAILED.value, error=message, updated_at=now, attempts=row.attempts - 1
+            ).where(Workflow.id == workflow_id).execute()
+            self._release_lease(workflow_id, bump=True)
+            return None
+        (
+            Lease.insert(
+                workflow_id=workflow_id, worker_id=worker_id, token=1, expires_at=now + ttl, heartbeat_at=now
+            )
+            .on_conflict(
+                conflict_target=[Lease.workflow_id],
+                update={
+                    Lease.worker_id: worker_id,
+                    Lease.token: Lease.token + 1,
+                    Lease.expires_at: now + ttl,
+                    Lease.heartbeat_at: now,
+                },
+            )
+            .execute()
+        )
+        token = Lease.select(Lease.token).where(Lease.workflow_id == workflow_id).scalar()
+        steps = Step.select().where(Step.workflow_id == workflow_id).order_by(Step.scope, Step.position)
+        return Claim(
+            workflow=WorkflowRecord.from_row(row),
+            token=token,
+            steps=tuple(StepRecord.from_row(s) for s in steps),
+        )
+
+    def claim_next(
+        self,
+        worker_id: str,
+        names: Sequence[str],
+        *,
+        ttl: float,
+        max_claims: int = 20,
+        now: float | None = None,
+    ) -> Claim | None:
+        """Claim the oldest runnable workflow among ``names`` for ``worker_id``.
+
+        Runnable means PENDING with ``run_at <= now``, or RUNNING under an
+        expired lease. Returns ``None`` when there is nothing to do. A workflow
+        claimed more than ``max_claims`` times is failed instead of returned.
+        """
+        if not names:
+            return None
+        now = time.time() if now is None else now
+
+        def body() -> Claim | None:
+            while True:
+                workflow_id = self._runnable(names, now)
+                if workflow_id is None:
+                    return None
+                claim = self._take(workflow_id, worker_id, ttl, now, max_claims)
+                if claim is not None:
+                    return claim
+
+        return self.write(body)
+
+    def claim_workflow(
+        self,
+        workflow_id: str,
+        worker_id: str,
+        *,
+        ttl: float,
+        max_claims: int = 20,
+        now: float | None = None,
+    ) -> Claim | None:
+        """Claim one given workflow if it is runnable now.
+
+        Returns ``None`` when the workflow is already finished (COMPLETED,
+        FAILED, CANCELLED). Raises :class:`InvalidStateError` when another live
+        lease holds it.
+        """
+        now = time.time() if now is None else now
+
+        def body() -> Claim | None:
+            row = Workflow.get_or_none(Workflow.id == workflow_id)
+            if row is None:
+                raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
+            if row.status in TERMINAL:
+                return None
+            lease = Lease.get_or_none(Lease.workflow_id == workflow_id)
+            if (
+                row.status == Status.RUNNING.value
+                and lease is not None
+                and lease.worker_id is not None
+                and lease.worker_id != worker_id
+                and (lease.expires_at or 0) >= now
+            ):
+                raise InvalidStateError(
+                    f"workflow {workflow_id} is running on worker {lease.worker_id}; "
+                    "wait for it or stop that worker"
+                )
+            return self._take(workflow_id, worker_id, ttl, now, max_claims)
+
+        return self.write(body)
+
+    def _release_lease(self, workflow_id: str, *, bump: bool = False) -> None:
+        update: dict[Any, Any] = {Lease.worker_id: None, Lease.expires_at: None}
+        if bump:
+            update[Lease.token] = Lease.token + 1
+        Lease.update(update).where(Lease.workflow_id == workflow_id).execute()
+
+    def release(self, workflow_id: str, worker_id: str, token: int, *, now: float | None = None) -> bool:
+        """Give a workflow back (graceful stop): PENDING again, claim not counted.
+
+        Returns ``False`` when the lease was already lost.
+        """
+        now = time.time() if now is None else now
+
+        def body() -> bool:
+            try:
+                self._fence(workflow_id, worker_id, token)
+            except LeaseLost:
+                return False
+            Workflow.update(
+                status=Status.PENDING.value,
+                attempts=fn.MAX(Workflow.attempts - 1, 0),
+                updated_at=now,
+                crash_at=None,
+            ).where((Workflow.id == workflow_id) & (Workflow.status == Status.RUNNING.value)).execute()
+            self._release_lease(workflow_id)
+            return True
+
+        return self.write(body)
+
+    def get_lease(self, workflow_id: str) -> LeaseRecord | None:
+        """The lease row of a workflow, if it was ever claimed."""
+
+        def body() -> LeaseRecord | None:
+            row = Lease.get_or_none(Lease.workflow_id == workflow_id)
+            return LeaseRecord.from_row(row) if row is not None else None
+
+        return self.read(body)
+
+    # ----------------------------------------------------------------- steps
+
+    def load_steps(self, workflow_id: str) -> list[StepRecord]:
+        """Every recorded step of a workflow, by scope then position."""
+
+        def body() -> list[StepRecord]:
+            query = Step.select().where(Step.workflow_id == workflow_id).order_by(Step.scope, Step.position)
+            return [StepRecord.from_row(row) for row in query]
+
+        return self.read(body)
+
+    def load_step_table(self, workflow_id: str) -> list[StepRecord]:
+        """Recorded steps in the order they were first started (for display)."""
+
+        def body() -> list[StepRecord]:
+            query = Step.select().where(Step.workflow_id == workflow_id).order_by(
+                Step.started_at, Step.scope, Step.position
+            )
+            return [StepRecord.from_row(row) for row in query]
+
+        return self.read(body)
+
+    def start_step(
+        self,
+        workflow_id: str,
+        step_key: str,
+        *,
+        name: str,
+        scope: str,
+        position: int,
+        worker_id: str,
+        token: int,
+        max_attempts: int,
+        timeout: float | None = None,
+        now: float | None = None,
+    ) -> StepStart:
+        """Record that an attempt of a step starts; return its attempt number.
+
+        A step whose row shows ``max_attempts`` starts already (crashed attempts
+        count) is not started: it and its workflow are marked FAILED and
+        :class:`WorkflowAborted` is raised.
+        """
+        now = time.time() if now is None else now
+        deadline = now + timeout if timeout else None
+
+        def body() -> StepStart:
+            self._fence(workflow_id, worker_id, token)
+            row = Step.get_or_none((Step.workflow_id == workflow_id) & (Step.step_key == step_key))
+            if row is None:
+                Step.insert(
+                    workflow_id=workflow_id,
+                    step_key=step_key,
+                    name=name,
+                    scope=scope,
+                    position=position,
+                    status=StepStatus.RUNNING.value,
+                    attempts=1,
+                    deadline=deadline,
+                    started_at=now,
+                    worker_id=worker_id,
+                ).execute()
+                return StepStart(1, None)
+            if row.attempts >= max_attempts:
+                if row.error:
+                    message = (
+                        f"step {step_key} failed {row.attempts} attempts (max_attempts={max_attempts}); "
+                        f"last error: {summarize_error(row.error)}"
+                    )
+                else:
+                    message = (
+                        f"step {step_key} crashed the worker {row.attempts} times "
+                        f"(max_attempts={max_attempts}); it was not started again"
+                    )
+                Step.update(status=StepStatus.FAILED.value, error=message, finished_at=now).where(
+                    (Step.workflow_id == workflow_id) & (Step.step_key == step_key)
+                ).execute()
+                self._finish(workflow_id, Status.FAILED, None, message, now)
+                raise WorkflowAborted(message)
+            Step.update(
+                status=StepStatus.RUNNING.value,
+                attempts=Step.attempts + 1,
+                deadline=deadline,
+                started_at=now,
+                finished_at=None,
+                worker_id=worker_id,
+            ).where((Step.workflow_id == workflow_id) & (Step.step_key == step_key)).execute()
+            return StepStart(row.attempts + 1, row.error)
+
+        return self.write(body)
+
+    def complete_step(
+        self,
+        workflow_id: str,
+        step_key: str,
+        output_json: str,
+        *,
+        worker_id: str,
+        token: int,
+        now: float | None = None,
+    ) -> None:
+        """Record a step's result (fenced)."""
+        now = time.time() if now is None else now
+
+        def body() -> None:
+            self._fence(workflow_id, worker_id, token)
+            Step.update(
+                status=StepStatus.COMPLETED.value,
+                output=output_json,
+                error=None,
+                finished_at=now,
+                deadline=None,
+                worker_id=worker_id,
+            ).where((Step.workflow_id == workflow_id) & (Step.step_key == step_key)).execute()
+
+        self.write(body)
+
+    def fail_step(
+        self,
+        workflow_id: str,
+        step_key: str,
+        error_json: str,
+        *,
+        final: bool,
+        worker_id: str,
+        token: int,
+        now: float | None = None,
+    ) -> None:
+        """Record a step attempt's error (fenced); ``final`` marks the step FAILED."""
+        now = time.time() if now is None else now
+
+        def body() -> None:
+            self._fence(workflow_id, worker_id, token)
+            Step.update(
+                status=StepStatus.FAILED.value if final else StepStatus.RUNNING.value,
+                error=error_json,
+                finished_at=now,
+                deadline=None,
+            ).where((Step.workflow_id == workflow_id) & (Step.step_key == step_key)).execute()
+
+        self.write(body)
+
+    def note_step_timeout(self, workflow_id: str, step_key: str, *, now: float | None = None) -> None:
+        """Record on a RUNNING step that its worker was killed for overrunning its timeout.
+
+        Written by the supervisor (not fenced): the step stays RUNNING and its
+        next start counts the killed attempt.
+        """
+        now = time.time() if now is None else now
+
+        def body() -> None:
+            row = Step.get_or_none((Step.workflow_id == workflow_id) & (Step.step_key == step_key))
+            if row is None or row.status != StepStatus.RUNNING.value:
+                return
+            overrun = now - (row.started_at or now)
+            error = json.dumps(
+                {
+                    "type": "durable_workers.errors.StepTimeoutError",
+                    "message": f"step {step_key} ran {overrun:.1f}s, past its timeout; its worker was killed",
+                    "args": None,
+                }
+            )
+            Step.update(error=error, deadline=None).where(
+                (Step.workflow_id == workflow_id) & (Step.step_key == step_key)
+            ).execute()
+
+        self.write(body)
+
+    def _finish(
+        self, workflow_id: str, status: Status, result_json: str | None, error: str | None, now: float
+    ) -> None:
+        Workflow.update(status=status.value, result=result_json, error=error, updated_at=now).where(
+            Workflow.id == workflow_id
+        ).execute()
+        self._release_lease(workflow_id)
+
+    def finish_workflow(
+        self,
+        workflow_id: str,
+        status: Status,
+        *,
+        result_json: str | None = None,
+        error: str | None = None,
+        worker_id: str,
+        token: int,
+        now: float | None = None,
+    ) -> None:
+        """Record a workflow's end (COMPLETED or FAILED) and release its lease (fenced)."""
+        now = time.time() if now is None else now
+
+        def body() -> None:
+            self._fence(workflow_id, worker_id, token)
+            self._finish(workflow_id, status, result_json, error, now)
+
+        self.write(body)
+
+    # ----------------------------------------------------------------- workers
+
+    def register_worker(
+        self,
+        worker_id: str,
+        *,
+        names: Iterable[str],
+        concurrency: int = 1,
+        supervisor_pid: int | None = None,
+        pid: int | None = None,
+        now: float | None = None,
+    ) -> WorkerRecord:
+        """Insert this process's worker row (host, pid, psutil create time)."""
+        now = time.time() if now is None else now
+        pid = os.getpid() if pid is None else pid
+
+        def body() -> WorkerRecord:
+            Worker.replace(
+                id=worker_id,
+                host=hostname(),
+                pid=pid,
+                proc_started_at=process_start_time(pid),
+                started_at=now,
+                heartbeat_at=now,
+                state="running",
+                names=json.dumps(sorted(set(names))),
+                concurrency=concurrency,
+                supervisor_pid=supervisor_pid,
+            ).execute()
+            return WorkerRecord.from_row(Worker.get_by_id(worker_id))
+
+        return self.write(body)
+
+    def heartbeat(self, worker_id: str, *, ttl: float, state: str | None = None, now: float | None = None) -> int:
+        """Renew the worker row and every lease it holds; return the lease count."""
+        now = time.time() if now is None else now
+
+        def body() -> int:
+            update: dict[Any, Any] = {Worker.heartbeat_at: now}
+            if state is not None:
+                update[Worker.state] = state
+            Worker.update(update).where(Worker.id == worker_id).execute()
+            return (
+                Lease.update(expires_at=now + ttl, heartbeat_at=now)
+                .where(Lease.worker_id == worker_id)
+                .execute()
+            )
+
+        return self.write(body)
+
+    def set_worker_state(self, worker_id: str, state: str) -> None:
+        """Record a worker's lifecycle state (running, draining, stopped, dead)."""
+        self.write(lambda: Worker.update(state=state).where(Worker.id == worker_id).execute())
+
+    def expire_worker(self, worker_id: str, *, state: str = "dead") -> list[str]:
+        """Mark a worker gone and make its leases immediately reclaimable.
+
+        Returns the ids of the workflows whose lease was expired.
+        """
+
+        def body() -> list[str]:
+            Worker.update(state=state).where(Worker.id == worker_id).execute()
+            held = [
+                row.workflow_id
+                for row in Lease.select(Lease.workflow_id).where(Lease.worker_id == worker_id)
+            ]
+            if held:
+                Lease.update(expires_at=0).where(Lease.worker_id == worker_id).execute()
+            return held
+
+        return self.write(body)
+
+    def list_workers(self, *, alive_only: bool = False) -> list[WorkerRecord]:
+        """Worker rows, newest first."""
+
+        def body() -> list[WorkerRecord]:
+            query = Worker.select().order_by(Worker.started_at.desc())
+            if alive_only:
+                query = query.where(Worker.state.in_(["running", "draining"]))
+            return [WorkerRecord.from_row(row) for row in query]
+
+        return self.read(body)
+
+    def leases_by_worker(self) -> dict[str, list[LeaseRecord]]:
+        """Held leases grouped by worker id."""
+
+        def body() -> dict[str, list[LeaseRecord]]:
+            held: dict[str, list[LeaseRecord]] = {}
+            for row in Lease.select().where(Lease.worker_id.is_null(False)):
+                held.setdefault(row.worker_id, []).append(LeaseRecord.from_row(row))
+            return held
+
+        return self.read(body)
+
+    def overdue_steps(self, *, now: float | None = None) -> list[StepRecord]:
+        """RUNNING steps past their deadline."""
+        now = time.time() if now is None else now
+
+        def body() -> list[StepRecord]:
+            query = Step.select().where(
+                (Step.status == StepStatus.RUNNING.value) & (Step.deadline < now)
+            )
+            return [StepRecord.from_row(row) for row in query]
+
+        return self.read(body)
+
+    def prune_workers(self, *, older_than: float, now: float | None = None) -> int:
+        """Delete rows of stopped or dead workers that ended before ``older_than`` seconds ago."""
+        now = time.time() if now is None else now
+
+        def body() -> int:
+            held = Lease.select(Lease.worker_id).where(Lease.worker_id.is_null(False))
+            return (
+                Worker.delete()
+                .where(
+                    Worker.state.in_(["stopped", "dead"])
+                    & (Worker.heartbeat_at < now - older_than)
+                    & Worker.id.not_in(held)
+                )
+                .execute()
+            )
+
+        return self.write(body)
+
+
+__all__ = [
+    "Claim",
+    "LeaseRecord",
+    "Store",
+    "StepRecord",
+    "StepStart",
+    "WorkerRecord",
+    "WorkflowRecord",
+    "hostname",
+    "process_start_time",
+    "summarize_error",
+]

@@ -1,0 +1,358 @@
+"""The worker process: claim loop, heartbeat thread, graceful stop.
+
+Started by the supervisor as ``python -m durable_workers worker --db ... --app ...``.
+A worker registers a ``workers`` row, claims runnable workflows whose names
+it has registered (one ``BEGIN IMMEDIATE`` each, writing a lease with a new
+fencing token), runs up to ``concurrency`` of them in threads, and renews its
+row and all its leases from a heartbeat thread every ``ttl / 3`` seconds.
+
+Stopping: SIGTERM (or the supervisor's death) stops claiming; running
+workflows finish their current step and are released back to PENDING; the
+worker row is marked ``stopped``. SIGINT is ignored: the supervisor decides.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .context import Listener, StepEvent
+from .engine import Outcome, run_claim
+from .errors import StepTimeoutError
+from .liveness import reap_dead_workers
+from .registry import Registry
+from .store import Claim, Store, hostname
+
+log = logging.getLogger("durable_workers.worker")
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Tuning of one worker process.
+
+    ``ttl``: lease lifetime in seconds (heartbeat every ``ttl / 3``).
+    ``poll_min`` / ``poll_max``: idle polling backs off between these.
+    ``max_claims``: a workflow claimed more often than this is failed.
+    ``supervisor_pid``: stop gracefully when that parent process disappears.
+    """
+
+    ttl: float = 15.0
+    concurrency: int = 1
+    poll_min: float = 0.005
+    poll_max: float = 1.0
+    max_claims: int = 20
+    supervisor_pid: int | None = None
+
+
+def new_worker_id() -> str:
+    """A unique worker id: ``host:pid:random``."""
+    return f"{hostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _log_event(event: StepEvent) -> None:
+    if event.kind in ("started", "replayed"):
+        level = logging.DEBUG
+    elif event.kind in ("failed", "retrying"):
+        level = logging.WARNING
+    else:
+        level = logging.INFO
+    log.log(
+        level,
+        "step %s workflow_id=%s step=%s attempt=%s%s",
+        event.kind,
+        event.workflow_id,
+        event.step_key,
+        event.attempt,
+        f" error={event.error!r}" if event.error else "",
+    )
+
+
+class Heartbeat:
+    """Thread that renews a worker's row and leases every ``ttl / 3`` seconds."""
+
+    def __init__(self, store: Store, worker_id: str, ttl: float, on_beat: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self.ttl = ttl
+        self.on_beat = on_beat
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def beat(self) -> None:
+        """Renew once now."""
+        self.store.heartbeat(self.worker_id, ttl=self.ttl)
+        if self.on_beat is not None:
+            self.on_beat()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.ttl / 3):
+                try:
+                    self.beat()
+                except Exception:  # keep beating; the next renewal may succeed
+                    log.exception("heartbeat failed worker_id=%s", self.worker_id)
+        finally:
+            self.store.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _WalWatch:
+    """Cheap change detector: the WAL file's size and mtime move on every commit."""
+
+    def __init__(self, db_path: str) -> None:
+        self.path = Path(db_path + "-wal")
+        self.last = self._signature()
+
+    def _signature(self) -> tuple[int, int]:
+        try:
+            st = self.path.stat()
+            return (st.st_mtime_ns, st.st_size)
+        except OSError:
+            return (0, 0)
+
+    def changed(self) -> bool:
+        current = self._signature()
+        if current != self.last:
+            self.last = current
+            return True
+        return False
+
+
+class WorkerProcess:
+    """One worker: registry of workflow names, a claim loop, a heartbeat."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        options: WorkerOptions | None = None,
+        *,
+        worker_id: str | None = None,
+        listener: Listener | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.options = options or WorkerOptions()
+        self.worker_id = worker_id or new_worker_id()
+        self.listener = listener or _log_event
+        self.stop_claiming = threading.Event()  # first signal: no new claims
+        self.stopping = threading.Event()  # running workflows stop before their next step
+        self._pool = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="wf")
+        self._running: dict[str, Future[Outcome]] = {}
+        self._lock = threading.Lock()
+        self._heartbeat: Heartbeat | None = None
+        self._wake = threading.Event()  # set when an attempt ends: a slot is free
+        self.outcomes: list[Outcome] = []
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def initialize(self) -> None:
+        """Register the worker row and start heartbeating."""
+        self.store.register_worker(
+            self.worker_id,
+            names=self.registry.names(),
+            concurrency=self.options.concurrency,
+            supervisor_pid=self.options.supervisor_pid,
+        )
+        self._heartbeat = Heartbeat(self.store, self.worker_id, self.options.ttl, self._check_parent).start()
+        log.info(
+            "worker started worker_id=%s pid=%s names=%s concurrency=%s",
+            self.worker_id,
+            os.getpid(),
+            ",".join(self.registry.names()),
+            self.options.concurrency,
+        )
+
+    def _check_parent(self) -> None:
+        pid = self.options.supervisor_pid
+        if pid is not None and os.getppid() != pid and not self.stop_claiming.is_set():
+            log.warning("supervisor pid=%s is gone; stopping gracefully", pid)
+            self.request_stop()
+
+    def request_stop(self) -> None:
+        """Graceful stop: claim nothing more; running workflows stop before their next step."""
+        self.stop_claiming.set()
+        self.stopping.set()
+
+    def shutdown(self) -> None:
+        """Wait for running attempts, then mark the worker stopped."""
+        self.stop_claiming.set()
+        self._pool.shutdown(wait=True)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        self.store.expire_worker(self.worker_id, state="stopped")
+        log.info("worker stopped worker_id=%s", self.worker_id)
+        self.store.close()
+
+    # ----------------------------------------------------------------- loop
+
+    def free_slots(self) -> int:
+        with self._lock:
+            return self.options.concurrency - len(self._running)
+
+    def loop_once(self, now: float | None = None) -> bool:
+        """Claim one workflow if a slot is free and start it. True if claimed."""
+        if self.stop_claiming.is_set() or self.free_slots() <= 0:
+            return False
+        claim = self.store.claim_next(
+            self.worker_id,
+            self.registry.names(),
+            ttl=self.options.ttl,
+            max_claims=self.options.max_claims,
+            now=now,
+        )
+        if claim is None:
+            return False
+        log.info(
+            "claimed workflow_id=%s name=%s attempt=%s token=%s",
+            claim.workflow.id,
+            claim.workflow.name,
+            claim.workflow.attempts,
+            claim.token,
+        )
+        with self._lock:
+            self._running[claim.workflow.id] = self._pool.submit(self._execute, claim)
+        return True
+
+    def _execute(self, claim: Claim) -> Outcome:
+        try:
+            outcome = run_claim(
+                self.store,
+                self.registry,
+                claim,
+                worker_id=self.worker_id,
+                listener=self._on_event,
+                stopping=self.stopping,
+            )
+            log.info(
+                "workflow %s workflow_id=%s%s",
+                outcome.status.lower(),
+                outcome.workflow_id,
+                f" error={outcome.error.splitlines()[0]!r}" if outcome.error else "",
+            )
+            self.outcomes.append(outcome)
+            return outcome
+        except Exception:
+            log.exception("attempt crashed workflow_id=%s", claim.workflow.id)
+            raise
+        finally:
+            with self._lock:
+                self._running.pop(claim.workflow.id, None)
+            self.store.close()
+            self._wake.set()
+
+    def _on_event(self, event: StepEvent) -> None:
+        self.listener(event)
+        if event.error and StepTimeoutError.__name__ in event.error:
+            log.warning(
+                "step timed out workflow_id=%s step=%s; its thread may still run, so this worker "
+                "drains and exits to be replaced",
+                event.workflow_id,
+                event.step_key,
+            )
+            self.stop_claiming.set()
+
+    def run(self) -> None:
+        """Claim and run workflows until asked to stop; then drain and exit."""
+        self.initialize()
+        watch = _WalWatch(self.store.path)
+        idle = self.options.poll_min
+        last_poll = 0.0
+        try:
+            while not self.stop_claiming.is_set():
+                if self.free_slots() > 0:
+                    try:
+                        claimed = self.loop_once()
+                    except Exception:
+                        log.exception("claim failed worker_id=%s", self.worker_id)
+                        claimed = False
+                    last_poll = time.monotonic()
+                    if claimed:
+                        idle = self.options.poll_min
+                        continue
+                # Idle: wake on a database change, a finished attempt, or the backoff.
+                deadline = last_poll + idle
+                self._wake.clear()
+                while not self.stop_claiming.is_set() and time.monotonic() < deadline:
+                    if self._wake.wait(0.01) or watch.changed():
+                        break
+                idle = min(idle * 2, self.options.poll_max)
+        finally:
+            self.request_stop()
+            self.shutdown()
+
+
+def _ask_for_sigterm_on_parent_death() -> None:
+    """Linux: have the kernel send SIGTERM when the supervisor dies (PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def install_signal_handlers(worker: WorkerProcess) -> None:
+    """SIGTERM: graceful stop (a second one is the supervisor's SIGKILL). SIGINT: ignored.
+
+    A worker with a supervisor also gets SIGTERM when the supervisor dies.
+    """
+
+    def on_term(signum: int, frame: object) -> None:
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    supervisor_pid = worker.options.supervisor_pid
+    if supervisor_pid is not None:
+        _ask_for_sigterm_on_parent_death()
+        if os.getppid() != supervisor_pid:  # it died before the request took effect
+            worker.request_stop()
+
+
+def run_here(
+    store: Store,
+    registry: Registry,
+    workflow_id: str,
+    *,
+    listener: Listener | None = None,
+    ttl: float = 15.0,
+    stale_after: float = 45.0,
+) -> Outcome | None:
+    """Run (or resume) one workflow in this process, as a short-lived worker.
+
+    Leases held by dead processes on this host are reclaimed first, so a
+    workflow whose previous runner was killed resumes at once. Returns
+    ``None`` when the workflow had already ended.
+    """
+    reap_dead_workers(store, stale_after=stale_after)
+    worker_id = new_worker_id()
+    names = registry.names()
+    store.register_worker(worker_id, names=names)
+    heartbeat = Heartbeat(store, worker_id, ttl).start()
+    try:
+        claim = store.claim_workflow(workflow_id, worker_id, ttl=ttl)
+        if claim is None:
+            return None
+        return run_claim(store, registry, claim, worker_id=worker_id, listener=listener)
+    finally:
+        heartbeat.stop()
+        store.expire_worker(worker_id, state="stopped")
