@@ -289,11 +289,15 @@ class WorkerProcess:
                         continue
                 # Idle: wake on a database change, a finished attempt, or the backoff.
                 deadline = last_poll + idle
-                self._wake.clear()
+                woken = False
                 while not self.stop_claiming.is_set() and time.monotonic() < deadline:
-                    if self._wake.wait(0.01) or watch.changed():
+                    if self._wake.wait(0.01):
+                        self._wake.clear()
+                        woken = True
                         break
-                idle = min(idle * 2, self.options.poll_max)
+                    if watch.changed():
+                        break
+                idle = self.options.poll_min if woken else min(idle * 2, self.options.poll_max)
         finally:
             self.request_stop()
             self.shutdown()

@@ -148,7 +148,8 @@ class Supervisor:
             code = proc.returncode
             reason = slot.killed_for or describe_exit(code)
             level = logging.INFO if code == 0 or self.stop_requests else logging.WARNING
-            log.log(level, "worker pid=%s slot=%s died (%s)", proc.pid, slot.index, reason)
+            verb = "exited" if code == 0 else "died"
+            log.log(level, "worker pid=%s slot=%s %s (%s)", proc.pid, slot.index, verb, reason)
             if slot.worker_id is not None:
                 for workflow_id in self.store.expire_worker(slot.worker_id, state="dead" if code else "stopped"):
                     log.info("reclaimed workflow %s from worker %s (pid %s)", workflow_id, slot.worker_id, proc.pid)

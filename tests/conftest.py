@@ -1,0 +1,57 @@
+"""Shared fixtures: a fresh SQLite file per test and helpers to run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from durable_workers.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """Path of a not-yet-created database in this test's own folder."""
+    return tmp_path / "durable.db"
+
+
+@pytest.fixture
+def store(db_path: Path):
+    """An open Store on a fresh database file."""
+    opened = Store(db_path)
+    yield opened
+    opened.close()
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for CLI subprocesses: no inherited DURABLE_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLE_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    *args: str,
+    db: Path | str,
+    app: str | Path = APPS / "__init__.py",
+    cwd: Path | str | None = None,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m durable_workers --db DB --app APP ARGS...`` and capture its output."""
+    command = [sys.executable, "-m", "durable_workers", "--db", str(db), "--app", str(app), *args]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or Path(db).parent,
+        env=cli_env(env),
+    )
