@@ -48,7 +48,8 @@ def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     def remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         if value is not None:
-            ctx.ensure_object(dict)[param.name] = value
+            # On the root, where _settings() reads it: a subcommand's own ctx.obj is a new dict.
+            ctx.find_root().ensure_object(dict)[param.name] = value
         return value
 
     command = click.option(
@@ -179,7 +180,7 @@ def run(ctx: click.Context, name: str, workflow_id: str | None, input_text: str 
     """
     values = parse_input(input_text)
     client = _client(ctx)
-    client.registry.get(name)
+    client.registry.get(name).check_input(values)
     click.echo(f"running {name} {workflow_id or ''} (database {client.config.db})".replace("  ", " "))
     record, outcome = client.run_here(name, workflow_id, values, crash_at=crash_at, listener=_print_event)
     if outcome is None:
@@ -387,6 +388,12 @@ def worker(
     process = WorkerProcess(client.store, client.registry, options, worker_id=worker_id)
     install_signal_handlers(process)
     process.run()
+
+
+# The chaos experiment lives in chaos.py; the CLI only registers it.
+from .chaos import chaos as _chaos  # noqa: E402
+
+main.add_command(_chaos)
 
 
 if __name__ == "__main__":  # pragma: no cover

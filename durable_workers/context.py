@@ -226,6 +226,8 @@ class Context:
         self._recorded = {r.step_key: r for r in recorded}
         self._by_position = {(r.scope, r.position): r for r in recorded}
         self._visited: set[str] = set()
+        #: The first divergence from the recorded history; it fails the workflow even if caught.
+        self.diverged: NonDeterminismError | None = None
         self._listener = listener
         self._crash_at = parse_crash_at(crash_at)
         self._stopping = stopping or threading.Event()
@@ -361,7 +363,15 @@ class Context:
         if wanted == point and target in (name, key):
             os.kill(os.getpid(), signal.SIGKILL)
 
+    def _diverge(self, message: str) -> NonDeterminismError:
+        error = NonDeterminismError(message)
+        if self.diverged is None:
+            self.diverged = error
+        return error
+
     def _run_step(self, name: str, fn: Callable[[], T], policy: StepPolicy) -> T:
+        if self.diverged is not None:  # the code swallowed a divergence: run nothing more
+            raise NonDeterminismError(str(self.diverged))
         scope = self._scope()
         count = scope.next_call(name)
         key = f"{scope.path}{name}#{count}"
@@ -369,14 +379,14 @@ class Context:
         scope.position += 1
         at_position = self._by_position.get((scope.path, position))
         if at_position is not None and at_position.step_key != key:
-            raise NonDeterminismError(
+            raise self._diverge(
                 f"workflow {self.workflow_id} changed under replay: call {position + 1} of scope "
                 f"'{scope.path or 'root'}' was recorded as step {at_position.step_key!r} but the code now "
                 f"calls {key!r}; finish or cancel running workflows before changing their code"
             )
         recorded = self._recorded.get(key)
         if recorded is not None and (recorded.scope, recorded.position) != (scope.path, position):
-            raise NonDeterminismError(
+            raise self._diverge(
                 f"workflow {self.workflow_id} changed under replay: step {key!r} was recorded at "
                 f"position {recorded.position + 1} but is now call {position + 1}"
             )

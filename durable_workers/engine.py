@@ -72,6 +72,8 @@ def run_claim(
     bind_context(ctx)
     try:
         result = spec.fn(ctx, **record.input)
+        if ctx.diverged is not None:  # the workflow caught the NonDeterminismError: fail anyway
+            raise ctx.diverged
         missing = ctx.unreplayed_steps()
         if missing:
             raise NonDeterminismError(
@@ -94,6 +96,6 @@ def run_claim(
         released = store.release(record.id, worker_id, claim.token)
         return Outcome(record.id, "RELEASED" if released else "LOST")
     except Exception as exc:  # the workflow's own failure is recorded, not propagated
-        return finish(Status.FAILED, error=describe_failure(exc))
+        return finish(Status.FAILED, error=describe_failure(ctx.diverged or exc))
     finally:
         bind_context(None)

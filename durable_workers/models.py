@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import Enum
 
 from peewee import (
+    AutoField,
     CompositeKey,
     FloatField,
     IntegerField,
@@ -122,3 +123,35 @@ class Worker(BaseModel):
 
 
 ALL_MODELS = (Workflow, Step, Lease, Worker)
+
+
+# --------------------------------------------------------------------------- chaos experiment
+
+
+class Ledger(BaseModel):
+    """Side-effect ledger of the chaos experiment's check workflows (``durable chaos``).
+
+    Not part of the engine schema: created on demand by ``Store.ledger_create``
+    in the experiment's own database. One row per execution of a step function
+    (``step_key`` starting with ``@`` marks a workflow attempt beginning), with
+    what the step returned and what the database said when the row was written.
+    """
+
+    id = AutoField()
+    workflow_id = TextField()
+    step_key = TextField()
+    pid = IntegerField()
+    worker_id = TextField(null=True)
+    token = IntegerField(null=True)  # fencing token of the attempt that ran the step
+    attempt = IntegerField(null=True)  # workflows.attempts of that attempt
+    value = TextField(null=True)  # JSON the step function returned
+    at = FloatField()
+    lease_token = IntegerField(null=True)  # leases.token when the row was written
+    step_status = TextField(null=True)  # steps.status of this step when the row was written
+
+    class Meta:
+        table_name = "chaos_ledger"
+        indexes = ((("workflow_id", "step_key"), False),)
+
+
+CHAOS_MODELS = (Ledger,)

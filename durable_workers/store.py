@@ -42,6 +42,7 @@ from .models import (
     ALL_MODELS,
     SCHEMA_VERSION,
     Lease,
+    Ledger,
     Status,
     Step,
     StepStatus,
@@ -708,7 +709,7 @@ class Store:
         now = time.time() if now is None else now
         deadline = now + timeout if timeout else None
 
-        def body() -> StepStart:
+        def body() -> StepStart | str:
             self._fence(workflow_id, worker_id, token)
             row = Step.get_or_none((Step.workflow_id == workflow_id) & (Step.step_key == step_key))
             if row is None:
@@ -740,7 +741,9 @@ class Store:
                     (Step.workflow_id == workflow_id) & (Step.step_key == step_key)
                 ).execute()
                 self._finish(workflow_id, Status.FAILED, None, message, now)
-                raise WorkflowAborted(message)
+                # Returned, not raised: raising here would roll the FAILED marks back
+                # and leave the workflow RUNNING under a lease its worker keeps renewing.
+                return message
             Step.update(
                 status=StepStatus.RUNNING.value,
                 attempts=Step.attempts + 1,
@@ -751,7 +754,10 @@ class Store:
             ).where((Step.workflow_id == workflow_id) & (Step.step_key == step_key)).execute()
             return StepStart(row.attempts + 1, row.error)
 
-        return self.write(body)
+        started = self.write(body)
+        if isinstance(started, str):
+            raise WorkflowAborted(started)
+        return started
 
     def complete_step(
         self,
@@ -983,9 +989,159 @@ class Store:
         return self.write(body)
 
 
+    # ----------------------------------------------------------------- chaos experiment
+    # Used only by ``durable chaos`` (durable_workers/chaos.py, checkflows.py): the
+    # side-effect ledger its check workflows append to, and the read-outs of its
+    # verdict. The engine never calls these.
+
+    def ledger_create(self) -> None:
+        """Create the ``chaos_ledger`` table if it is missing."""
+        self.write(lambda: self.db.create_tables([Ledger], safe=True))
+
+    def ledger_append(
+        self,
+        workflow_id: str,
+        step_key: str,
+        *,
+        value_json: str | None,
+        worker_id: str | None,
+        token: int | None,
+        attempt: int | None,
+        pid: int | None = None,
+    ) -> None:
+        """Append one execution to the ledger, in its own transaction (a side effect).
+
+        Deliberately not fenced: it stands for an external system. It records the
+        lease token and the step's status as they are when the row is written, so
+        that executions by fenced workers and of already COMPLETED steps show.
+        """
+        pid = os.getpid() if pid is None else pid
+
+        def body() -> None:
+            lease_token = Lease.select(Lease.token).where(Lease.workflow_id == workflow_id).scalar()
+            step_status = (
+                Step.select(Step.status)
+                .where((Step.workflow_id == workflow_id) & (Step.step_key == step_key))
+                .scalar()
+            )
+            Ledger.insert(
+                workflow_id=workflow_id,
+                step_key=step_key,
+                pid=pid,
+                worker_id=worker_id,
+                token=token,
+                attempt=attempt,
+                value=value_json,
+                at=time.time(),
+                lease_token=lease_token,
+                step_status=step_status,
+            ).execute()
+
+        self.write(body)
+
+    def ledger_rows(self) -> list["LedgerRecord"]:
+        """Every ledger row, in the order written."""
+
+        def body() -> list[LedgerRecord]:
+            return [LedgerRecord.from_row(row) for row in Ledger.select().order_by(Ledger.id)]
+
+        return self.read(body)
+
+    def ledger_counts(self) -> dict[tuple[str, str], int]:
+        """Executions per ``(workflow_id, step_key)`` (attempt markers ``@...`` left out)."""
+
+        def body() -> dict[tuple[str, str], int]:
+            query = (
+                Ledger.select(Ledger.workflow_id, Ledger.step_key, fn.COUNT(Ledger.id))
+                .where(~Ledger.step_key.startswith("@"))
+                .group_by(Ledger.workflow_id, Ledger.step_key)
+            )
+            return {(wf, key): count for wf, key, count in query.tuples()}
+
+        return self.read(body)
+
+    def workflows_named(self, names: Sequence[str]) -> list[WorkflowRecord]:
+        """Every workflow with one of these names, oldest first."""
+
+        def body() -> list[WorkflowRecord]:
+            query = Workflow.select().where(Workflow.name.in_(list(names))).order_by(Workflow.created_at)
+            return [WorkflowRecord.from_row(row) for row in query]
+
+        return self.read(body)
+
+    def steps_of_workflows_named(self, names: Sequence[str]) -> list[StepRecord]:
+        """Every step row of the workflows with one of these names."""
+
+        def body() -> list[StepRecord]:
+            query = (
+                Step.select(Step)
+                .join(Workflow, on=(Workflow.id == Step.workflow_id))
+                .where(Workflow.name.in_(list(names)))
+            )
+            return [StepRecord.from_row(row) for row in query]
+
+        return self.read(body)
+
+    def status_counts_by_name(self) -> dict[str, dict[str, int]]:
+        """``{name: {status: count}}`` over all workflows."""
+
+        def body() -> dict[str, dict[str, int]]:
+            counts: dict[str, dict[str, int]] = {}
+            query = Workflow.select(Workflow.name, Workflow.status, fn.COUNT(Workflow.id)).group_by(
+                Workflow.name, Workflow.status
+            )
+            for name, status, count in query.tuples():
+                counts.setdefault(name, {})[status] = count
+            return counts
+
+        return self.read(body)
+
+    def workflow_ids(self) -> list[str]:
+        """The id of every workflow row (duplicates would show twice)."""
+        return self.read(lambda: [row[0] for row in Workflow.select(Workflow.id).tuples()])
+
+    def hold_write_lock(self, seconds: float, on_locked: Callable[[float], None] | None = None) -> float:
+        """Hold the database's write lock (``BEGIN IMMEDIATE``) for ``seconds``; return when it was taken.
+
+        The chaos experiment's lock fault: every other writer waits meanwhile.
+        """
+
+        def body() -> float:
+            Worker.select(fn.COUNT(Worker.id)).scalar()
+            locked_at = time.time()
+            if on_locked is not None:
+                on_locked(locked_at)
+            threading.Event().wait(seconds)
+            return locked_at
+
+        return self.write(body)
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    """One row of the chaos experiment's ``chaos_ledger``."""
+
+    id: int
+    workflow_id: str
+    step_key: str
+    pid: int
+    worker_id: str | None
+    token: int | None
+    attempt: int | None
+    value: str | None
+    at: float
+    lease_token: int | None
+    step_status: str | None
+
+    @classmethod
+    def from_row(cls, row: Ledger) -> "LedgerRecord":
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
 __all__ = [
     "Claim",
     "LeaseRecord",
+    "LedgerRecord",
     "Store",
     "StepRecord",
     "StepStart",

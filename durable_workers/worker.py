@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +160,7 @@ class WorkerProcess:
         self._lock = threading.Lock()
         self._heartbeat: Heartbeat | None = None
         self._wake = threading.Event()  # set when an attempt ends: a slot is free
-        self.outcomes: list[Outcome] = []
+        self.outcomes: deque[Outcome] = deque(maxlen=256)  # most recent attempts, for tests and logs
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -300,6 +301,11 @@ class WorkerProcess:
                 idle = self.options.poll_min if woken else min(idle * 2, self.options.poll_max)
         finally:
             self.request_stop()
+            try:  # the documented "draining" state: `durable workers` shows it while steps finish
+                self.store.set_worker_state(self.worker_id, "draining")
+                log.info("worker draining worker_id=%s running=%s", self.worker_id, len(self._running))
+            except Exception:
+                log.exception("could not mark worker draining worker_id=%s", self.worker_id)
             self.shutdown()
 
 

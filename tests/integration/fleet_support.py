@@ -1,0 +1,323 @@
+"""Helpers for the fleet integration tests: a supervisor handle, DB queries, bounded polling.
+
+Everything here synchronises on observable state (database rows, files, process exit) with a
+bounded polling loop; nothing sleeps a fixed time to "let something happen".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+import psutil
+import pytest
+
+from tests.apps.fleet_flows import read_ledger
+from tests.conftest import APPS, cli_env, run_cli
+
+T = TypeVar("T")
+
+APP = APPS / "__init__.py"
+BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- database
+
+
+def query(db: Path | str, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+    """Run one read (or write) on the test's database with a fresh sqlite3 connection."""
+    con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)
+    try:
+        con.row_factory = sqlite3.Row
+        rows = [dict(r) for r in con.execute(sql, tuple(params))]
+        con.commit()
+        return rows
+    finally:
+        con.close()
+
+
+def workflow_row(db: Path | str, workflow_id: str) -> dict[str, Any] | None:
+    rows = query(db, "SELECT * FROM workflows WHERE id = ?", (workflow_id,))
+    return rows[0] if rows else None
+
+
+def workflow_status(db: Path | str, workflow_id: str) -> str | None:
+    row = workflow_row(db, workflow_id)
+    return row["status"] if row else None
+
+
+def step_rows(db: Path | str, workflow_id: str) -> dict[str, dict[str, Any]]:
+    """The workflow's step rows by step key."""
+    return {r["step_key"]: r for r in query(db, "SELECT * FROM steps WHERE workflow_id = ?", (workflow_id,))}
+
+
+def lease_row(db: Path | str, workflow_id: str) -> dict[str, Any] | None:
+    rows = query(db, "SELECT * FROM leases WHERE workflow_id = ?", (workflow_id,))
+    return rows[0] if rows else None
+
+
+def worker_row(db: Path | str, worker_id: str) -> dict[str, Any] | None:
+    rows = query(db, "SELECT * FROM workers WHERE id = ?", (worker_id,))
+    return rows[0] if rows else None
+
+
+def running_step(db: Path | str, workflow_id: str, step_key: str, attempts: int = 1) -> dict[str, Any] | None:
+    """The step row if it is RUNNING in attempt ``attempts``, else None."""
+    row = step_rows(db, workflow_id).get(step_key)
+    if row and row["status"] == "RUNNING" and row["attempts"] == attempts:
+        return row
+    return None
+
+
+def wait_status(db: Path | str, workflow_ids: Iterable[str], status: str, timeout: float) -> None:
+    """Wait until every workflow has ``status`` (fails early if one ends otherwise)."""
+    pending = set(workflow_ids)
+    terminal = {"COMPLETED", "FAILED", "CANCELLED"}
+
+    def done() -> bool:
+        if not pending:
+            return True
+        marks = ",".join("?" * len(pending))
+        for row in query(db, f"SELECT id, status, error FROM workflows WHERE id IN ({marks})", pending):
+            if row["status"] == status:
+                pending.discard(row["id"])
+            elif row["status"] in terminal:
+                raise AssertionError(f"workflow {row['id']} ended {row['status']}: {row['error']}")
+        return not pending
+
+    wait_for(done, timeout, f"{len(pending)} workflow(s) to be {status}: {sorted(pending)[:5]}")
+
+
+def ledger_count(ledger: Path, workflow_id: str, step_key: str, note: str = "") -> int:
+    return sum(1 for w, k, _, n in read_ledger(ledger) if w == workflow_id and k == step_key and n == note)
+
+
+def ledger_pids(ledger: Path, workflow_id: str, step_key: str, note: str = "") -> list[int]:
+    return [p for w, k, p, n in read_ledger(ledger) if w == workflow_id and k == step_key and n == note]
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie nobody reaped yet counts as exited)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def submit(db: Path, name: str, workflow_id: str, values: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
+    """``durable submit NAME ID --input JSON`` (asserts success)."""
+    done = run_cli("submit", name, workflow_id, "--input", json.dumps(values), *extra, db=db, app=APP)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def submit_many(db: Path, name: str, items: dict[str, dict[str, Any]]) -> None:
+    """Submit many workflows at once from this process (the CLI path is tested elsewhere)."""
+    from durable_workers import Client
+
+    client = Client(db=str(db), app=str(APP))
+    try:
+        for workflow_id, values in items.items():
+            client.submit(name, workflow_id, values)
+    finally:
+        client.close()
+
+
+def run_submit_script(*args: str, db: Path, app: Path | str = APP, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The ``durable-submit`` entry point (falls back to the same click command)."""
+    script = BIN / "durable-submit"
+    if script.exists():
+        command = [str(script)]
+    else:  # pragma: no cover - not installed as a script
+        command = [sys.executable, "-c", "from durable_workers.cli import submit_main; submit_main()"]
+    return subprocess.run(
+        [*command, "--db", str(db), "--app", str(app), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(db).parent,
+        env=cli_env(),
+    )
+
+
+class Supervisor:
+    """A running ``durable-supervisor`` started by a test, with its log file."""
+
+    def __init__(self, fleet: "Fleet", popen: subprocess.Popen[bytes], log: Path, workers: int) -> None:
+        self.fleet = fleet
+        self.popen = popen
+        self.log_path = log
+        self.workers = workers
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the supervisor's live (non-zombie) worker children."""
+        try:
+            children = psutil.Process(self.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        pids = []
+        for child in children:
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE:
+                    pids.append(child.pid)
+            except psutil.NoSuchProcess:
+                pass
+        self.fleet.seen.update(pids)
+        return pids
+
+    def live_workers(self) -> list[dict[str, Any]]:
+        """Worker rows in state running whose process is one of this supervisor's children."""
+        pids = set(self.worker_pids())
+        rows = query(self.fleet.db, "SELECT * FROM workers WHERE state = 'running'")
+        return [r for r in rows if r["pid"] in pids]
+
+    def wait_ready(self, timeout: float = 90) -> list[dict[str, Any]]:
+        """Wait until every slot has a registered, running worker."""
+
+        def ready() -> list[dict[str, Any]] | None:
+            if self.popen.poll() is not None:
+                raise AssertionError(f"supervisor exited with {self.popen.returncode}:\n{self.log()}")
+            if not self.fleet.db.exists():
+                return None
+            try:
+                rows = self.live_workers()
+            except sqlite3.OperationalError:  # tables not created yet
+                return None
+            return rows if len(rows) == self.workers else None
+
+        return wait_for(ready, timeout, f"{self.workers} workers of supervisor {self.pid} to register")
+
+    def wait_log(self, text: str, timeout: float = 60) -> str:
+        return wait_for(lambda: text in self.log() and self.log(), timeout, f"{text!r} in the supervisor log")
+
+    def terminate(self) -> None:
+        self.popen.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float = 90) -> int:
+        return self.popen.wait(timeout)
+
+
+class Fleet:
+    """Starts supervisors on one test database and makes sure no process outlives the test."""
+
+    def __init__(self, tmp_path: Path, db: Path) -> None:
+        self.tmp_path = tmp_path
+        self.db = db
+        self.supervisors: list[Supervisor] = []
+        self.seen: set[int] = set()
+
+    def start(
+        self,
+        workers: int = 2,
+        ttl: float = 10.0,
+        shutdown_timeout: float = 60.0,
+        ready: bool = True,
+    ) -> Supervisor:
+        log = self.tmp_path / f"supervisor-{len(self.supervisors) + 1}.log"
+        script = BIN / "durable-supervisor"
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "supervisor"]
+        command += [
+            "--workers", str(workers),
+            "--db", str(self.db),
+            "--app", str(APP),
+            "--ttl", str(ttl),
+            "--shutdown-timeout", str(shutdown_timeout),
+        ]
+        # A working directory of its own: --db and --app must be honoured, not found by luck
+        # as ./durable.db or through pyproject.toml.
+        cwd = self.tmp_path / "supervisor-cwd"
+        cwd.mkdir(exist_ok=True)
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=cli_env(),
+            )
+        supervisor = Supervisor(self, popen, log, workers)
+        self.supervisors.append(supervisor)
+        if ready:
+            supervisor.wait_ready()
+        return supervisor
+
+    def _ours(self, proc: psutil.Process) -> bool:
+        """A process started for this test: its command line names this test's database."""
+        try:
+            return str(self.db) in " ".join(proc.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return False
+
+    def cleanup(self) -> None:
+        """SIGKILL every supervisor and every worker this test started, then reap them."""
+        victims: dict[int, psutil.Process] = {}
+        for supervisor in self.supervisors:
+            try:
+                victims.update({p.pid: p for p in psutil.Process(supervisor.pid).children(recursive=True)})
+            except psutil.NoSuchProcess:
+                pass
+        for pid in self.seen:
+            try:
+                victims.setdefault(pid, psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        for proc in psutil.process_iter(["pid"]):  # orphans re-parented away from a killed supervisor
+            if proc.pid not in victims and proc.pid != os.getpid() and self._ours(proc):
+                victims[proc.pid] = proc
+        for supervisor in self.supervisors:
+            if supervisor.popen.poll() is None:
+                supervisor.popen.kill()
+        for proc in victims.values():
+            if not self._ours(proc):
+                continue
+            try:
+                proc.send_signal(signal.SIGCONT)  # a stopped process must run to die promptly
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        for supervisor in self.supervisors:
+            try:
+                supervisor.popen.wait(30)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                pass
+        psutil.wait_procs(list(victims.values()), timeout=30)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, db_path: Path):
+    """Start supervisors with ``fleet.start(...)``; every process is killed at teardown."""
+    started = Fleet(tmp_path, db_path)
+    try:
+        yield started
+    finally:
+        started.cleanup()

@@ -1,0 +1,68 @@
+"""Smoke test of the benchmark runner: tiny sizes, one repetition, real fleets.
+
+Benchmarks are not tests: nothing here looks at a timing. It only checks that
+``python -m benchmarks --quick`` runs every family end to end and writes its
+table, its JSON and (when matplotlib is installed) its plot.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, cli_env
+
+FAMILIES = {"floor", "step", "throughput", "latency", "recovery", "scale"}
+
+
+def run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_quick_run_produces_table_json_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    plot = tmp_path / "throughput.png"
+    result = run_bench(
+        "--quick", "--sync", "NORMAL", "--out", str(out), "--plot", str(plot),
+        "--workdir", str(tmp_path / "work"), timeout=280,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    data = json.loads(out.read_text())
+    assert data["mode"] == "quick" and not data["errors"]
+    assert data["machine"]["nproc"] >= 1 and data["machine"]["sqlite"]
+    results = data["results"]
+    assert {r["bench"] for r in results} == FAMILIES
+    for r in results:
+        assert r["sync"] == "NORMAL"
+        assert r["n"] >= 1 and r["median"] is not None and r["min"] <= r["median"] <= r["max"], r
+    metrics = {(r["bench"], r["metric"]) for r in results}
+    assert ("step", "ratio to floor") in metrics
+    assert ("throughput", "noop w=2 workflows/s") in metrics
+    assert ("recovery", "supervisor restarted p50") in metrics
+
+    assert "| benchmark | metric |" in result.stdout
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert not plot.exists() and "skipping the plot" in result.stderr
+
+
+def test_unknown_benchmark_is_a_usage_error() -> None:
+    result = run_bench("--only", "floor,warp", timeout=60)
+    assert result.returncode == 2
+    assert "unknown benchmark(s) warp" in result.stderr
