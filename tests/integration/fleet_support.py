@@ -126,6 +126,33 @@ def gone(pid: int) -> bool:
         return True
 
 
+def can_write(db: Path | str, timeout: float = 2.0) -> bool:
+    """True if this test can take the database's write lock within ``timeout`` seconds."""
+    con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=timeout, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        con.close()
+
+
+def suspend_outside_write(proc: psutil.Process, db: Path | str, tries: int = 50) -> None:
+    """SIGSTOP ``proc`` at a moment it does not hold the SQLite write lock.
+
+    A process frozen inside a write transaction (its heartbeat, say) would block every
+    other writer until it is resumed: a property of SQLite, not what the test is about.
+    """
+    for _ in range(tries):
+        proc.suspend()
+        if can_write(db):
+            return
+        proc.resume()
+    raise AssertionError(f"could not stop pid {proc.pid} outside a write transaction")
+
+
 def submit(db: Path, name: str, workflow_id: str, values: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
     """``durable submit NAME ID --input JSON`` (asserts success)."""
     done = run_cli("submit", name, workflow_id, "--input", json.dumps(values), *extra, db=db, app=APP)

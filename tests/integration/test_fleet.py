@@ -31,6 +31,7 @@ from tests.integration.fleet_support import (
     step_rows,
     submit,
     submit_many,
+    suspend_outside_write,
     wait_for,
     wait_status,
     worker_row,
@@ -167,7 +168,7 @@ def test_sigstopped_worker_is_fenced_after_takeover(fleet, tmp_path, db_path):
     assert lease["worker_id"] == stopped_id
     stopped = psutil.Process(worker_row(db_path, stopped_id)["pid"])
 
-    stopped.suspend()  # SIGSTOP
+    suspend_outside_write(stopped, db_path)  # SIGSTOP
     stopped_at = time.time()
     try:
         new = wait_for(
@@ -277,3 +278,69 @@ def test_sigterm_drains_and_restart_finishes(fleet, tmp_path, db_path):
     assert step_rows(db_path, "wf-drain")["finish#1"]["worker_id"] != holder["id"]
     again.terminate()
     assert again.wait_exit(90) == 0
+
+
+@pytest.mark.timeout(240)
+def test_restart_after_whole_fleet_killed_reaps_dead_workers_without_waiting_for_ttl(fleet, tmp_path, db_path):
+    """Power cut: supervisor and workers all die at once. A new supervisor reaps the dead
+    worker rows by PID and resumes their workflows at once, long before the 10-minute TTL."""
+    sup = fleet.start(workers=2, ttl=600)
+    values, ledger, release = hold_input(tmp_path)
+    submit(db_path, "fleet_hold", "wf-power", values)
+    holding = wait_holding(db_path, ledger, "wf-power")
+    dead = worker_row(db_path, holding["worker_id"])
+
+    tree = [psutil.Process(sup.pid), *(psutil.Process(pid) for pid in sup.worker_pids())]
+    for proc in tree:  # freeze first, so nobody sees the others die and reacts
+        proc.suspend()
+    for proc in tree:
+        proc.kill()
+    sup.wait_exit(30)
+    wait_for(lambda: all(gone(proc.pid) for proc in tree), 30, "the whole fleet to be dead")
+    lease = lease_row(db_path, "wf-power")
+    assert lease["worker_id"] == dead["id"] and lease["expires_at"] > time.time() + 60
+    assert step_rows(db_path, "wf-power")["hold#1"]["status"] == "RUNNING"
+
+    again = fleet.start(workers=2, ttl=600)
+    retried = wait_holding(db_path, ledger, "wf-power", attempts=2, timeout=90)
+    assert retried["worker_id"] != dead["id"]
+    release.touch()
+    wait_status(db_path, ["wf-power"], "COMPLETED", timeout=60)
+    log = again.wait_log(f"reaped dead worker {dead['id']} (pid {dead['pid']})")
+    assert f"reclaimed workflow wf-power from worker {dead['id']}" in log
+    assert worker_row(db_path, dead["id"])["state"] == "dead"
+    assert ledger_count(ledger, "wf-power", "prep#1") == 1
+    assert ledger_count(ledger, "wf-power", "finish#1") == 1
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("force", ["second-sigterm", "shutdown-timeout"])
+def test_forced_stop_kills_the_fleet_and_restart_reruns_the_step(fleet, tmp_path, db_path, force):
+    """A drain that does not end (step still blocked) is cut short by a second SIGTERM or by
+    --shutdown-timeout: SIGKILL to the workers, exit 0, no orphan; the step re-runs later."""
+    sup = fleet.start(workers=2, shutdown_timeout=2.0 if force == "shutdown-timeout" else 600.0)
+    values, ledger, release = hold_input(tmp_path)
+    submit(db_path, "fleet_hold", "wf-forced", values)
+    holding = wait_holding(db_path, ledger, "wf-forced")
+    holder = worker_row(db_path, holding["worker_id"])
+    workers = sup.worker_pids()
+
+    sup.terminate()
+    wait_for(lambda: worker_row(db_path, holder["id"])["state"] == "draining", 60, "the holder to be draining")
+    if force == "second-sigterm":
+        sup.terminate()
+    assert sup.wait_exit(120) == 0
+    wait_for(lambda: all(gone(pid) for pid in workers), 30, "every worker to be gone")
+    log = sup.log()
+    assert "forced stop: SIGKILL" in log
+    assert f"worker pid={holder['pid']}" in log and "died (signal 9 (SIGKILL))" in log
+    lease = lease_row(db_path, "wf-forced")
+    assert lease["worker_id"] == holder["id"] and lease["expires_at"] == 0  # reclaimable at once
+    assert worker_row(db_path, holder["id"])["state"] == "dead"
+
+    release.touch()
+    fleet.start(workers=2)
+    wait_status(db_path, ["wf-forced"], "COMPLETED", timeout=60)
+    assert ledger_count(ledger, "wf-forced", "hold#1", "enter") == 2
+    assert step_rows(db_path, "wf-forced")["hold#1"]["attempts"] == 2
+    assert ledger_count(ledger, "wf-forced", "prep#1") == 1
