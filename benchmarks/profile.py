@@ -20,7 +20,13 @@ Sections (all on fresh databases in a temporary folder):
 5. the statements of ``claim_next`` (hit and empty), of a heartbeat, and
    the cost of opening a connection (done per workflow and per parallel
    branch today, since threads close their connection when they end);
-6. with ``strace`` available: fsync/fdatasync calls per step in each mode.
+6. with ``strace`` available: fsync/fdatasync calls per step in each mode;
+7. the SQL of one step under three designs (today's, without the step-row
+   read, with the fence folded into the write) on raw sqlite3;
+8. context + engine Python per step with a store that does nothing;
+9. four workflows at once in one process: how long BEGIN IMMEDIATE waits
+   (SQLite's busy handler sleeps instead of queueing) and how much of the
+   time the write lock is held.
 
 Profiles are for finding the hot spots; absolute numbers come from the
 un-profiled timings (sections 1, 2, 4, 5).
@@ -38,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import timeit
 from collections import defaultdict
@@ -61,6 +68,8 @@ class Capture:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, float]] = []
+        self.spans: list[tuple[float, float, float]] = []  # (BEGIN start, BEGIN seconds, COMMIT end) per transaction
+        self._open: dict[int, tuple[float, float]] = {}
         self._saved: dict[str, Any] = {}
 
     def __enter__(self) -> "Capture":
@@ -74,14 +83,20 @@ class Capture:
             try:
                 return begin(*args, **kwargs)
             finally:
-                self.events.append(("BEGIN " + (args[0] if args else kwargs.get("lock_type") or ""), time.perf_counter() - start))
+                took = time.perf_counter() - start
+                self._open[threading.get_ident()] = (start, took)
+                self.events.append(("BEGIN " + (args[0] if args else kwargs.get("lock_type") or ""), took))
 
         def timed_commit() -> Any:
             start = time.perf_counter()
             try:
                 return commit()
             finally:
-                self.events.append(("COMMIT", time.perf_counter() - start))
+                end = time.perf_counter()
+                self.events.append(("COMMIT", end - start))
+                opened = self._open.pop(threading.get_ident(), None)
+                if opened is not None:
+                    self.spans.append((opened[0], opened[1], end))
 
         self._hook = hook
         database.query_hooks.append(hook)
@@ -93,6 +108,10 @@ class Capture:
         database.query_hooks.remove(self._hook)
         del database.begin
         del database.commit
+
+    def lock_held(self) -> float:
+        """Seconds the write lock was held in all: from BEGIN IMMEDIATE returning to COMMIT returning."""
+        return sum(end - start - waited for start, waited, end in self.spans)
 
     def grouped(self) -> list[tuple[str, int, float]]:
         """(statement, count, total seconds), most expensive first."""
@@ -148,6 +167,7 @@ def statements_per_step(workdir: Path, mode: str, steps: int) -> dict[str, Any]:
         "sqlite_us": sqlite_s / steps * 1e6,
         "other_us": (total - sqlite_s) / steps * 1e6,
         "statements_per_step": sum(n for _, n, _ in grouped) / steps,
+        "lock_held_us": cap.lock_held() / steps * 1e6,
         "statements": [
             {"sql": shorten(sql), "per_step": n / steps, "us_each": s / n * 1e6, "us_per_step": s / steps * 1e6}
             for sql, n, s in grouped
@@ -340,6 +360,162 @@ def claim_and_heartbeat(workdir: Path, mode: str) -> dict[str, Any]:
     return out
 
 
+def statement_sets(workdir: Path, mode: str, steps: int, repeat: int) -> list[dict[str, Any]]:
+    """The SQL of one step under three designs, run on raw sqlite3 (no ORM, cached statements).
+
+    ``current``: what store.py sends today (fence SELECT in both transactions, a
+    SELECT of the step row before the INSERT); ``no read``: the step-row SELECT
+    dropped (the context already knows which steps are recorded);
+    ``fenced writes``: the fence folded into the write itself
+    (``INSERT ... SELECT ... WHERE EXISTS (lease)`` / ``UPDATE ... AND EXISTS``),
+    one statement per transaction — the floor plus a primary-key probe of
+    ``leases``.
+    """
+    from .floor import COMPLETE, INSERT, connect, create_schema
+
+    fence = "SELECT token FROM leases WHERE workflow_id = ? AND worker_id = ?"
+    read = "SELECT * FROM steps WHERE workflow_id = ? AND step_key = ? LIMIT 1"
+    exists = "EXISTS (SELECT 1 FROM leases WHERE workflow_id = ? AND worker_id = ? AND token = ?)"
+    insert_fenced = (
+        "INSERT INTO steps (workflow_id, step_key, name, scope, position, status, attempts, deadline, started_at, "
+        f"worker_id) SELECT ?, ?, ?, ?, ?, 'RUNNING', 1, NULL, ?, ? WHERE {exists}"
+    )
+    complete_fenced = COMPLETE + f" AND {exists}"
+
+    def run(variant: str, path: Path) -> float:
+        create_schema(path, mode)
+        conn = connect(path, mode)
+        ex = conn.execute
+        ex("INSERT INTO leases (workflow_id, worker_id, token, expires_at, heartbeat_at) VALUES ('wf', 'w', 1, 1e12, 0)")
+        start = time.perf_counter()
+        for i in range(steps):
+            key = f"noop#{i + 1}"
+            ex("BEGIN IMMEDIATE")
+            if variant == "fenced writes":
+                if ex(insert_fenced, ("wf", key, "noop", "", i, time.time(), "w", "wf", "w", 1)).rowcount != 1:
+                    raise AssertionError("fence")
+            else:
+                if ex(fence, ("wf", "w")).fetchone()[0] != 1:
+                    raise AssertionError("fence")
+                if variant == "current":
+                    ex(read, ("wf", key)).fetchone()
+                ex(INSERT, ("wf", key, "noop", "", i, time.time(), "w"))
+            ex("COMMIT")
+            ex("BEGIN IMMEDIATE")
+            if variant == "fenced writes":
+                if ex(complete_fenced, (OUTPUT, time.time(), "w", "wf", key, "wf", "w", 1)).rowcount != 1:
+                    raise AssertionError("fence")
+            else:
+                if ex(fence, ("wf", "w")).fetchone()[0] != 1:
+                    raise AssertionError("fence")
+                ex(COMPLETE, (OUTPUT, time.time(), "w", "wf", key))
+            ex("COMMIT")
+        took = time.perf_counter() - start
+        conn.close()
+        return took / steps * 1e6
+
+    rows = []
+    for variant, statements in (("floor (unfenced)", 2), ("current", 5), ("no read", 4), ("fenced writes", 2)):
+        samples = []
+        for rep in range(repeat):
+            path = workdir / f"sets-{mode}-{variant.split()[0]}-{rep}.db"
+            if variant.startswith("floor"):
+                samples.append(floor_per_step(workdir, mode, steps, f"sets{rep}") * 1e6)
+            else:
+                samples.append(run(variant, path))
+        rows.append({"variant": variant, "statements": statements, "us_per_step": statistics.median(samples)})
+    return rows
+
+
+def contention(workdir: Path, mode: str, threads: int, steps: int) -> dict[str, Any]:
+    """``threads`` sequential workflows at once in one process: how long BEGIN IMMEDIATE waits.
+
+    SQLite's busy handler sleeps (1, 2, 5, 10 ... 100 ms) and retries instead of
+    queueing, so a waiter can sleep long after the lock was released.
+    """
+    reg = registry()
+    store = Store(workdir / f"contention-{mode}.db", synchronous=mode)
+    try:
+        worker_id = new_worker_id()
+        store.register_worker(worker_id, names=reg.names())
+        claims = []
+        for i in range(threads):
+            store.submit(f"seq{i}", "bench_sequential", json.dumps({"steps": steps}))
+            claims.append(store.claim_workflow(f"seq{i}", worker_id, ttl=60.0))
+
+        def body(claim: Any) -> None:
+            try:
+                run_claim(store, reg, claim, worker_id=worker_id)
+            finally:
+                store.close()
+
+        with Capture() as cap:
+            start = time.perf_counter()
+            pool = [threading.Thread(target=body, args=(c,)) for c in claims]
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+            wall = time.perf_counter() - start
+        waits = sorted(w for _, w, _ in cap.spans)
+        from .measure import percentile
+
+        return {
+            "threads": threads,
+            "steps_each": steps,
+            "us_per_step_overall": wall / (threads * steps) * 1e6,
+            "begin_wait_ms": {
+                "p50": percentile(waits, 50) * 1e3,
+                "p90": percentile(waits, 90) * 1e3,
+                "p99": percentile(waits, 99) * 1e3,
+                "max": waits[-1] * 1e3,
+            },
+            "waited_share_of_wall": sum(waits) / (wall * threads),
+            "lock_held_share_of_wall": cap.lock_held() / wall,
+        }
+    finally:
+        store.close()
+
+
+class NullStore:
+    """Answers the engine's store calls without a database: isolates context/engine Python cost."""
+
+    path = ":memory:"
+
+    def start_step(self, *args: Any, **kwargs: Any) -> Any:
+        from durable_workers.store import StepStart
+
+        return StepStart(1, None)
+
+    def complete_step(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def finish_workflow(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def engine_without_db(steps: int, repeat: int) -> float:
+    """µs per step of Context + run_claim with a store that does nothing."""
+    from durable_workers.store import Claim, WorkflowRecord
+
+    record = WorkflowRecord(
+        id="wf", name="bench_sequential", input={"steps": steps}, status="RUNNING", result=None, error=None,
+        attempts=1, run_at=0.0, created_at=0.0, updated_at=0.0, crash_at=None,
+    )  # fmt: skip
+    claim = Claim(workflow=record, token=1, steps=())
+    reg = registry()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        outcome = run_claim(NullStore(), reg, claim, worker_id="w")  # type: ignore[arg-type]
+        samples.append((time.perf_counter() - start) / steps * 1e6)
+        assert outcome.status == "COMPLETED", outcome
+    return statistics.median(samples)
+
+
 STRACE_CHILD = """
 import sys
 from pathlib import Path
@@ -401,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         report["statements"] = st = statements_per_step(workdir, mode, args.steps)
         p(f"\n== 2. statements per step ({mode}): {st['statements_per_step']:.2f} statements, "
           f"{st['total_us']:.0f} µs per step = {st['sqlite_us']:.0f} µs inside sqlite3 (execute + BEGIN + COMMIT) "
-          f"+ {st['other_us']:.0f} µs Python (peewee + engine)")  # fmt: skip
+          f"+ {st['other_us']:.0f} µs Python (peewee + engine); write lock held {st['lock_held_us']:.0f} µs per step "
+          f"({st['lock_held_us'] / st['total_us'] * 100:.0f} %)")  # fmt: skip
         p(f"{'per step':>8} {'µs each':>8} {'µs/step':>8}  statement")
         for row in st["statements"]:
             p(f"{row['per_step']:8.2f} {row['us_each']:8.1f} {row['us_per_step']:8.1f}  {row['sql']}")
@@ -439,6 +616,24 @@ def main(argv: list[str] | None = None) -> int:
             p("\n== 6. fsync + fdatasync calls per step (strace -f -c)")
             for m, row in fs.items():
                 p(f"{m:8} {row['fsyncs_per_step']:.2f}")
+        report["sets"] = sets = statement_sets(workdir, mode, args.steps, args.repeat)
+        p(f"\n== 7. the SQL of one step under three designs, raw sqlite3 ({mode}, µs per step, median of {args.repeat})")
+        for row in sets:
+            p(f"{row['us_per_step']:8.1f}  {row['statements']} statements + 2 transactions  {row['variant']}")
+
+        report["engine_without_db_us"] = bare = engine_without_db(args.steps, max(args.repeat, 5))
+        p(f"\n== 8. context + engine Python per step with a store that does nothing: {bare:.1f} µs; "
+          f"projected step with prepared, fenced writes: {sets[-1]['us_per_step'] + bare:.0f} µs "
+          f"= {(sets[-1]['us_per_step'] + bare) / sets[0]['us_per_step']:.2f}× the floor (plus the store's own Python)")  # fmt: skip
+
+        report["contention"] = con = contention(workdir, mode, 4, min(args.steps, 200))
+        w = con["begin_wait_ms"]
+        p(f"\n== 9. {con['threads']} sequential workflows at once in one process ({mode}): "
+          f"{con['us_per_step_overall']:.0f} µs per step overall; BEGIN IMMEDIATE waits p50 {w['p50']:.2f} ms, "
+          f"p90 {w['p90']:.2f} ms, p99 {w['p99']:.2f} ms, max {w['max']:.1f} ms; threads spent "
+          f"{con['waited_share_of_wall'] * 100:.0f} % of their time waiting for the lock, which was held "
+          f"{con['lock_held_share_of_wall'] * 100:.0f} % of the wall time")  # fmt: skip
+
         if args.out:
             from .measure import dump_json
 

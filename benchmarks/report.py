@@ -1,11 +1,23 @@
-"""Rendering results: the table (Markdown), the JSON file, the throughput plot."""
+"""Rendering results: the table (Markdown), the JSON file, the throughput plot.
+
+Also a command to re-render saved results, merge runs, and compare before/after:
+
+    python -m benchmarks.report results.json [more.json ...] [--plot out.png]
+    python -m benchmarks.report after.json --before docs/benchmarks-before.json
+
+Later files override earlier ones figure by figure (same benchmark, metric and
+synchronous mode), so a partial re-run (``--only throughput``) can be merged
+into a full one.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from typing import Any
 
-from .measure import Figure, dump_json
+from .measure import Figure, dump_json, fmt
 
 ORDER = ("floor", "step", "throughput", "latency", "recovery", "scale")
 
@@ -87,3 +99,86 @@ def plot_throughput(path: str, figures: list[Figure]) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def load_json(path: str) -> tuple[list[Figure], dict[str, Any]]:
+    """Figures and metadata of a results file written by ``python -m benchmarks``."""
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    figures = []
+    for r in data.get("results", []):
+        figures.append(
+            Figure(
+                bench=r["bench"],
+                metric=r["metric"],
+                unit=r["unit"],
+                sync=r["sync"],
+                samples=[x for x in r["samples"] if x is not None],
+                params=r.get("params", {}),
+                higher_is_better=r.get("higher_is_better", False),
+                note=r.get("note", ""),
+            )
+        )
+    meta = {k: v for k, v in data.items() if k != "results"}
+    return figures, meta
+
+
+def merge(runs: list[list[Figure]]) -> list[Figure]:
+    """Union of figure lists; a later run's figure replaces an earlier one with the same key and mode."""
+    merged: dict[tuple[str, str, str], Figure] = {}
+    for figures in runs:
+        for f in figures:
+            merged[(f.bench, f.metric, f.sync)] = f
+    return list(merged.values())
+
+
+def compare(before: list[Figure], after: list[Figure], syncs: list[str]) -> str:
+    """Markdown table: before and after medians per mode, and after/before."""
+    old = {(f.bench, f.metric, f.sync): f for f in before}
+    new = {(f.bench, f.metric, f.sync): f for f in after}
+    keys = []
+    for f in before + after:
+        if (f.bench, f.metric) not in keys:
+            keys.append((f.bench, f.metric))
+    keys.sort(key=lambda k: ORDER.index(k[0]) if k[0] in ORDER else len(ORDER))
+    header = ["benchmark", "metric"]
+    for s in syncs:
+        header += [f"{s} before", f"{s} after", f"{s} after/before"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for bench, metric in keys:
+        cells = [bench, metric]
+        for s in syncs:
+            b, a = old.get((bench, metric, s)), new.get((bench, metric, s))
+            cells.append(b.render() if b else "–")
+            cells.append(a.render() if a else "–")
+            cells.append(f"{fmt(a.median / b.median)}×" if a and b and b.median else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description="re-render saved results")
+    parser.add_argument("results", nargs="+", help="JSON files from python -m benchmarks (later ones win)")
+    parser.add_argument("--before", help="a JSON file to compare against (before/after table)")
+    parser.add_argument("--plot", help="write the throughput plot here")
+    parser.add_argument("--out", help="write the merged results here")
+    args = parser.parse_args(argv)
+    loaded = [load_json(path) for path in args.results]
+    figures = merge([f for f, _ in loaded])
+    syncs = sorted({f.sync for f in figures}, key=lambda s: ("NORMAL", "FULL").index(s) if s in ("NORMAL", "FULL") else 9)
+    if args.before:
+        before, _ = load_json(args.before)
+        print(compare(before, figures, syncs))
+    else:
+        print(table(figures, syncs))
+    if args.out:
+        meta = dict(loaded[0][1])  # the base run; later files only replace figures
+        meta["merged_from"] = args.results
+        write_json(args.out, figures, meta)
+    if args.plot:
+        plot_throughput(args.plot, figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
