@@ -264,11 +264,16 @@ class Injector:
         return kinds
 
     def inject(self, now: float) -> Fault | None:
+        """Send one fault: each allowed kind once first (in random order), then weighted at random."""
         kinds = self._eligible(now)
         if not kinds:
             self.skipped += 1
             return None
-        kind = self.rng.choices(kinds, weights=[FAULT_WEIGHTS[k] for k in kinds])[0]
+        unsent = [k for k in kinds if not any(f.kind == k for f in self.faults)]
+        if unsent:
+            kind = self.rng.choice(unsent)
+        else:
+            kind = self.rng.choices(kinds, weights=[FAULT_WEIGHTS[k] for k in kinds])[0]
         fault = getattr(self, f"_{kind}")(now)
         if fault is None:
             self.skipped += 1
@@ -462,8 +467,26 @@ class Experiment:
         self.db = _fresh_db(options.db)
         self.log_path = Path(self.db).with_suffix(".log")
         self.progress = progress or (lambda text: None)
+        self.interrupted = False
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        """SIGINT/SIGTERM: end the run and clean up; a second one aborts (cleanup still runs)."""
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
 
     def run(self) -> dict[str, Any]:
+        """Run the experiment; SIGINT/SIGTERM end it early (the fleet is still stopped)."""
+        if threading.current_thread() is not threading.main_thread():
+            return self._run()
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self) -> dict[str, Any]:
         options = self.options
         client = Client(db=self.db, app=APP)
         store = client.store
@@ -486,21 +509,26 @@ class Experiment:
                 injector.tick(now)
                 if not fleet.alive():
                     unexpected_deaths += 1
-                    self.progress(f"supervisor exited by itself ({fleet.proc.returncode if fleet.proc else '?'}); restarting")
+                    code = fleet.proc.returncode if fleet.proc else "?"
+                    if unexpected_deaths > 5:
+                        self.progress(f"supervisor keeps exiting by itself (exit {code}); see {self.log_path}")
+                        break
+                    self.progress(f"supervisor exited by itself (exit {code}); restarting")
                     fleet.start()
                 if now >= next_check:
                     next_check = now + 0.25
                     if _all_ended(store.status_counts_by_name()):
                         finished = True
                         break
-                if now >= deadline:
+                if now >= deadline or self.interrupted:
                     break
                 if options.faults and now >= next_fault:
                     injector.inject(now)
                     next_fault = now + options.fault_interval * self.rng.uniform(0.5, 1.5)
                 pause.wait(0.01)
             ended = time.time()
-            self.progress("stopping faults and the fleet")
+            unserved = _quietly(client.unserved_names, [])
+            self.progress("interrupted: stopping faults and the fleet" if self.interrupted else "stopping faults and the fleet")
         finally:
             injector.finish()
             stopped_in_time = fleet.stop()
@@ -519,12 +547,16 @@ class Experiment:
             finished=finished,
             log_text=self.log_path.read_text(errors="replace") if self.log_path.exists() else "",
             orphans=orphans,
+            unserved=unserved,
             supervisor_starts=fleet.starts,
             unexpected_supervisor_deaths=unexpected_deaths,
             supervisor_stopped_in_time=stopped_in_time,
             skipped_faults=injector.skipped,
         )
         client.close()
+        if self.interrupted:
+            verdict["interrupted"] = True
+            verdict["ok"] = False
         return verdict
 
     def _orphans(self, grace: float) -> list[dict[str, Any]]:
@@ -544,6 +576,13 @@ class Experiment:
             except psutil.Error:
                 continue
         return found
+
+
+def _quietly(fn: Any, default: Any) -> Any:
+    try:
+        return fn()
+    except DurableError:
+        return default
 
 
 def _all_ended(counts: dict[str, dict[str, int]]) -> bool:
@@ -596,6 +635,7 @@ def analyse(
     log_text: str,
     orphans: list[dict[str, Any]],
     supervisor_starts: int,
+    unserved: Sequence[str] = (UNKNOWN_NAME,),
     unexpected_supervisor_deaths: int,
     supervisor_stopped_in_time: bool,
     skipped_faults: int = 0,
@@ -721,15 +761,16 @@ def analyse(
         want_status, want_text = BAD_INPUT[w.name]
         error = w.error or ""
         ok = w.status == want_status and (want_text in error or (want_status == "FAILED" and POISON_TEXT in error))
-        if w.name == UNKNOWN_NAME:
-            ok = ok and w.attempts == 0
+        if w.name == UNKNOWN_NAME:  # never claimed, and `durable status` says why
+            ok = ok and w.attempts == 0 and w.name in unserved
+            error = f"waiting: no live worker registers {w.name!r}" if w.name in unserved else error
         bad_report.append(
             {
                 "id": w.id,
                 "name": w.name,
                 "status": w.status,
                 "expected": want_status,
-                "error": (w.error or "").splitlines()[0] if w.error else None,
+                "error": error.splitlines()[0] if error else None,
                 "ok": ok,
             }
         )
@@ -744,6 +785,8 @@ def analyse(
     for rows in by_workflow.values():
         rows.sort(key=lambda r: r.at)
     recovery: dict[str, list[float]] = {"kill": [], "stop": [], "supervisor": []}
+    unlocked: dict[str, list[float]] = {"kill": [], "stop": [], "supervisor": []}
+    locks = [(f.start, f.end or f.start) for f in faults if f.kind == "lock"]
     for fault in faults:
         if fault.kind not in recovery:
             continue
@@ -757,6 +800,8 @@ def analyse(
                 nxt = record.updated_at
             if nxt is not None:
                 recovery[fault.kind].append(nxt - fault.start)
+                if not any(start < nxt and end > fault.start for start, end in locks):
+                    unlocked[fault.kind].append(nxt - fault.start)
     fleet_exit = [f.end - f.start for f in faults if f.kind == "supervisor" and f.end is not None]
 
     # ---- throughput
@@ -779,6 +824,7 @@ def analyse(
         "bad_inputs_documented": all(b["ok"] for b in bad_report)
         and len(bad_report) == options.bad_inputs * len(BAD_INPUT),
         "no_orphans": not orphans,
+        "supervisor_never_exited_by_itself": unexpected_supervisor_deaths == 0,
     }
     return {
         "ok": all(checks_passed.values()),
@@ -819,6 +865,8 @@ def analyse(
             "executions": step_count,
             "distinct": len(executions),
             "completed_rows": sum(1 for s in step_rows.values() if s.status == StepStatus.COMPLETED.value),
+            "max_starts_of_a_step": max((s.attempts for s in step_rows.values()), default=0),
+            "steps_started_3_times_or_more": sum(1 for s in step_rows.values() if s.attempts >= 3),
             "executed_more_than_once": multi,
             "reexecutions": reexecutions,
             "explained_by_kill": explained["kill"],
@@ -845,6 +893,9 @@ def analyse(
             "kill": _summary(recovery["kill"]),
             "stop": _summary(recovery["stop"]),
             "supervisor": _summary(recovery["supervisor"]),
+            "kill_no_lock_overlap": _summary(unlocked["kill"]),
+            "stop_no_lock_overlap": _summary(unlocked["stop"]),
+            "supervisor_no_lock_overlap": _summary(unlocked["supervisor"]),
             "old_fleet_exit_after_supervisor_kill": _summary(fleet_exit),
         },
         "throughput": {
@@ -861,6 +912,13 @@ def analyse(
     }
 
 
+def _began(row: LedgerRecord) -> float:
+    """When the step function of a ledger row began (its write may have waited for the lock)."""
+    value = _value(row.value)
+    began = value.get("began") if isinstance(value, dict) else None
+    return float(began) if isinstance(began, (int, float)) else row.at
+
+
 def _explain(row: LedgerRecord, faults: Sequence[Fault], done_at: float, window: float) -> Fault | None:
     """The kill or stop of the row's worker that cut that execution short, if any.
 
@@ -873,7 +931,7 @@ def _explain(row: LedgerRecord, faults: Sequence[Fault], done_at: float, window:
             continue
         if fault.kind == "kill" and fault.start >= row.at - SLACK:
             return fault
-        if fault.kind == "stop" and row.at <= (fault.end or float("inf")) + RESUME_GRACE:
+        if fault.kind == "stop" and _began(row) <= (fault.end or float("inf")) + RESUME_GRACE:
             return fault
     return None
 
@@ -929,6 +987,7 @@ def render(verdict: dict[str, Any]) -> str:
     add("STEPS", "")
     add("  executions (ledger)", f"{s['executions']} for {s['distinct']} step calls")
     add("  executed more than once", f"{s['executed_more_than_once']} steps, {s['reexecutions']} extra executions")
+    add("  started 3+ times (steps rows)", f"{s['steps_started_3_times_or_more']} (most starts of one step: {s['max_starts_of_a_step']})")
     add(
         "  re-executions explained by a kill/stop",
         f"{s['explained_by_kill'] + s['explained_by_stop']} / {s['explained_by_kill'] + s['explained_by_stop'] + s['unexplained']}",
@@ -943,8 +1002,11 @@ def render(verdict: dict[str, Any]) -> str:
     add("  ... in engine logs (retried)", lk["errors_in_engine_logs"], "(info)")
     add("RECOVERY (fault -> next step of that workflow)", "")
     add("  after kill -9 worker", _rec(rec["kill"]))
+    add("    ... no lock fault overlapping", _rec(rec["kill_no_lock_overlap"]))
     add("  after SIGSTOP", _rec(rec["stop"]))
+    add("    ... no lock fault overlapping", _rec(rec["stop_no_lock_overlap"]))
     add("  after supervisor kill", _rec(rec["supervisor"]))
+    add("    ... no lock fault overlapping", _rec(rec["supervisor_no_lock_overlap"]))
     add("  old fleet gone after supervisor kill", _rec(rec["old_fleet_exit_after_supervisor_kill"]))
     add("THROUGHPUT", "")
     add("  duration", f"{thr['duration_s']:.1f} s")
@@ -957,6 +1019,8 @@ def render(verdict: dict[str, Any]) -> str:
     for label, value, mark in rows:
         lines.append(f"{label:<{width}}{value:<{vwidth}}{mark}".rstrip())
     failed = [name for name, ok in checks.items() if not ok]
+    if verdict.get("interrupted"):
+        failed.insert(0, "interrupted")
     lines.append("")
     lines.append("VERDICT: PASS" if verdict["ok"] else f"VERDICT: FAIL ({', '.join(failed)})")
     for key in ("unexplained_detail", "completed_step_reexecuted_detail", "output_mismatch_detail", "fenced_writes_detail"):
@@ -975,7 +1039,7 @@ def render(verdict: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- commands
 
 
-def _parse_faults(text: str) -> tuple[str, ...]:
+def _parse_faults(ctx: click.Context | None, param: click.Parameter | None, text: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in text.split(",") if k.strip() and k.strip() != "none")
     unknown = set(kinds) - set(FAULT_KINDS)
     if unknown:
@@ -989,7 +1053,7 @@ def _parse_faults(text: str) -> tuple[str, ...]:
 @click.option("--fault-interval", default=0.5, show_default=True, help="Mean seconds between faults (±50 %).")
 @click.option(
     "--faults", default=",".join(FAULT_KINDS), show_default=True,
-    help="Comma list of kill,stop,supervisor,lock (or none).",
+    help="Comma list of kill,stop,supervisor,lock (or none).", callback=_parse_faults,
 )  # fmt: skip
 @click.option("--ttl", default=2.0, show_default=True, help="Lease TTL of the workers (SIGSTOP lasts ttl + 1.5 s).")
 @click.option("--timeout", "--duration", "timeout", default=300.0, show_default=True,
@@ -1007,7 +1071,7 @@ def _parse_faults(text: str) -> tuple[str, ...]:
 @click.option("--bad-inputs", default=1, show_default=True, help="Bad-input workflows of each kind mixed in.")
 @click.option("--concurrency", default=1, show_default=True, help="Workflows each worker runs at once.")
 @click.option("--log-level", default="WARNING", show_default=True, help="Log level of the fleet (log beside the db).")
-def chaos(json_out: str | None, faults: str, **values: Any) -> None:
+def chaos(json_out: str | None, faults: tuple[str, ...], **values: Any) -> None:
     """Run a self-checking fault-injection experiment on a fresh database.
 
     Starts a supervisor with --workers, submits --workflows check workflows
@@ -1016,7 +1080,7 @@ def chaos(json_out: str | None, faults: str, **values: Any) -> None:
     """
     if values["db"] is None:
         values["db"] = (click.get_current_context().find_root().obj or {}).get("db")
-    options = ChaosOptions(faults=_parse_faults(faults), **values)
+    options = ChaosOptions(faults=faults, **values)
     to_stdout = json_out == "-"
     echo = (lambda text: click.echo(text, err=True)) if to_stdout else click.echo
     try:

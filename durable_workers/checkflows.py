@@ -34,11 +34,19 @@ import json
 import os
 import random
 import threading
+import time
 import uuid
 from typing import Any
 
 from .context import Context
 from .registry import workflow
+
+#: Starts allowed per check step. The experiment kills workers every few hundred
+#: milliseconds, and a step blocked behind the lock fault is killed often; with
+#: the default 3 a step could become a poison pill by chance. Check steps are
+#: idempotent ledger appends, so they declare a generous limit.
+CHECK_MAX_ATTEMPTS = 10
+
 
 def _record(ctx: Context, key: str, value: dict[str, Any] | None) -> None:
     ctx._store.ledger_append(
@@ -52,8 +60,18 @@ def _record(ctx: Context, key: str, value: dict[str, Any] | None) -> None:
 
 
 def effect(ctx: Context, work_s: float) -> dict[str, Any]:
-    """The body of every check step: ledger row first, then ``work_s`` (±50 %) of work."""
-    value = {"key": ctx.step_key, "pid": os.getpid(), "token": ctx._token, "nonce": uuid.uuid4().hex[:12]}
+    """The body of every check step: ledger row first, then ``work_s`` (±50 %) of work.
+
+    The value records when the step function began (``began``), before its
+    ledger write could wait for the database lock.
+    """
+    value = {
+        "key": ctx.step_key,
+        "pid": os.getpid(),
+        "token": ctx._token,
+        "nonce": uuid.uuid4().hex[:12],
+        "began": time.time(),
+    }
     _record(ctx, ctx.step_key, value)
     if work_s > 0:
         threading.Event().wait(work_s * random.uniform(0.5, 1.5))
@@ -65,24 +83,25 @@ def begin(ctx: Context) -> None:
     _record(ctx, "@begin", None)
 
 
+def check_step(ctx: Context, name: str, work_s: float) -> dict[str, Any]:
+    """One check step: :func:`effect` as step ``name``."""
+    return ctx.step(name, lambda: effect(ctx, work_s), max_attempts=CHECK_MAX_ATTEMPTS)
+
+
 @workflow(name="chaos_check")
 def chaos_check(ctx: Context, fan: int = 3, loop: int = 3, work_ms: float = 10.0) -> dict[str, Any]:
     """Sequential steps, a fan-out of ``fan`` branches, a loop of ``loop`` steps, a conditional."""
     work = work_ms / 1000.0
     begin(ctx)
-    first = ctx.step("reserve", lambda: effect(ctx, work))
-    second = ctx.step("charge", lambda: effect(ctx, work))
-
-    def branch() -> dict[str, Any]:
-        return ctx.step("ship", lambda: effect(ctx, work))
-
-    shipped = ctx.parallel(*[branch for _ in range(fan)])
-    looped = [ctx.step("notify", lambda: effect(ctx, work)) for _ in range(loop)]
+    first = check_step(ctx, "reserve", work)
+    second = check_step(ctx, "charge", work)
+    shipped = ctx.parallel(*[lambda: check_step(ctx, "ship", work) for _ in range(fan)])
+    looped = [check_step(ctx, "notify", work) for _ in range(loop)]
     if int(first["nonce"], 16) % 2 == 0:  # decided by a recorded value: same branch on replay
-        decided = ctx.step("audit", lambda: effect(ctx, work))
+        decided = check_step(ctx, "audit", work)
     else:
-        decided = ctx.step("skip_audit", lambda: effect(ctx, work))
-    last = ctx.step("close", lambda: effect(ctx, work))
+        decided = check_step(ctx, "skip_audit", work)
+    last = check_step(ctx, "close", work)
     values = [first, second, *shipped, *looped, decided, last]
     return {"token": ctx._token, "nonces": {v["key"]: v["nonce"] for v in values}}
 
@@ -91,7 +110,7 @@ def chaos_check(ctx: Context, fan: int = 3, loop: int = 3, work_ms: float = 10.0
 def chaos_short(ctx: Context) -> dict[str, Any]:
     """Two steps without work: a short workflow for contention runs."""
     begin(ctx)
-    values = [ctx.step("one", lambda: effect(ctx, 0)), ctx.step("two", lambda: effect(ctx, 0))]
+    values = [check_step(ctx, "one", 0.0), check_step(ctx, "two", 0.0)]
     return {"token": ctx._token, "nonces": {v["key"]: v["nonce"] for v in values}}
 
 

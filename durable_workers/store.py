@@ -57,6 +57,12 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 10_000
 #: Further retries of a whole transaction after SQLite gave up waiting.
 LOCK_RETRIES = 12
+#: How long SQLite itself waits for a lock before the store polls again (see Store._run).
+LOCK_POLL_MS = 10
+#: Longest pause between two polls for a lock.
+LOCK_POLL_MAX = 0.005
+#: A wait for the write lock at least this long counts as a database stall (see Store._stall_grace).
+STALL_MIN = 0.1
 
 TERMINAL = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value)
 
@@ -244,19 +250,27 @@ class Store:
         self.path = str(path)
         self.synchronous = synchronous.upper()
         self._check_path(create)
+        # SQLite waits only LOCK_POLL_MS for a lock; Store._run then polls every few ms
+        # until ``busy_timeout_ms * (LOCK_RETRIES + 1)`` has passed. SQLite's own busy
+        # handler sleeps up to 100 ms between tries, so a long waiter kept losing the
+        # lock to newcomers (seconds-long starvation under contention, docs/reliability.md).
+        self._patience = busy_timeout_ms / 1000.0 * (LOCK_RETRIES + 1)
+        poll_ms = min(busy_timeout_ms, LOCK_POLL_MS)
         pragmas = {
             "journal_mode": "wal",
             "synchronous": self.synchronous,
-            "busy_timeout": busy_timeout_ms,
+            "busy_timeout": poll_ms,
             "foreign_keys": 1,
         }
         if not database.is_closed():
             database.close()
-        database.init(self.path, pragmas=pragmas, timeout=busy_timeout_ms / 1000.0)
+        database.init(self.path, pragmas=pragmas, timeout=poll_ms / 1000.0)
         self.db = database
         self._rng = random.Random()
+        #: (wall time it ended, seconds) of the last wait for the write lock, see _note_wait.
+        self._stall: tuple[float, float] = (0.0, 0.0)
         try:
-            self._prepare_schema(create)
+            self._run(lambda: self._prepare_schema(create), write=False)
         except peewee.DatabaseError as exc:
             self.close()
             raise _describe(self.path, exc) from exc
@@ -316,26 +330,50 @@ class Store:
     # ----------------------------------------------------------------- transactions
 
     def _run(self, body: Callable[[], T], *, write: bool) -> T:
-        """Run ``body`` in a transaction, retrying ``database is locked``."""
-        delay = 0.01
-        for attempt in range(LOCK_RETRIES + 1):
+        """Run ``body`` in a transaction, retrying ``database is locked``.
+
+        SQLite waits ``LOCK_POLL_MS`` per try; between tries the store pauses a
+        few jittered milliseconds, so every waiter keeps asking often and none
+        starves behind newcomers. ``StoreBusyError`` after ``self._patience`` s.
+        """
+        asked = time.monotonic()
+        pause = 0.001
+        while True:
             try:
                 if write:
                     with self.db.atomic(lock_type="IMMEDIATE"):
+                        self._note_wait(time.monotonic() - asked)
                         return body()
                 return body()
             except (peewee.OperationalError, sqlite3.OperationalError) as exc:
                 if not _is_busy(exc):
                     raise _describe(self.path, exc) from exc
-                if attempt == LOCK_RETRIES:
+                waited = time.monotonic() - asked
+                if waited >= self._patience:
                     raise StoreBusyError(
-                        f"database {self.path} stayed locked through {LOCK_RETRIES} retries"
+                        f"database {self.path} stayed locked for {waited:.0f} s"
                     ) from exc
-                time.sleep(delay * (0.5 + self._rng.random()))
-                delay = min(delay * 2, 1.0)
+                time.sleep(pause * (0.5 + self._rng.random()))
+                pause = min(pause * 2, LOCK_POLL_MAX)
             except peewee.DatabaseError as exc:
                 raise _describe(self.path, exc) from exc
-        raise AssertionError("unreachable")
+
+    def _note_wait(self, waited: float) -> None:
+        """Remember a long wait for the write lock: the database was unavailable meanwhile."""
+        if waited >= STALL_MIN:
+            self._stall = (time.time(), waited)
+
+    def _stall_grace(self, now: float, ttl: float) -> float:
+        """Seconds by which lease expiry is extended after a recent database stall.
+
+        While the write lock was held elsewhere (a long transaction, a backup,
+        another process) no worker could renew its leases. For ``ttl`` seconds
+        after a stall this process saw, a lease counts as expired only if it
+        expired that much before now, so live holders' delayed heartbeats land
+        before anyone takes their work.
+        """
+        ended, waited = self._stall
+        return waited if 0.0 <= now - ended < ttl else 0.0
 
     def write(self, body: Callable[[], T]) -> T:
         """Run ``body`` inside one ``BEGIN IMMEDIATE`` transaction (with lock retries)."""
@@ -489,12 +527,12 @@ class Store:
 
     # ----------------------------------------------------------------- claim and lease
 
-    def _runnable(self, names: Sequence[str], now: float) -> str | None:
+    def _runnable(self, names: Sequence[str], now: float, stale_before: float | None = None) -> str | None:
         stale = (
             Workflow.select(Workflow.id)
             .join(Lease, on=(Lease.workflow_id == Workflow.id))
             .where(
-                (Lease.expires_at < now)
+                (Lease.expires_at < (now if stale_before is None else stale_before))
                 & (Lease.worker_id.is_null(False))
                 & (Workflow.status == Status.RUNNING.value)
                 & (Workflow.name.in_(list(names)))
@@ -518,8 +556,11 @@ class Store:
         )
 
     def _take(
-        self, workflow_id: str, worker_id: str, ttl: float, now: float, max_claims: int
+        self, workflow_id: str, worker_id: str, ttl: float, now: float, max_claims: int, *, real_time: bool = False
     ) -> Claim | None:
+        # The lease runs from when the lock was obtained: ``now`` may be from before a long
+        # wait for it, and a lease dated from then could be born expired (and taken at once).
+        held_from = max(now, time.time()) if real_time else now
         Workflow.update(
             status=Status.RUNNING.value, attempts=Workflow.attempts + 1, updated_at=now
         ).where(Workflow.id == workflow_id).execute()
@@ -536,15 +577,19 @@ class Store:
             return None
         (
             Lease.insert(
-                workflow_id=workflow_id, worker_id=worker_id, token=1, expires_at=now + ttl, heartbeat_at=now
+                workflow_id=workflow_id,
+                worker_id=worker_id,
+                token=1,
+                expires_at=held_from + ttl,
+                heartbeat_at=held_from,
             )
             .on_conflict(
                 conflict_target=[Lease.workflow_id],
                 update={
                     Lease.worker_id: worker_id,
                     Lease.token: Lease.token + 1,
-                    Lease.expires_at: now + ttl,
-                    Lease.heartbeat_at: now,
+                    Lease.expires_at: held_from + ttl,
+                    Lease.heartbeat_at: held_from,
                 },
             )
             .execute()
@@ -574,14 +619,17 @@ class Store:
         """
         if not names:
             return None
+        real_time = now is None
         now = time.time() if now is None else now
+
+        stale_before = now - self._stall_grace(now, ttl)
 
         def body() -> Claim | None:
             while True:
-                workflow_id = self._runnable(names, now)
+                workflow_id = self._runnable(names, now, stale_before)
                 if workflow_id is None:
                     return None
-                claim = self._take(workflow_id, worker_id, ttl, now, max_claims)
+                claim = self._take(workflow_id, worker_id, ttl, now, max_claims, real_time=real_time)
                 if claim is not None:
                     return claim
 
@@ -602,6 +650,7 @@ class Store:
         FAILED, CANCELLED). Raises :class:`InvalidStateError` when another live
         lease holds it.
         """
+        real_time = now is None
         now = time.time() if now is None else now
 
         def body() -> Claim | None:
@@ -622,7 +671,7 @@ class Store:
                     f"workflow {workflow_id} is running on worker {lease.worker_id}; "
                     "wait for it or stop that worker"
                 )
-            return self._take(workflow_id, worker_id, ttl, now, max_claims)
+            return self._take(workflow_id, worker_id, ttl, now, max_claims, real_time=real_time)
 
         return self.write(body)
 
@@ -898,16 +947,20 @@ class Store:
         return self.write(body)
 
     def heartbeat(self, worker_id: str, *, ttl: float, state: str | None = None, now: float | None = None) -> int:
-        """Renew the worker row and every lease it holds; return the lease count."""
-        now = time.time() if now is None else now
+        """Renew the worker row and every lease it holds; return the lease count.
+
+        The new expiry counts from when the write lock was obtained, not from
+        when the renewal was asked for (it may have waited for the lock).
+        """
 
         def body() -> int:
-            update: dict[Any, Any] = {Worker.heartbeat_at: now}
+            at = time.time() if now is None else now
+            update: dict[Any, Any] = {Worker.heartbeat_at: at}
             if state is not None:
                 update[Worker.state] = state
             Worker.update(update).where(Worker.id == worker_id).execute()
             return (
-                Lease.update(expires_at=now + ttl, heartbeat_at=now)
+                Lease.update(expires_at=at + ttl, heartbeat_at=at)
                 .where(Lease.worker_id == worker_id)
                 .execute()
             )
@@ -944,6 +997,15 @@ class Store:
             if alive_only:
                 query = query.where(Worker.state.in_(["running", "draining"]))
             return [WorkerRecord.from_row(row) for row in query]
+
+        return self.read(body)
+
+    def get_worker(self, worker_id: str) -> WorkerRecord | None:
+        """The row of a worker, or ``None`` if it never registered."""
+
+        def body() -> WorkerRecord | None:
+            row = Worker.get_or_none(Worker.id == worker_id)
+            return WorkerRecord.from_row(row) if row is not None else None
 
         return self.read(body)
 

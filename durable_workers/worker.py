@@ -288,6 +288,12 @@ class WorkerProcess:
                     if claimed:
                         idle = self.options.poll_min
                         continue
+                else:
+                    # Every slot is busy: sleep until an attempt ends. (Falling through to
+                    # the idle wait below spun at full CPU once last_poll + idle had passed.)
+                    if self._wake.wait(0.05):
+                        self._wake.clear()
+                    continue
                 # Idle: wake on a database change, a finished attempt, or the backoff.
                 deadline = last_poll + idle
                 woken = False

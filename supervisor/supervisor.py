@@ -146,6 +146,9 @@ class Supervisor:
             if proc is None or proc.poll() is None:
                 continue
             code = proc.returncode
+            # A worker that got as far as registering its row was not crash-looping at
+            # start-up; killed later (kill -9, OOM), it is replaced without backoff.
+            registered = slot.worker_id is not None and self.store.get_worker(slot.worker_id) is not None
             reason = slot.killed_for or describe_exit(code)
             level = logging.INFO if code == 0 or self.stop_requests else logging.WARNING
             verb = "exited" if code == 0 else "died"
@@ -158,7 +161,7 @@ class Supervisor:
             if self.stop_requests:
                 continue
             lived = now - slot.started
-            if code == 0 or lived >= self.options.stable_after:
+            if code == 0 or lived >= self.options.stable_after or registered:
                 slot.backoff = 0.0
             else:
                 slot.backoff = min(
