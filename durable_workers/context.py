@@ -402,6 +402,7 @@ class Context:
     def _execute(
         self, name: str, key: str, scope: str, position: int, fn: Callable[[], T], policy: StepPolicy
     ) -> T:
+        new = key not in self._recorded  # no row yet: the store can insert without looking
         while True:
             if self._stopping.is_set():
                 raise WorkerStopping(f"worker stopping before step {key}")
@@ -415,7 +416,9 @@ class Context:
                 token=self._token,
                 max_attempts=policy.attempts_allowed(),
                 timeout=policy.timeout,
+                new=new,
             )
+            new = False
             self._maybe_crash("before", name, key)
             self._emit("started", key, attempt=start.attempts)
             began = time.monotonic()

@@ -14,15 +14,17 @@ from peewee import (
     FloatField,
     IntegerField,
     Model,
-    SqliteDatabase,
     TextField,
 )
+from playhouse.pool import PooledSqliteDatabase
 
 #: Bumped whenever the schema changes; stored in ``PRAGMA user_version``.
 SCHEMA_VERSION = 1
 
 #: The process-wide database, initialised later by ``Store`` (peewee deferred init).
-database = SqliteDatabase(None)
+#: Pooled: a thread that ends hands its connection to the next one (parallel
+#: branches would otherwise open a connection each); no size limit.
+database = PooledSqliteDatabase(None, max_connections=None, stale_timeout=None)
 
 
 class Status(str, Enum):

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import peewee
-from peewee import fn
+from peewee import SQL, Value, fn
 
 from .errors import (
     DatabaseError,
@@ -64,6 +64,14 @@ LOCK_POLL_MAX = 0.005
 #: A wait for the write lock at least this long counts as a database stall (see Store._stall_grace).
 STALL_MIN = 0.1
 
+#: One writer at a time per process (see Store._run).
+_WRITER = threading.RLock()
+#: (path, pragmas) the process-wide database was initialised with.
+_OPENED: tuple[str, tuple[tuple[str, Any], ...]] | None = None
+
+#: SQL text of the hot-path statements, compiled once per process by Store._execute.
+_STATEMENTS: dict[str, str] = {}
+
 TERMINAL = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value)
 
 
@@ -88,19 +96,15 @@ class WorkflowRecord:
 
     @classmethod
     def from_row(cls, row: Workflow) -> "WorkflowRecord":
-        return cls(
-            id=row.id,
-            name=row.name,
-            input=json.loads(row.input) if row.input else {},
-            status=row.status,
-            result=json.loads(row.result) if row.result is not None else None,
-            error=row.error,
-            attempts=row.attempts,
-            run_at=row.run_at,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            crash_at=row.crash_at,
-        )
+        return cls.from_values(row.__data__)
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> "WorkflowRecord":
+        """Build from a column-name mapping (JSON columns still encoded)."""
+        data = dict(values)
+        data["input"] = json.loads(data["input"]) if data.get("input") else {}
+        data["result"] = json.loads(data["result"]) if data.get("result") is not None else None
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,11 @@ class StepRecord:
     @classmethod
     def from_row(cls, row: Step) -> "StepRecord":
         return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+    @classmethod
+    def from_tuple(cls, row: Sequence[Any]) -> "StepRecord":
+        """Build from a ``SELECT`` of every ``steps`` column, in model order."""
+        return cls(**dict(zip(_STEP_COLUMNS, row)))
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,10 @@ class LeaseRecord:
         return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
 
 
+_WORKFLOW_COLUMNS = tuple(f.name for f in Workflow._meta.sorted_fields)
+_STEP_COLUMNS = tuple(f.name for f in Step._meta.sorted_fields)
+
+
 @dataclass(frozen=True)
 class Claim:
     """A workflow this worker now owns, with everything needed to run it."""
@@ -181,6 +194,15 @@ class StepStart:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _holds_lease(workflow_id: str, worker_id: str, token: int) -> Any:
+    """Peewee condition: the lease of ``workflow_id`` is held by ``worker_id`` with ``token``."""
+    return fn.EXISTS(
+        Lease.select(SQL("1")).where(
+            (Lease.workflow_id == workflow_id) & (Lease.worker_id == worker_id) & (Lease.token == token)
+        )
+    )
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -235,8 +257,9 @@ class Store:
     Raises :class:`DatabaseError` with a one-line reason when the file is
     missing, not SQLite, read-only, or of a newer schema version.
 
-    One connection per thread: threads that end should call :meth:`close`.
-    Only one database is open per process (peewee's deferred database).
+    One connection per thread, from a pool: threads that end should call
+    :meth:`close` to hand theirs back. Only one database file is open per
+    process (peewee's deferred database); opening another closes the pool.
     """
 
     def __init__(
@@ -262,9 +285,12 @@ class Store:
             "busy_timeout": poll_ms,
             "foreign_keys": 1,
         }
-        if not database.is_closed():
-            database.close()
-        database.init(self.path, pragmas=pragmas, timeout=poll_ms / 1000.0)
+        global _OPENED
+        if _OPENED != (self.path, tuple(pragmas.items())):
+            if not database.deferred:
+                database.close_all()  # pooled connections to another file or with other pragmas
+            database.init(self.path, pragmas=pragmas, timeout=poll_ms / 1000.0, check_same_thread=False)
+            _OPENED = (self.path, tuple(pragmas.items()))
         self.db = database
         self._rng = random.Random()
         #: (wall time it ended, seconds) of the last wait for the write lock, see _note_wait.
@@ -341,7 +367,9 @@ class Store:
         while True:
             try:
                 if write:
-                    with self.db.atomic(lock_type="IMMEDIATE"):
+                    # Threads of this process queue here, in order, instead of
+                    # polling SQLite against each other.
+                    with _WRITER, self.db.atomic(lock_type="IMMEDIATE"):
                         self._note_wait(time.monotonic() - asked)
                         return body()
                 return body()
@@ -375,6 +403,10 @@ class Store:
         ended, waited = self._stall
         return waited if 0.0 <= now - ended < ttl else 0.0
 
+    def _stale_before(self, now: float, ttl: float) -> float:
+        """Leases that expired before this instant are claimable (``now`` less any stall grace)."""
+        return now - self._stall_grace(max(now, time.time()), ttl)
+
     def write(self, body: Callable[[], T]) -> T:
         """Run ``body`` inside one ``BEGIN IMMEDIATE`` transaction (with lock retries)."""
         return self._run(body, write=True)
@@ -391,6 +423,23 @@ class Store:
         )
         if held != token:
             raise LeaseLost(f"workflow {workflow_id}: lease token {token} is no longer held")
+
+    def _execute(self, name: str, build: Callable[[], Any], params: Sequence[Any]) -> Any:
+        """Run a peewee-built statement whose SQL is compiled once per process.
+
+        ``build()`` returns the peewee query for the current values and
+        ``params`` lists those values in the order peewee binds them. The first
+        call compiles the query and checks that the two agree; later calls skip
+        query building (the hot path: claim, step start/complete, heartbeat).
+        Returns the cursor.
+        """
+        sql = _STATEMENTS.get(name)
+        if sql is None:
+            sql, bound = build().sql()
+            if list(bound) != list(params):
+                raise AssertionError(f"statement {name!r}: peewee binds {bound!r}, the store passes {list(params)!r}")
+            _STATEMENTS[name] = sql
+        return self.db.execute_sql(sql, params)
 
     # ----------------------------------------------------------------- workflows
 
@@ -528,32 +577,35 @@ class Store:
     # ----------------------------------------------------------------- claim and lease
 
     def _runnable(self, names: Sequence[str], now: float, stale_before: float | None = None) -> str | None:
-        stale = (
-            Workflow.select(Workflow.id)
+        """Id of the oldest runnable workflow among ``names``: under an expired lease, else PENDING."""
+        names = list(names)
+        stale_before = now if stale_before is None else stale_before
+        running, pending = Status.RUNNING.value, Status.PENDING.value
+        row = self._execute(
+            f"runnable_stale/{len(names)}",
+            lambda: Workflow.select(Workflow.id)
             .join(Lease, on=(Lease.workflow_id == Workflow.id))
             .where(
-                (Lease.expires_at < (now if stale_before is None else stale_before))
+                (Lease.expires_at < stale_before)
                 & (Lease.worker_id.is_null(False))
-                & (Workflow.status == Status.RUNNING.value)
-                & (Workflow.name.in_(list(names)))
+                & (Workflow.status == running)
+                & (Workflow.name.in_(names))
             )
             .order_by(Workflow.created_at)
-            .limit(1)
-            .scalar()
-        )
-        if stale is not None:
-            return stale
-        return (
-            Workflow.select(Workflow.id)
-            .where(
-                (Workflow.status == Status.PENDING.value)
-                & (Workflow.name.in_(list(names)))
-                & (Workflow.run_at <= now)
-            )
+            .limit(1),
+            [stale_before, running, *names, 1],
+        ).fetchone()
+        if row is not None:
+            return row[0]
+        row = self._execute(
+            f"runnable_pending/{len(names)}",
+            lambda: Workflow.select(Workflow.id)
+            .where((Workflow.status == pending) & (Workflow.name.in_(names)) & (Workflow.run_at <= now))
             .order_by(Workflow.created_at)
-            .limit(1)
-            .scalar()
-        )
+            .limit(1),
+            [pending, *names, now, 1],
+        ).fetchone()
+        return row[0] if row is not None else None
 
     def _take(
         self, workflow_id: str, worker_id: str, ttl: float, now: float, max_claims: int, *, real_time: bool = False
@@ -561,45 +613,60 @@ class Store:
         # The lease runs from when the lock was obtained: ``now`` may be from before a long
         # wait for it, and a lease dated from then could be born expired (and taken at once).
         held_from = max(now, time.time()) if real_time else now
-        Workflow.update(
-            status=Status.RUNNING.value, attempts=Workflow.attempts + 1, updated_at=now
-        ).where(Workflow.id == workflow_id).execute()
-        row = Workflow.get_by_id(workflow_id)
-        if row.attempts > max_claims:
+        running = Status.RUNNING.value
+        self._execute(
+            "take_workflow",
+            lambda: Workflow.update(status=running, attempts=Workflow.attempts + 1, updated_at=now).where(
+                Workflow.id == workflow_id
+            ),
+            [running, 1, now, workflow_id],
+        )
+        values = dict(
+            zip(
+                _WORKFLOW_COLUMNS,
+                self._execute(
+                    "get_workflow", lambda: Workflow.select().where(Workflow.id == workflow_id), [workflow_id]
+                ).fetchone(),
+            )
+        )
+        if values["attempts"] > max_claims:
             message = (
-                f"workflow was claimed {row.attempts - 1} times without finishing "
+                f"workflow was claimed {values['attempts'] - 1} times without finishing "
                 f"(max_claims={max_claims}); inspect it with `durable status {workflow_id}`"
             )
             Workflow.update(
-                status=Status.FAILED.value, error=message, updated_at=now, attempts=row.attempts - 1
+                status=Status.FAILED.value, error=message, updated_at=now, attempts=values["attempts"] - 1
             ).where(Workflow.id == workflow_id).execute()
             self._release_lease(workflow_id, bump=True)
             return None
-        (
-            Lease.insert(
-                workflow_id=workflow_id,
-                worker_id=worker_id,
-                token=1,
-                expires_at=held_from + ttl,
-                heartbeat_at=held_from,
-            )
-            .on_conflict(
+        expires = held_from + ttl
+        self._execute(
+            "take_lease",
+            lambda: Lease.insert(
+                workflow_id=workflow_id, worker_id=worker_id, token=1, expires_at=expires, heartbeat_at=held_from
+            ).on_conflict(
                 conflict_target=[Lease.workflow_id],
                 update={
                     Lease.worker_id: worker_id,
                     Lease.token: Lease.token + 1,
-                    Lease.expires_at: held_from + ttl,
+                    Lease.expires_at: expires,
                     Lease.heartbeat_at: held_from,
                 },
-            )
-            .execute()
+            ),
+            [workflow_id, worker_id, 1, expires, held_from, worker_id, 1, expires, held_from],
         )
-        token = Lease.select(Lease.token).where(Lease.workflow_id == workflow_id).scalar()
-        steps = Step.select().where(Step.workflow_id == workflow_id).order_by(Step.scope, Step.position)
+        token = self._execute(
+            "lease_token", lambda: Lease.select(Lease.token).where(Lease.workflow_id == workflow_id), [workflow_id]
+        ).fetchone()[0]
+        steps = self._execute(
+            "claim_steps",
+            lambda: Step.select().where(Step.workflow_id == workflow_id).order_by(Step.scope, Step.position),
+            [workflow_id],
+        ).fetchall()
         return Claim(
-            workflow=WorkflowRecord.from_row(row),
+            workflow=WorkflowRecord.from_values(values),
             token=token,
-            steps=tuple(StepRecord.from_row(s) for s in steps),
+            steps=tuple(StepRecord.from_tuple(row) for row in steps),
         )
 
     def claim_next(
@@ -622,9 +689,13 @@ class Store:
         real_time = now is None
         now = time.time() if now is None else now
 
-        stale_before = now - self._stall_grace(now, ttl)
+        # Probe without the write lock: an idle worker never takes it just to find nothing.
+        if self.read(lambda: self._runnable(names, now, self._stale_before(now, ttl))) is None:
+            return None
 
         def body() -> Claim | None:
+            # After any wait for the lock, so that a stall just seen extends every lease.
+            stale_before = self._stale_before(now, ttl)
             while True:
                 workflow_id = self._runnable(names, now, stale_before)
                 if workflow_id is None:
@@ -747,9 +818,13 @@ class Store:
         token: int,
         max_attempts: int,
         timeout: float | None = None,
+        new: bool = False,
         now: float | None = None,
     ) -> StepStart:
         """Record that an attempt of a step starts; return its attempt number.
+
+        ``new`` says the caller knows of no row for this step (the common case:
+        one fenced ``INSERT``); otherwise the existing row's attempts are checked.
 
         A step whose row shows ``max_attempts`` starts already (crashed attempts
         count) is not started: it and its workflow are marked FAILED and
@@ -757,6 +832,31 @@ class Store:
         """
         now = time.time() if now is None else now
         deadline = now + timeout if timeout else None
+
+        if new:
+            running = StepStatus.RUNNING.value
+            inserted = self.write(
+                lambda: self._execute(
+                    "start_new_step",
+                    lambda: Step.insert_from(
+                        Lease.select(
+                            Value(workflow_id), Value(step_key), Value(name), Value(scope), Value(position),
+                            Value(running), Value(1), Value(deadline), Value(now), Value(worker_id),
+                        ).where(
+                            (Lease.workflow_id == workflow_id) & (Lease.worker_id == worker_id) & (Lease.token == token)
+                        ),
+                        [
+                            Step.workflow_id, Step.step_key, Step.name, Step.scope, Step.position,
+                            Step.status, Step.attempts, Step.deadline, Step.started_at, Step.worker_id,
+                        ],
+                    ).on_conflict_ignore(),
+                    [workflow_id, step_key, name, scope, position, running, 1, deadline, now, worker_id,
+                     workflow_id, worker_id, token],
+                ).rowcount
+            )
+            if inserted == 1:
+                return StepStart(1, None)
+            # Not inserted: the lease is lost, or a row exists after all; the general path decides.
 
         def body() -> StepStart | str:
             self._fence(workflow_id, worker_id, token)
@@ -820,19 +920,15 @@ class Store:
     ) -> None:
         """Record a step's result (fenced)."""
         now = time.time() if now is None else now
-
-        def body() -> None:
-            self._fence(workflow_id, worker_id, token)
-            Step.update(
-                status=StepStatus.COMPLETED.value,
-                output=output_json,
-                error=None,
-                finished_at=now,
-                deadline=None,
-                worker_id=worker_id,
-            ).where((Step.workflow_id == workflow_id) & (Step.step_key == step_key)).execute()
-
-        self.write(body)
+        completed = StepStatus.COMPLETED.value
+        self._fenced_write(
+            workflow_id,
+            "complete_step",
+            lambda: Step.update(
+                status=completed, output=output_json, error=None, deadline=None, finished_at=now, worker_id=worker_id
+            ).where((Step.workflow_id == workflow_id) & (Step.step_key == step_key) & _holds_lease(workflow_id, worker_id, token)),
+            [completed, output_json, None, None, now, worker_id, workflow_id, step_key, workflow_id, worker_id, token],
+        )
 
     def fail_step(
         self,
@@ -847,17 +943,20 @@ class Store:
     ) -> None:
         """Record a step attempt's error (fenced); ``final`` marks the step FAILED."""
         now = time.time() if now is None else now
+        status = StepStatus.FAILED.value if final else StepStatus.RUNNING.value
+        self._fenced_write(
+            workflow_id,
+            "fail_step",
+            lambda: Step.update(status=status, error=error_json, deadline=None, finished_at=now).where(
+                (Step.workflow_id == workflow_id) & (Step.step_key == step_key) & _holds_lease(workflow_id, worker_id, token)
+            ),
+            [status, error_json, None, now, workflow_id, step_key, workflow_id, worker_id, token],
+        )
 
-        def body() -> None:
-            self._fence(workflow_id, worker_id, token)
-            Step.update(
-                status=StepStatus.FAILED.value if final else StepStatus.RUNNING.value,
-                error=error_json,
-                finished_at=now,
-                deadline=None,
-            ).where((Step.workflow_id == workflow_id) & (Step.step_key == step_key)).execute()
-
-        self.write(body)
+    def _fenced_write(self, workflow_id: str, name: str, build: Callable[[], Any], params: Sequence[Any]) -> None:
+        """One fenced statement in its own transaction; no row changed means the lease is lost."""
+        if self.write(lambda: self._execute(name, build, params).rowcount) == 0:
+            raise LeaseLost(f"workflow {workflow_id}: the lease is no longer held")
 
     def note_step_timeout(self, workflow_id: str, step_key: str, *, now: float | None = None) -> None:
         """Record on a RUNNING step that its worker was killed for overrunning its timeout.
@@ -907,11 +1006,27 @@ class Store:
         """Record a workflow's end (COMPLETED or FAILED) and release its lease (fenced)."""
         now = time.time() if now is None else now
 
-        def body() -> None:
-            self._fence(workflow_id, worker_id, token)
-            self._finish(workflow_id, status, result_json, error, now)
+        def body() -> bool:
+            released = self._execute(
+                "release_held_lease",
+                lambda: Lease.update(worker_id=None, expires_at=None).where(
+                    (Lease.workflow_id == workflow_id) & (Lease.worker_id == worker_id) & (Lease.token == token)
+                ),
+                [None, None, workflow_id, worker_id, token],
+            ).rowcount
+            if not released:
+                return False
+            self._execute(
+                "finish_workflow",
+                lambda: Workflow.update(status=status.value, result=result_json, error=error, updated_at=now).where(
+                    Workflow.id == workflow_id
+                ),
+                [status.value, result_json, error, now, workflow_id],
+            )
+            return True
 
-        self.write(body)
+        if not self.write(body):
+            raise LeaseLost(f"workflow {workflow_id}: lease token {token} is no longer held")
 
     # ----------------------------------------------------------------- workers
 
@@ -955,15 +1070,19 @@ class Store:
 
         def body() -> int:
             at = time.time() if now is None else now
-            update: dict[Any, Any] = {Worker.heartbeat_at: at}
             if state is not None:
-                update[Worker.state] = state
-            Worker.update(update).where(Worker.id == worker_id).execute()
-            return (
-                Lease.update(expires_at=at + ttl, heartbeat_at=at)
-                .where(Lease.worker_id == worker_id)
-                .execute()
+                Worker.update(state=state).where(Worker.id == worker_id).execute()
+            self._execute(
+                "beat_worker",
+                lambda: Worker.update(heartbeat_at=at).where(Worker.id == worker_id),
+                [at, worker_id],
             )
+            expires = at + ttl
+            return self._execute(
+                "beat_leases",
+                lambda: Lease.update(expires_at=expires, heartbeat_at=at).where(Lease.worker_id == worker_id),
+                [expires, at, worker_id],
+            ).rowcount
 
         return self.write(body)
 

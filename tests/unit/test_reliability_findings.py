@@ -79,8 +79,9 @@ def test_finding_4_no_lease_is_taken_from_a_live_holder_right_after_a_lock_stall
     assert claim is not None
 
     thread = hold_lock(db_path, 3 * ttl, threading.Event())
-    # The idle worker's claim waits for the lock; its `now` is from before the wait.
-    assert store.claim_next("idle", [NAME], ttl=ttl) is None
+    # The idle worker's process waits for the lock too (its heartbeat, every ttl/3, is a write)
+    # and so sees the stall; a claim would only probe, without waiting.
+    store.heartbeat("idle", ttl=ttl)
     thread.join()
     # The lock is gone and the holder's lease expired during it: its heartbeat has not landed yet.
     assert store.get_lease("wf").expires_at < time.time()
