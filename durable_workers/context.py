@@ -76,6 +76,9 @@ class StepPolicy:
         return min(self.backoff * (2 ** (attempt - 1)), self.max_backoff)
 
 
+_DEFAULT_POLICY = StepPolicy()
+
+
 # --------------------------------------------------------------------------- events
 
 
@@ -291,9 +294,11 @@ class Context:
         _check_name(name)
         if getattr(self._local, "step_key", None) is not None:
             raise DurableError(f"ctx.step({name!r}) was called inside step {self._local.step_key}; steps cannot nest")
-        policy = getattr(fn, "__durable_policy__", None) or StepPolicy()
+        policy = getattr(fn, "__durable_policy__", None) or _DEFAULT_POLICY
         overrides = {"retries": retries, "backoff": backoff, "timeout": timeout, "max_attempts": max_attempts}
-        policy = replace(policy, **{k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if given:
+            policy = replace(policy, **given)
         return self._run_step(name, fn, policy)
 
     def parallel(self, *branches: Callable[[], Any]) -> list[Any]:
