@@ -390,7 +390,7 @@ def worker(
     process.run()
 
 
-# The chaos experiment lives in chaos.py; the CLI only registers it.
+# The chaos experiment lives in the chaos package; the CLI only registers it.
 from .chaos import chaos as _chaos  # noqa: E402
 
 main.add_command(_chaos)

@@ -154,6 +154,3 @@ class Ledger(BaseModel):
     class Meta:
         table_name = "chaos_ledger"
         indexes = ((("workflow_id", "step_key"), False),)
-
-
-CHAOS_MODELS = (Ledger,)

@@ -1169,11 +1169,10 @@ class Store:
 
         return self.write(body)
 
-
     # ----------------------------------------------------------------- chaos experiment
-    # Used only by ``durable chaos`` (durable_workers/chaos.py, checkflows.py): the
-    # side-effect ledger its check workflows append to, and the read-outs of its
-    # verdict. The engine never calls these.
+    # Used only by ``durable chaos`` (durable_workers/chaos/, checkflows.py) and its
+    # stress tests: the side-effect ledger its check workflows append to, the
+    # read-outs of its verdict, and its lock fault. The engine never calls these.
 
     def ledger_create(self) -> None:
         """Create the ``chaos_ledger`` table if it is missing."""
@@ -1188,15 +1187,13 @@ class Store:
         worker_id: str | None,
         token: int | None,
         attempt: int | None,
-        pid: int | None = None,
     ) -> None:
-        """Append one execution to the ledger, in its own transaction (a side effect).
+        """Append one execution by this process to the ledger, in its own transaction (a side effect).
 
         Deliberately not fenced: it stands for an external system. It records the
         lease token and the step's status as they are when the row is written, so
         that executions by fenced workers and of already COMPLETED steps show.
         """
-        pid = os.getpid() if pid is None else pid
 
         def body() -> None:
             lease_token = Lease.select(Lease.token).where(Lease.workflow_id == workflow_id).scalar()
@@ -1208,7 +1205,7 @@ class Store:
             Ledger.insert(
                 workflow_id=workflow_id,
                 step_key=step_key,
-                pid=pid,
+                pid=os.getpid(),
                 worker_id=worker_id,
                 token=token,
                 attempt=attempt,

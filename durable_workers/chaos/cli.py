@@ -1,0 +1,122 @@
+"""The ``durable chaos`` command, and the helper processes ``python -m durable_workers.chaos lock|submit``."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..client import Client
+from ..errors import DurableError
+from ..store import Store
+from .experiment import Experiment
+from .options import APP, CHECK_NAMES, FAULT_KINDS, ChaosOptions, unknown_faults
+from .table import render
+
+
+def _parse_faults(ctx: click.Context | None, param: click.Parameter | None, text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip() and k.strip() != "none")
+    problem = unknown_faults(kinds)
+    if problem:
+        raise click.BadParameter(problem)
+    return kinds
+
+
+@click.command("chaos", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--workers", default=4, show_default=True, help="Worker processes of the supervisor.")
+@click.option("--workflows", default=100, show_default=True, help="Check workflows submitted.")
+@click.option("--fault-interval", default=0.5, show_default=True, help="Mean seconds between faults (±50 %).")
+@click.option(
+    "--faults", default=",".join(FAULT_KINDS), show_default=True,
+    help="Comma list of kill,stop,supervisor,lock (or none).", callback=_parse_faults,
+)  # fmt: skip
+@click.option("--ttl", default=2.0, show_default=True, help="Lease TTL of the workers (SIGSTOP lasts ttl + 1.5 s).")
+@click.option("--timeout", "--duration", "timeout", default=300.0, show_default=True,
+              help="Give up after this many seconds; unfinished workflows count as stuck.")  # fmt: skip
+@click.option("--db", help="Database file to create (must not exist) [default: a fresh temp file].")
+@click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
+              help="Write the verdict as JSON to PATH (or stdout with no PATH).")  # fmt: skip
+@click.option("--seed", type=int, help="Random seed of the fault schedule.")
+@click.option("--workflow", type=click.Choice(CHECK_NAMES), default="chaos_check", show_default=True,
+              help="Check workflow: chaos_check (seq+fan-out+loop+conditional) or chaos_short.")  # fmt: skip
+@click.option("--fan", default=3, show_default=True, help="chaos_check: parallel branches.")
+@click.option("--loop", default=3, show_default=True, help="chaos_check: loop iterations.")
+@click.option("--work-ms", default=10.0, show_default=True, help="chaos_check: work per step in ms (±50 %).")
+@click.option("--lock-seconds", default=3.0, show_default=True, help="How long the lock fault holds the write lock.")
+@click.option("--bad-inputs", default=1, show_default=True, help="Bad-input workflows of each kind mixed in.")
+@click.option("--concurrency", default=1, show_default=True, help="Workflows each worker runs at once.")
+@click.option("--log-level", default="WARNING", show_default=True, help="Log level of the fleet (log beside the db).")
+def chaos(json_out: str | None, faults: tuple[str, ...], **values: Any) -> None:
+    """Run a self-checking fault-injection experiment on a fresh database.
+
+    Starts a supervisor with --workers, submits --workflows check workflows
+    (and a few bad-input ones), sends faults while they run, then prints a
+    verdict table. Exit 0 only if every invariant held.
+    """
+    if values["db"] is None:
+        values["db"] = (click.get_current_context().find_root().obj or {}).get("db")
+    options = ChaosOptions(faults=faults, **values)
+    to_stdout = json_out == "-"
+    echo = (lambda text: click.echo(text, err=True)) if to_stdout else click.echo
+    try:
+        experiment = Experiment(options, progress=lambda text: click.echo(text, err=True))
+        verdict = experiment.run()
+    except DurableError as exc:
+        raise click.ClickException(str(exc)) from None
+    echo(render(verdict))
+    if json_out:
+        text = json.dumps(verdict, indent=2, default=str)
+        if to_stdout:
+            click.echo(text)
+        else:
+            Path(json_out).write_text(text + "\n", encoding="utf-8")
+    sys.exit(0 if verdict["ok"] else 1)
+
+
+@click.group()
+def helpers() -> None:
+    """Processes of the chaos experiment (``python -m durable_workers.chaos ...``)."""
+
+
+helpers.add_command(chaos, "run")
+
+
+@helpers.command("lock")
+@click.option("--db", required=True)
+@click.option("--seconds", default=3.0, show_default=True)
+def lock_command(db: str, seconds: float) -> None:
+    """Hold the write lock of DB for SECONDS (prints ``locked T`` and ``released T``)."""
+    store = Store(db, create=False)
+    store.hold_write_lock(seconds, on_locked=lambda at: click.echo(f"locked {at!r}"))
+    click.echo(f"released {time.time()!r}")
+    store.close()
+
+
+@helpers.command("submit")
+@click.option("--db", required=True)
+@click.option("--name", default="chaos_short", show_default=True)
+@click.option("--prefix", default="sub-", show_default=True)
+@click.option("--total", default=1000, show_default=True, help="Ids PREFIX0..PREFIX(total-1) in all.")
+@click.option("--stride", default=4, show_default=True, help="Submitters in all.")
+@click.option("--offset", default=0, show_default=True, help="This submitter's index.")
+@click.option("--overlap", default=0, show_default=True, help="Also resubmit the next submitter's ids below this.")
+@click.option("--seed", type=int, default=0)
+def submit_command(db: str, name: str, prefix: str, total: int, stride: int, offset: int, overlap: int, seed: int) -> None:
+    """Submit this submitter's share of ids; print JSON ``{"created": [...], "existing": [...]}``."""
+    client = Client(db=db, app=APP)
+    mine = [i for i in range(total) if i % stride == offset]
+    theirs = [i for i in range(min(overlap, total)) if i % stride == (offset + 1) % stride]
+    order = mine + theirs
+    random.Random(seed + offset).shuffle(order)
+    created: list[str] = []
+    existing: list[str] = []
+    for i in order:
+        record, new = client.store.submit(f"{prefix}{i}", name, "{}")
+        (created if new else existing).append(record.id)
+    click.echo(json.dumps({"created": created, "existing": existing}))
+    client.close()

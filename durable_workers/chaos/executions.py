@@ -1,0 +1,230 @@
+"""Judging every execution of a check step: kept, explained by a fault, or a violation.
+
+:func:`index` arranges what a run left (:class:`Evidence`); :func:`judge_steps`
+and :func:`judge_results` match each ledger row (an execution of a step
+function) against the step row that recorded its result, the workflow result,
+the attempts' fencing tokens and the kills and stops of the worker that ran it
+(:class:`StepFindings`). :mod:`.verdict` turns the findings into the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence, TypeGuard
+
+from ..models import Status, StepStatus
+from ..store import LedgerRecord, StepRecord, WorkflowRecord
+from .options import BAD_INPUT, CHECK_NAMES, Fault
+
+#: Seconds after SIGCONT within which a stopped worker's in-flight step may still write.
+RESUME_GRACE = 1.0
+#: Clock slack between a ledger row and a fault (same host, same clock).
+SLACK = 0.05
+
+StepKey = tuple[str, str]  # (workflow_id, step_key)
+
+
+def _value(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _completed(step: StepRecord | None) -> TypeGuard[StepRecord]:
+    return step is not None and step.status == StepStatus.COMPLETED.value
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+@dataclass
+class Evidence:
+    """What a run left, indexed: workflows, step rows and ledger rows of the check workflows."""
+
+    workflows: list[WorkflowRecord]  # every workflow submitted
+    checks: dict[str, WorkflowRecord]  # id -> check workflow
+    bad: list[WorkflowRecord]  # the bad-input workflows
+    step_rows: dict[StepKey, StepRecord]
+    executions: dict[StepKey, list[LedgerRecord]]  # ledger rows of each step, as written
+    begins: dict[str, list[LedgerRecord]]  # workflow id -> its "@..." attempt markers
+
+
+def index(workflows: Iterable[WorkflowRecord], steps: Iterable[StepRecord], ledger: Iterable[LedgerRecord]) -> Evidence:
+    """Arrange a run's rows for judging: only check workflows' steps and ledger rows are kept."""
+    workflows = list(workflows)
+    checks = {w.id: w for w in workflows if w.name in CHECK_NAMES}
+    evidence = Evidence(
+        workflows=workflows,
+        checks=checks,
+        bad=[w for w in workflows if w.name in BAD_INPUT],
+        step_rows={(s.workflow_id, s.step_key): s for s in steps if s.workflow_id in checks},
+        executions={},
+        begins={},
+    )
+    for row in ledger:
+        if row.workflow_id not in checks:
+            continue
+        if row.step_key.startswith("@"):
+            evidence.begins.setdefault(row.workflow_id, []).append(row)
+        else:
+            evidence.executions.setdefault((row.workflow_id, row.step_key), []).append(row)
+    return evidence
+
+
+# --------------------------------------------------------------------------- judging executions
+
+
+@dataclass
+class StepFindings:
+    """What the executions of the check steps show, gathered by :func:`judge_steps`."""
+
+    output_mismatches: list[dict[str, Any]] = field(default_factory=list)
+    result_mismatches: list[dict[str, Any]] = field(default_factory=list)
+    explained: dict[str, int] = field(default_factory=lambda: {"kill": 0, "stop": 0})
+    unexplained: list[dict[str, Any]] = field(default_factory=list)
+    completed_reexecuted: list[dict[str, Any]] = field(default_factory=list)
+    fenced_accepted: list[dict[str, Any]] = field(default_factory=list)
+    fenced_effects: int = 0
+    hits: set[int] = field(default_factory=set)  # ids of the faults that hit a running step
+
+
+def _began(row: LedgerRecord) -> float:
+    """When the step function of a ledger row began (its write may have waited for the lock)."""
+    value = _value(row.value)
+    began = value.get("began") if isinstance(value, dict) else None
+    return float(began) if isinstance(began, (int, float)) else row.at
+
+
+def _explain(row: LedgerRecord, faults: Sequence[Fault], done_at: float, window: float) -> Fault | None:
+    """The kill or stop of the row's worker that cut that execution short, if any.
+
+    A kill explains an execution it came after (within ``window`` s); a stop
+    one it came after or that ran on right after SIGCONT. Either must come
+    before the step completed elsewhere.
+    """
+    for fault in faults:
+        if fault.start > done_at + SLACK or row.at < fault.start - window:
+            continue
+        if fault.kind == "kill" and fault.start >= row.at - SLACK:
+            return fault
+        if fault.kind == "stop" and _began(row) <= (fault.end or float("inf")) + RESUME_GRACE:
+            return fault
+    return None
+
+
+def _newer_begin(begins: Sequence[LedgerRecord], token: int, before: float) -> LedgerRecord | None:
+    """An attempt with a newer token than ``token`` that began before ``before``, if any."""
+    for begin in begins:
+        if begin.token is not None and begin.token > token and begin.at < before - SLACK:
+            return begin
+    return None
+
+
+def _winner(key: StepKey, rows: list[LedgerRecord], step: StepRecord, findings: StepFindings) -> LedgerRecord | None:
+    """The execution whose value the COMPLETED ``step`` row holds (a mismatch is noted)."""
+    output = _value(step.output)
+    for row in rows:
+        if _value(row.value) == output:
+            return row
+    findings.output_mismatches.append(
+        {"workflow_id": key[0], "step_key": key[1], "why": "output matches no execution", "output": step.output}
+    )
+    return None
+
+
+def _judge_loser(
+    row: LedgerRecord, faults: Sequence[Fault], done_at: float, window: float, findings: StepFindings
+) -> None:
+    """An execution whose value was not kept: explained by a fault, or not; after completion, or not."""
+    if row.token is not None and row.lease_token is not None and row.lease_token != row.token:
+        findings.fenced_effects += 1
+    cause = _explain(row, faults, done_at, window)
+    if cause is not None:
+        findings.explained[cause.kind] += 1
+        findings.hits.add(id(cause))
+    else:
+        findings.unexplained.append(
+            {
+                "workflow_id": row.workflow_id,
+                "step_key": row.step_key,
+                "pid": row.pid,
+                "at": row.at,
+                "token": row.token,
+                "lease_token": row.lease_token,
+                "completed_at": None if done_at == float("inf") else done_at,
+            }
+        )
+    after_completion = row.step_status == StepStatus.COMPLETED.value or row.at > done_at + SLACK
+    if after_completion and (cause is None or cause.kind != "stop"):
+        findings.completed_reexecuted.append({"workflow_id": row.workflow_id, "step_key": row.step_key, "pid": row.pid})
+
+
+def _judge_step(
+    key: StepKey,
+    rows: list[LedgerRecord],
+    evidence: Evidence,
+    kills: dict[int, list[Fault]],
+    window: float,
+    findings: StepFindings,
+) -> None:
+    """The executions of one step: which one its row kept, and what cut each other one short."""
+    step = evidence.step_rows.get(key)
+    winner, finished_at = None, None
+    if _completed(step):
+        winner, finished_at = _winner(key, rows, step, findings), step.finished_at
+    done_at = float("inf") if finished_at is None else finished_at
+    losers = [r for r in rows if r is not winner]
+    if winner is None and losers:
+        losers = losers[:-1]  # never completed: the last execution needs no explanation
+    for row in losers:
+        _judge_loser(row, kills.get(row.pid, []), done_at, window, findings)
+    # a fenced write accepted: the step's recorded result was written by an older
+    # token after a newer lease holder had already begun the workflow
+    if winner is not None and winner.token is not None and finished_at is not None:
+        newer = _newer_begin(evidence.begins.get(key[0], []), winner.token, finished_at)
+        if newer is not None:
+            findings.fenced_accepted.append(
+                {"workflow_id": key[0], "step_key": key[1], "token": winner.token, "newer_token": newer.token}
+            )
+
+
+def judge_steps(evidence: Evidence, faults: Sequence[Fault], window: float) -> StepFindings:
+    """Match every execution of a check step against its step row and the kills/stops of its worker.
+
+    A kill or stop explains an execution of the worker it hit if it came at
+    most ``window`` s after the execution began (see :func:`_explain`).
+    """
+    findings = StepFindings()
+    kills: dict[int, list[Fault]] = {}  # pid -> its kills and stops, the possible explanations
+    for fault in faults:
+        if fault.kind in ("kill", "stop") and fault.pid is not None:
+            kills.setdefault(fault.pid, []).append(fault)
+    for key, step in evidence.step_rows.items():
+        if _completed(step) and key not in evidence.executions:
+            findings.output_mismatches.append(
+                {"workflow_id": key[0], "step_key": key[1], "why": "no execution in the ledger"}
+            )
+    for key, rows in evidence.executions.items():
+        _judge_step(key, rows, evidence, kills, window, findings)
+    return findings
+
+
+def judge_results(evidence: Evidence, findings: StepFindings) -> None:
+    """Workflow results: each nonce matches its step row (replay), none written by a fenced attempt."""
+    for w in evidence.checks.values():
+        if w.status != Status.COMPLETED.value or not isinstance(w.result, dict):
+            continue
+        for step_key, nonce in (w.result.get("nonces") or {}).items():
+            row = evidence.step_rows.get((w.id, step_key))
+            if row is None or (_value(row.output) or {}).get("nonce") != nonce:
+                findings.result_mismatches.append({"workflow_id": w.id, "step_key": step_key})
+        token = w.result.get("token")
+        newer = None if token is None else _newer_begin(evidence.begins.get(w.id, []), token, w.updated_at)
+        if newer is not None:
+            findings.fenced_accepted.append(
+                {"workflow_id": w.id, "step_key": "(result)", "token": token, "newer_token": newer.token}
+            )

@@ -1,0 +1,142 @@
+"""The experiment's processes: the supervisor it starts, kills and restarts, and leftovers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .options import APP, ChaosOptions
+
+#: The folder holding the ``durable_workers`` and ``supervisor`` packages.
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def child_env() -> dict[str, str]:
+    """Environment of a child process: no inherited ``DURABLE_*`` settings, this checkout importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLE_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def is_alive(proc: psutil.Process) -> bool:
+    """True while ``proc`` runs (a zombie or a vanished process is not alive)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def processes_using(db: str) -> list[psutil.Process]:
+    """Live processes (other than this one) whose command line names ``db``."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid != os.getpid() and db in (proc.info["cmdline"] or []) and is_alive(proc):
+            found.append(proc)
+    return found
+
+
+def kill_orphans(db: str, grace: float) -> list[dict[str, Any]]:
+    """Processes naming ``db`` still alive after ``grace`` s: described, then killed."""
+    deadline = time.monotonic() + grace
+    pause = threading.Event()
+    left = processes_using(db)
+    while left and time.monotonic() < deadline:
+        pause.wait(0.1)
+        left = processes_using(db)
+    found = []
+    for proc in left:
+        try:
+            found.append({"pid": proc.pid, "status": proc.status(), "cmdline": " ".join(proc.cmdline())[:200]})
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
+        except psutil.Error:
+            continue
+    return found
+
+
+class Fleet:
+    """The supervisor process the harness starts, kills and restarts."""
+
+    def __init__(self, options: ChaosOptions, db: str, log_path: Path) -> None:
+        self.options = options
+        self.db = db
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start a supervisor of ``options.workers`` workers, its output appended to the log."""
+        command = [
+            sys.executable, "-m", "supervisor",
+            "--workers", str(self.options.workers),
+            "--concurrency", str(self.options.concurrency),
+            "--db", self.db,
+            "--app", APP,
+            "--ttl", str(self.options.ttl),
+            "--shutdown-timeout", "20",
+            "--log-level", self.options.log_level,
+        ]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env(),
+                cwd=str(Path(self.db).parent),
+                start_new_session=True,
+            )
+        self.starts += 1
+
+    def alive(self) -> bool:
+        """True while the current supervisor runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def workers(self) -> list[psutil.Process]:
+        """Worker processes of the current supervisor."""
+        if self.proc is None or not self.alive():
+            return []
+        try:
+            children = psutil.Process(self.proc.pid).children()
+        except psutil.Error:
+            return []
+        found = []
+        for child in children:
+            try:
+                if "worker" in child.cmdline() and is_alive(child):
+                    found.append(child)
+            except psutil.Error:
+                continue
+        return found
+
+    def kill(self) -> list[int]:
+        """``kill -9`` the supervisor; return the pids of its workers at that moment."""
+        assert self.proc is not None
+        fleet = [p.pid for p in self.workers()]
+        self.proc.kill()
+        self.proc.wait()
+        return fleet
+
+    def stop(self, timeout: float = 40.0) -> bool:
+        """Graceful stop (SIGTERM, then SIGKILL of the group); True if it stopped in time."""
+        if not self.alive():
+            return True
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+            return False

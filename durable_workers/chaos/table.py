@@ -1,0 +1,151 @@
+"""The verdict as a table for people (``durable chaos`` prints it)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+Row = tuple[str, str, str]  # label, value, mark
+
+
+def _mark(ok: bool) -> str:
+    return "ok" if ok else "FAIL"
+
+
+def _rec(summary: dict[str, Any]) -> str:
+    if not summary["count"]:
+        return "n=0"
+    return f"n={summary['count']}  median {summary['median_s']:.2f} s  max {summary['max_s']:.2f} s"
+
+
+def _row(label: str, value: Any, mark: str = "") -> Row:
+    return (label, str(value), mark)
+
+
+def _head(verdict: dict[str, Any]) -> str:
+    c, w, exp = verdict["config"], verdict["workflows"], verdict["expected"]
+    faults = ",".join(c["faults"]) or "none"
+    return (
+        f"durable chaos: {c['workers']} workers, {w['submitted']} {c['workflow']} workflows "
+        f"(+{exp['failures']['count'] + exp['pending']['count']} bad-input), faults {faults} "
+        f"every ~{c['fault_interval']:g} s, ttl {c['ttl']:g} s, seed {c['seed']}\ndatabase: {c['db']}"
+    )
+
+
+def _workflow_rows(verdict: dict[str, Any]) -> list[Row]:
+    w, exp, checks = verdict["workflows"], verdict["expected"], verdict["checks"]
+    failures, pending = exp["failures"], exp["pending"]
+    return [
+        _row("WORKFLOWS", ""),
+        _row("  completed", f"{w['completed']} / {w['submitted']}", _mark(checks["all_completed"])),
+        _row("  failed", w["failed"], _mark(w["failed"] == 0)),
+        _row("  stuck (not ended)", w["stuck"], _mark(w["stuck"] == 0)),
+        _row(
+            "  expected failures",
+            f"{failures['in_documented_state']} / {failures['count']} FAILED with their documented error",
+            _mark(failures["in_documented_state"] == failures["count"]),
+        ),
+        _row(
+            "  expected pending",
+            f"{pending['in_documented_state']} / {pending['count']} PENDING (name no worker knows)",
+            _mark(pending["in_documented_state"] == pending["count"]),
+        ),
+    ]
+
+
+def _fault_rows(verdict: dict[str, Any]) -> list[Row]:
+    f = verdict["faults"]
+    return [
+        _row("FAULTS", ""),
+        _row("  kill -9 worker", f["kill"]),
+        _row("  SIGSTOP past ttl", f["stop"]),
+        _row("  kill -9 supervisor", f"{f['supervisor']} (restarted; {f['supervisor_starts']} starts in all)"),
+        _row("  write lock held", f"{f['lock']} ({_rec(f['lock_held_s'])})" if f["lock"] else 0),
+        _row("  kills/stops that hit a running step", f["hit_running_step"]),
+    ]
+
+
+def _step_rows(verdict: dict[str, Any]) -> list[Row]:
+    s, checks = verdict["steps"], verdict["checks"]
+    explained = s["explained_by_kill"] + s["explained_by_stop"]
+    return [
+        _row("STEPS", ""),
+        _row("  executions (ledger)", f"{s['executions']} for {s['distinct']} step calls"),
+        _row("  executed more than once", f"{s['executed_more_than_once']} steps, {s['reexecutions']} extra executions"),
+        _row(
+            "  started 3+ times (steps rows)",
+            f"{s['steps_started_3_times_or_more']} (most starts of one step: {s['max_starts_of_a_step']})",
+        ),
+        _row(
+            "  re-executions explained by a kill/stop",
+            f"{explained} / {explained + s['unexplained']}",
+            _mark(checks["reexecutions_explained"]),
+        ),
+        _row("  COMPLETED step executed again", s["completed_step_reexecuted"], _mark(checks["no_completed_step_reexecuted"])),
+        _row("  COMPLETED output != step's return", s["output_mismatches"] + s["result_mismatches"], _mark(checks["outputs_match"])),
+        _row("  writes accepted from fenced workers", s["fenced_writes_accepted"], _mark(checks["no_fenced_write_accepted"])),
+        _row("  side effects run by fenced workers", s["side_effects_by_fenced_workers"], "(info)"),
+    ]
+
+
+def _lock_rows(verdict: dict[str, Any]) -> list[Row]:
+    lk, checks = verdict["locks"], verdict["checks"]
+    return [
+        _row("LOCKS", ""),
+        _row("  'database is locked' in workflows", lk["errors_in_workflows"], _mark(checks["no_lock_error_in_workflows"])),
+        _row("  ... in engine logs (retried)", lk["errors_in_engine_logs"], "(info)"),
+    ]
+
+
+def _recovery_rows(verdict: dict[str, Any]) -> list[Row]:
+    rec = verdict["recovery"]
+    rows = [_row("RECOVERY (fault -> next step of that workflow)", "")]
+    for kind, label in (("kill", "after kill -9 worker"), ("stop", "after SIGSTOP"), ("supervisor", "after supervisor kill")):
+        rows.append(_row(f"  {label}", _rec(rec[kind])))
+        rows.append(_row("    ... no lock fault overlapping", _rec(rec[f"{kind}_no_lock_overlap"])))
+    rows.append(_row("  old fleet gone after supervisor kill", _rec(rec["old_fleet_exit_after_supervisor_kill"])))
+    return rows
+
+
+def _end_rows(verdict: dict[str, Any]) -> list[Row]:
+    thr = verdict["throughput"]
+    return [
+        _row("THROUGHPUT", ""),
+        _row("  duration", f"{thr['duration_s']:.1f} s"),
+        _row("  workflows / s", thr["workflows_per_s"]),
+        _row("  steps / s", thr["steps_per_s"]),
+        _row("ORPHAN PROCESSES", len(verdict["orphans"]), _mark(verdict["checks"]["no_orphans"])),
+    ]
+
+
+def _conclusion(verdict: dict[str, Any]) -> list[str]:
+    """The VERDICT line, then a sample of what failed."""
+    s, w = verdict["steps"], verdict["workflows"]
+    failed = [name for name, ok in verdict["checks"].items() if not ok]
+    if verdict.get("interrupted"):
+        failed.insert(0, "interrupted")
+    lines = ["VERDICT: PASS" if verdict["ok"] else f"VERDICT: FAIL ({', '.join(failed)})"]
+    for key in ("unexplained_detail", "completed_step_reexecuted_detail", "output_mismatch_detail", "fenced_writes_detail"):
+        if s[key]:
+            lines.append(f"  {key}: {json.dumps(s[key][:3])}")
+    if w["failed_detail"] or w["stuck_detail"]:
+        lines.append(f"  failed/stuck: {json.dumps((w['failed_detail'] + w['stuck_detail'])[:5])}")
+    for b in verdict["expected"]["detail"]:
+        if not b["ok"]:
+            lines.append(f"  bad-input not in documented state: {json.dumps(b)}")
+    if verdict["orphans"]:
+        lines.append(f"  orphans: {json.dumps(verdict['orphans'][:3])}")
+    return lines
+
+
+def render(verdict: dict[str, Any]) -> str:
+    """The verdict (from :func:`~durable_workers.chaos.analyse`) as a table for people, ending in its VERDICT line."""
+    rows: list[Row] = []
+    for section in (_workflow_rows, _fault_rows, _step_rows, _lock_rows, _recovery_rows, _end_rows):
+        rows += section(verdict)
+    width = max(len(r[0]) for r in rows) + 2
+    vwidth = max(len(r[1]) for r in rows) + 2
+    lines = [_head(verdict), ""]
+    for label, value, mark in rows:
+        lines.append(f"{label:<{width}}{value:<{vwidth}}{mark}".rstrip())
+    return "\n".join(lines + [""] + _conclusion(verdict))
