@@ -958,17 +958,20 @@ class Store:
         if self.write(lambda: self._execute(name, build, params).rowcount) == 0:
             raise LeaseLost(f"workflow {workflow_id}: the lease is no longer held")
 
-    def note_step_timeout(self, workflow_id: str, step_key: str, *, now: float | None = None) -> None:
+    def note_step_timeout(
+        self, workflow_id: str, step_key: str, *, worker_id: str | None, now: float | None = None
+    ) -> None:
         """Record on a RUNNING step that its worker was killed for overrunning its timeout.
 
         Written by the supervisor (not fenced): the step stays RUNNING and its
-        next start counts the killed attempt.
+        next start counts the killed attempt. Nothing is written when the row
+        now belongs to another worker (a later attempt already started it).
         """
         now = time.time() if now is None else now
 
         def body() -> None:
             row = Step.get_or_none((Step.workflow_id == workflow_id) & (Step.step_key == step_key))
-            if row is None or row.status != StepStatus.RUNNING.value:
+            if row is None or row.status != StepStatus.RUNNING.value or row.worker_id != worker_id:
                 return
             overrun = now - (row.started_at or now)
             error = json.dumps(

@@ -120,7 +120,9 @@ class Supervisor:
         """Start a worker process in ``slot`` (its own process group)."""
         worker_id = f"{hostname()}:w{slot.index}:{uuid.uuid4().hex[:6]}"
         env = dict(os.environ, DURABLE_SYNCHRONOUS=self.config.synchronous)
-        slot.process = subprocess.Popen(self._command(worker_id), env=env, process_group=0)
+        # Its own session and process group: a terminal's Ctrl+C reaches only the
+        # supervisor (which decides), and a forced stop can SIGKILL the whole group.
+        slot.process = subprocess.Popen(self._command(worker_id), env=env, start_new_session=True)
         slot.worker_id = worker_id
         slot.started = now
         slot.killed_for = None
@@ -184,8 +186,11 @@ class Supervisor:
                 row.step_key,
                 row.workflow_id,
             )
-            self.store.note_step_timeout(row.workflow_id, row.step_key, now=now)
+            # Kill first, then write the note: a worker frozen inside a write transaction holds
+            # the database's write lock until it dies, so noting first waited on the very
+            # process about to be killed, until StoreBusyError ended the supervisor.
             self._signal_group(slot, signal.SIGKILL)
+            self.store.note_step_timeout(row.workflow_id, row.step_key, worker_id=row.worker_id, now=now)
 
     def loop_once(self, now: float | None = None) -> None:
         """Reap, reclaim, respawn, enforce timeouts, and advance a stop in progress."""
