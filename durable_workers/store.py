@@ -1154,24 +1154,6 @@ class Store:
 
         return self.read(body)
 
-    def prune_workers(self, *, older_than: float, now: float | None = None) -> int:
-        """Delete rows of stopped or dead workers that ended before ``older_than`` seconds ago."""
-        now = time.time() if now is None else now
-
-        def body() -> int:
-            held = Lease.select(Lease.worker_id).where(Lease.worker_id.is_null(False))
-            return (
-                Worker.delete()
-                .where(
-                    Worker.state.in_(["stopped", "dead"])
-                    & (Worker.heartbeat_at < now - older_than)
-                    & Worker.id.not_in(held)
-                )
-                .execute()
-            )
-
-        return self.write(body)
-
     # ----------------------------------------------------------------- chaos experiment
     # Used only by ``durable chaos`` (durable_workers/chaos/, checkflows.py) and its
     # stress tests: the side-effect ledger its check workflows append to, the
