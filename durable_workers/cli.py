@@ -15,11 +15,14 @@ import click
 from .client import Client, WorkerView, parse_input
 from .config import load_config
 from .context import StepEvent, error_summary
-from .errors import DurableError
+from .errors import CorruptRecordError, DurableError, StoreUnavailable
 from .models import Status, StepStatus
 from .store import StepRecord, WorkflowRecord
 
 EXIT_FAILED = 1  # a workflow ended FAILED or CANCELLED
+
+#: Errors shown as one line (exit 1) instead of a traceback.
+ONE_LINE_ERRORS = (DurableError, StoreUnavailable, CorruptRecordError)
 
 
 class DurableGroup(click.Group):
@@ -28,7 +31,7 @@ class DurableGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except DurableError as exc:
+        except ONE_LINE_ERRORS as exc:
             raise click.ClickException(str(exc)) from None
 
 
@@ -37,7 +40,7 @@ def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except DurableError as exc:
+        except ONE_LINE_ERRORS as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper

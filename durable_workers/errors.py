@@ -1,9 +1,15 @@
 """Exceptions raised by durable_workers.
 
-Every error a user can act on derives from :class:`DurableError`. The two
-control-flow signals (:class:`LeaseLost`, :class:`WorkflowAborted`) derive from
-:class:`DurableInterrupt`, a ``BaseException``, so that a workflow's
-``except Exception`` cannot swallow them.
+Every error a user can act on derives from :class:`DurableError`. Control-flow
+signals and the two families that are never the workflow's business derive
+from :class:`DurableInterrupt`, a ``BaseException``, so that a workflow's
+``except Exception`` cannot swallow them:
+
+- infrastructure: :class:`StoreUnavailable` (the attempt is abandoned, nothing
+  is recorded as a failure, the workflow runs again later);
+- integrity: :class:`CorruptRecordError` (the workflow ends FAILED loudly);
+- control flow: :class:`LeaseLost`, :class:`WorkflowAborted`,
+  :class:`WorkerStopping`.
 """
 
 from __future__ import annotations
@@ -23,10 +29,6 @@ class DatabaseError(DurableError):
 
 class SchemaVersionError(DatabaseError):
     """The database was written by a newer version of durable_workers."""
-
-
-class StoreBusyError(DatabaseError):
-    """The database stayed locked past every bounded retry."""
 
 
 class WorkflowNotFound(DurableError):
@@ -96,3 +98,39 @@ class WorkflowAborted(DurableInterrupt):
 
 class WorkerStopping(DurableInterrupt):
     """The worker is draining: the attempt stops before its next step and is released."""
+
+
+class StoreUnavailable(DurableInterrupt):
+    """The store could not be used: locked past the retry window, disk full, I/O error, connection lost.
+
+    Infrastructure trouble, never the workflow's fault: the attempt is
+    abandoned without recording a step or workflow failure, and the workflow
+    runs again once the store is back. ``cause`` is the underlying error's
+    one-line text (for example ``database or disk is full``).
+    """
+
+    def __init__(self, message: str, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause or message
+
+
+#: Former name of the "locked past every retry" error; it is a :class:`StoreUnavailable` now.
+StoreBusyError = StoreUnavailable
+
+
+class CorruptRecordError(DurableInterrupt):
+    """A stored value (input, step output, result or error) does not decode.
+
+    Names the workflow, the step key (``None`` for workflow columns) and the
+    column. Not catchable by a workflow's ``except Exception``: the workflow
+    ends FAILED with this reason instead of silently taking another branch.
+    """
+
+    def __init__(self, workflow_id: str, column: str, step_key: str | None = None, detail: str = "") -> None:
+        where = f"step {step_key} of workflow {workflow_id}" if step_key else f"workflow {workflow_id}"
+        super().__init__(
+            f"corrupt record: {column} of {where} does not decode" + (f" ({detail})" if detail else "")
+        )
+        self.workflow_id = workflow_id
+        self.step_key = step_key
+        self.column = column

@@ -1,15 +1,56 @@
-"""Is the process behind a worker row still alive? (psutil)"""
+"""Process identity and liveness: host identity, pid, create time (psutil).
+
+A worker row names its process by host identity, pid and psutil create time.
+The host identity is the kernel's boot id plus the PID namespace, not the
+hostname (containers share hostnames, and a PID means nothing after a
+reboot); ``DURABLE_HOST_ID`` overrides it. Only processes of this host
+identity are judged by their PID; other hosts' workers by their heartbeat.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+import socket
 import time
+from typing import TYPE_CHECKING
 
 import psutil
 
-from .store import Store, WorkerRecord, hostname
+if TYPE_CHECKING:  # pragma: no cover
+    from .store import Store, WorkerRecord
 
 #: Two create times closer than this are the same process.
 CREATE_TIME_TOLERANCE = 0.05
+
+
+def hostname() -> str:
+    """The host name recorded in worker rows (for display only)."""
+    return socket.gethostname()
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_host_identity() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            boot = handle.read().strip()
+    except OSError:
+        boot = f"{socket.gethostname()}@{psutil.boot_time():.0f}"
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = "pid:[?]"
+    return f"{boot}/{pidns}"
+
+
+def host_identity() -> str:
+    """This host's identity: ``DURABLE_HOST_ID`` if set, else boot id + PID namespace."""
+    return os.environ.get("DURABLE_HOST_ID") or _kernel_host_identity()
+
+
+def process_start_time(pid: int | None = None) -> float:
+    """Creation time of a process (this one by default), as psutil reports it."""
+    return psutil.Process(pid if pid is not None else os.getpid()).create_time()
 
 
 def process_alive(pid: int, proc_started_at: float) -> bool:
@@ -28,15 +69,22 @@ def process_alive(pid: int, proc_started_at: float) -> bool:
         return True
 
 
-def worker_alive(worker: WorkerRecord, *, stale_after: float, now: float | None = None) -> bool:
+def on_this_host(worker: "WorkerRecord") -> bool:
+    """True when the worker row was written by a process of this host identity."""
+    return worker.host_id == host_identity()
+
+
+def worker_alive(worker: "WorkerRecord", *, stale_after: float, now: float | None = None) -> bool:
     """Liveness of a worker row: by PID on this host, by heartbeat elsewhere."""
-    if worker.host == hostname():
+    if on_this_host(worker):
         return process_alive(worker.pid, worker.proc_started_at)
     now = time.time() if now is None else now
     return worker.heartbeat_at >= now - stale_after
 
 
-def reap_dead_workers(store: Store, *, stale_after: float, now: float | None = None) -> list[tuple[WorkerRecord, list[str]]]:
+def reap_dead_workers(
+    store: "Store", *, stale_after: float, now: float | None = None
+) -> list[tuple["WorkerRecord", list[str]]]:
     """Mark dead every live-looking worker whose process is gone; expire its leases.
 
     Returns each reaped worker with the workflow ids it held.

@@ -14,12 +14,15 @@ from peewee import (
     FloatField,
     IntegerField,
     Model,
+    SQL,
     TextField,
 )
 from playhouse.pool import PooledSqliteDatabase
 
 #: Bumped whenever the schema changes; stored in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
+#: 2: workflows.interruption, steps.seq/token/interruptions, leases.renewed_mono,
+#:    workers.host_id/heartbeat_mono/ttl, the meta table.
+SCHEMA_VERSION = 2
 
 #: The process-wide database, initialised later by ``Store`` (peewee deferred init).
 #: Pooled: a thread that ends hands its connection to the next one (parallel
@@ -63,6 +66,7 @@ class Workflow(BaseModel):
     created_at = FloatField()
     updated_at = FloatField()
     crash_at = TextField(null=True)  # demo fault injection: "STEP:before|after"
+    interruption = TextField(null=True)  # why the last attempt was abandoned (store outage, timeout, ...)
 
     class Meta:
         table_name = "workflows"
@@ -86,6 +90,9 @@ class Step(BaseModel):
     started_at = FloatField(null=True)
     finished_at = FloatField(null=True)
     worker_id = TextField(null=True)
+    token = IntegerField(null=True)  # lease token of the attempt that started it last
+    seq = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])  # order of first recording within the workflow (1, 2, ...)
+    interruptions = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])  # starts ended by a drain or forced stop (not crashes)
 
     class Meta:
         table_name = "steps"
@@ -99,6 +106,7 @@ class Lease(BaseModel):
     token = IntegerField(default=0)
     expires_at = FloatField(null=True)
     heartbeat_at = FloatField(null=True)
+    renewed_mono = FloatField(null=True)  # holder host's monotonic clock at the last renewal
 
     class Meta:
         table_name = "leases"
@@ -119,12 +127,40 @@ class Worker(BaseModel):
     names = TextField(default="[]")  # JSON list of workflow names it can run
     concurrency = IntegerField(default=1)
     supervisor_pid = IntegerField(null=True)
+    host_id = TextField(default="", constraints=[SQL("DEFAULT ''")])  # boot id + PID namespace (or DURABLE_HOST_ID), see liveness.py
+    heartbeat_mono = FloatField(null=True)  # the host's monotonic clock at the last heartbeat
+    ttl = FloatField(null=True)  # the worker's lease TTL (a heartbeat is due every ttl / 3)
 
     class Meta:
         table_name = "workers"
 
 
-ALL_MODELS = (Workflow, Step, Lease, Worker)
+class DatabaseInfo(BaseModel):
+    """Facts about the database itself (``db_id``: a random id written at creation)."""
+
+    key = TextField(primary_key=True)
+    value = TextField()
+
+    class Meta:
+        table_name = "meta"
+
+
+ALL_MODELS = (Workflow, Step, Lease, Worker, DatabaseInfo)
+
+#: Forward migrations: ``version -> statements`` that take a database from that version to the next.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE workflows ADD COLUMN interruption TEXT",
+        "ALTER TABLE steps ADD COLUMN token INTEGER",
+        "ALTER TABLE steps ADD COLUMN seq INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE steps ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE leases ADD COLUMN renewed_mono REAL",
+        "ALTER TABLE workers ADD COLUMN host_id TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE workers ADD COLUMN heartbeat_mono REAL",
+        "ALTER TABLE workers ADD COLUMN ttl REAL",
+        'CREATE TABLE IF NOT EXISTS "meta" ("key" TEXT NOT NULL PRIMARY KEY, "value" TEXT NOT NULL)',
+    ),
+}
 
 
 # --------------------------------------------------------------------------- chaos experiment

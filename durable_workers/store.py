@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import sqlite3
 import stat
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import peewee
 from peewee import SQL, Value, fn
 
+from .liveness import host_identity, hostname, process_start_time
 from .errors import (
     DatabaseError,
     InvalidStateError,
@@ -40,7 +41,9 @@ from .errors import (
 )
 from .models import (
     ALL_MODELS,
+    MIGRATIONS,
     SCHEMA_VERSION,
+    DatabaseInfo,
     Lease,
     Ledger,
     Status,
@@ -93,6 +96,7 @@ class WorkflowRecord:
     created_at: float
     updated_at: float
     crash_at: str | None
+    interruption: str | None = None
 
     @classmethod
     def from_row(cls, row: Workflow) -> "WorkflowRecord":
@@ -124,6 +128,9 @@ class StepRecord:
     started_at: float | None
     finished_at: float | None
     worker_id: str | None
+    token: int | None = None
+    seq: int = 0
+    interruptions: int = 0
 
     @classmethod
     def from_row(cls, row: Step) -> "StepRecord":
@@ -149,6 +156,9 @@ class WorkerRecord:
     names: tuple[str, ...]
     concurrency: int
     supervisor_pid: int | None
+    host_id: str = ""
+    heartbeat_mono: float | None = None
+    ttl: float | None = None
 
     @classmethod
     def from_row(cls, row: Worker) -> "WorkerRecord":
@@ -166,6 +176,7 @@ class LeaseRecord:
     token: int
     expires_at: float | None
     heartbeat_at: float | None
+    renewed_mono: float | None = None
 
     @classmethod
     def from_row(cls, row: Lease) -> "LeaseRecord":
@@ -233,18 +244,6 @@ def summarize_error(error: str | None) -> str:
     if not isinstance(data, dict):
         return error
     return f"{str(data.get('type', 'Error')).rsplit('.', 1)[-1]}: {data.get('message', '')}"
-
-
-def process_start_time(pid: int | None = None) -> float:
-    """Creation time of a process (this one by default), as psutil reports it."""
-    import psutil
-
-    return psutil.Process(pid if pid is not None else os.getpid()).create_time()
-
-
-def hostname() -> str:
-    """The host name recorded in worker rows."""
-    return socket.gethostname()
 
 
 # --------------------------------------------------------------------------- store
@@ -336,16 +335,26 @@ class Store:
         if version == SCHEMA_VERSION:
             return
         tables = set(self.db.get_tables())
-        if tables - {"sqlite_sequence"}:
+        if version == 0 and tables - {"sqlite_sequence"}:
             raise DatabaseError(
                 f"{self.path} is a SQLite database of another application; pass --db to a new file"
             )
         if not create:
-            raise DatabaseError(f"{self.path} has no durable_workers tables yet; submit a workflow first")
+            if version == 0:
+                raise DatabaseError(f"{self.path} has no durable_workers tables yet; submit a workflow first")
+            return  # an older schema is read as it is; the next writer migrates it
         with self.db.atomic(lock_type="IMMEDIATE"):
-            if self.db.execute_sql("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            version = self.db.execute_sql("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
                 return
-            self.db.create_tables(ALL_MODELS)
+            if version == 0:
+                self.db.create_tables(ALL_MODELS)
+                DatabaseInfo.insert(key="db_id", value=uuid.uuid4().hex).execute()
+            else:
+                for step_version in range(version, SCHEMA_VERSION):
+                    for statement in MIGRATIONS[step_version]:
+                        self.db.execute_sql(statement)
+                DatabaseInfo.insert(key="db_id", value=uuid.uuid4().hex).on_conflict_ignore().execute()
             self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -1041,9 +1050,10 @@ class Store:
         concurrency: int = 1,
         supervisor_pid: int | None = None,
         pid: int | None = None,
+        ttl: float | None = None,
         now: float | None = None,
     ) -> WorkerRecord:
-        """Insert this process's worker row (host, pid, psutil create time)."""
+        """Insert this process's worker row (host identity, pid, psutil create time, TTL)."""
         now = time.time() if now is None else now
         pid = os.getpid() if pid is None else pid
 
@@ -1059,6 +1069,9 @@ class Store:
                 names=json.dumps(sorted(set(names))),
                 concurrency=concurrency,
                 supervisor_pid=supervisor_pid,
+                host_id=host_identity(),
+                heartbeat_mono=time.monotonic(),
+                ttl=ttl,
             ).execute()
             return WorkerRecord.from_row(Worker.get_by_id(worker_id))
 
@@ -1075,10 +1088,11 @@ class Store:
             at = time.time() if now is None else now
             if state is not None:
                 Worker.update(state=state).where(Worker.id == worker_id).execute()
+            mono = time.monotonic()
             self._execute(
                 "beat_worker",
-                lambda: Worker.update(heartbeat_at=at).where(Worker.id == worker_id),
-                [at, worker_id],
+                lambda: Worker.update(heartbeat_at=at, heartbeat_mono=mono).where(Worker.id == worker_id),
+                [at, mono, worker_id],
             )
             expires = at + ttl
             return self._execute(
@@ -1310,7 +1324,5 @@ __all__ = [
     "StepStart",
     "WorkerRecord",
     "WorkflowRecord",
-    "hostname",
-    "process_start_time",
     "summarize_error",
 ]

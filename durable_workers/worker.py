@@ -29,10 +29,10 @@ from typing import Callable
 
 from .context import Listener, StepEvent
 from .engine import Outcome, run_claim
-from .errors import StepTimeoutError
-from .liveness import reap_dead_workers
+from .errors import StepTimeoutError, StoreUnavailable
 from .registry import Registry
-from .store import Claim, Store, hostname
+from .liveness import hostname, reap_dead_workers
+from .store import Claim, Store
 
 log = logging.getLogger("durable_workers.worker")
 
@@ -104,7 +104,7 @@ class Heartbeat:
             while not self._stop.wait(self.ttl / 3):
                 try:
                     self.beat()
-                except Exception:  # keep beating; the next renewal may succeed
+                except (Exception, StoreUnavailable):  # keep beating; the next renewal may succeed
                     log.exception("heartbeat failed worker_id=%s", self.worker_id)
         finally:
             self.store.close()
@@ -171,6 +171,7 @@ class WorkerProcess:
             names=self.registry.names(),
             concurrency=self.options.concurrency,
             supervisor_pid=self.options.supervisor_pid,
+            ttl=self.options.ttl,
         )
         self._heartbeat = Heartbeat(self.store, self.worker_id, self.options.ttl, self._check_parent).start()
         log.info(
@@ -281,7 +282,7 @@ class WorkerProcess:
                 if self.free_slots() > 0:
                     try:
                         claimed = self.loop_once()
-                    except Exception:
+                    except (Exception, StoreUnavailable):
                         log.exception("claim failed worker_id=%s", self.worker_id)
                         claimed = False
                     last_poll = time.monotonic()
@@ -310,7 +311,7 @@ class WorkerProcess:
             try:  # the documented "draining" state: `durable workers` shows it while steps finish
                 self.store.set_worker_state(self.worker_id, "draining")
                 log.info("worker draining worker_id=%s running=%s", self.worker_id, len(self._running))
-            except Exception:
+            except (Exception, StoreUnavailable):
                 log.exception("could not mark worker draining worker_id=%s", self.worker_id)
             self.shutdown()
 

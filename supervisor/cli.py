@@ -9,7 +9,7 @@ import sys
 import click
 
 from durable_workers.config import load_config
-from durable_workers.errors import DurableError
+from durable_workers.errors import DurableError, StoreUnavailable
 from durable_workers.registry import load_app
 
 from .supervisor import Supervisor, SupervisorOptions
@@ -55,7 +55,7 @@ def main(
                 log_level=log_level.upper(),
             ),
         )
-    except DurableError as exc:
+    except (DurableError, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     supervisor.install_signal_handlers()
     sys.exit(supervisor.run())

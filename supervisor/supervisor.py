@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 from durable_workers.config import Config
 from durable_workers.liveness import reap_dead_workers
-from durable_workers.store import Store, hostname
+from durable_workers.liveness import hostname
+from durable_workers.store import Store
 
 log = logging.getLogger("durable_workers.supervisor")
 
