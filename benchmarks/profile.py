@@ -344,10 +344,17 @@ def claim_and_heartbeat(workdir: Path, mode: str) -> dict[str, Any]:
                 "statements": [{"sql": shorten(sql), "per_call": c / n, "us_each": s / c * 1e6} for sql, c, s in grouped],
             }
 
-        capture("claim_next (hit)", lambda: store.claim_next("w", ["bench_onboarding"], ttl=15.0), 100)
+        held: list[tuple[str, int]] = []
+
+        def claim() -> None:
+            got = store.claim_next("w", ["bench_onboarding"], ttl=15.0)
+            if got is not None:
+                held.append((got.workflow.id, got.token))
+
+        capture("claim_next (hit)", claim, 100)
         # Empty: nothing runnable for a name nobody submitted.
         capture("claim_next (empty)", lambda: store.claim_next("w", ["nothing_here"], ttl=15.0), 200)
-        capture("heartbeat (100 leases)", lambda: store.heartbeat("w", ttl=15.0), 100)
+        capture("heartbeat (100 leases)", lambda: store.heartbeat("w", ttl=15.0, leases=held), 100)
 
         # Opening a connection: what every new thread pays (pool threads and parallel branches).
         def reopen() -> None:

@@ -12,12 +12,14 @@ same machine load.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 from durable_workers.engine import run_claim
 from durable_workers.registry import Registry, load_app
 from durable_workers.store import Store
-from durable_workers.worker import Heartbeat, new_worker_id
+from durable_workers.heartbeat import Heartbeat, LiveAttempts
+from durable_workers.worker import new_worker_id
 
 from .floor import floor_per_step
 from .measure import Figure, stopwatch
@@ -39,12 +41,14 @@ def run_sequential(path: Path, synchronous: str, steps: int) -> float:
         store.submit(workflow_id, "bench_sequential", json.dumps({"steps": steps}))
         worker_id = new_worker_id()
         store.register_worker(worker_id, names=reg.names())
-        heartbeat = Heartbeat(store, worker_id, ttl=15.0).start()
+        attempts = LiveAttempts(threading.Event())
+        heartbeat = Heartbeat(store, worker_id, 15.0, attempts).start()
         try:
             claim = store.claim_workflow(workflow_id, worker_id, ttl=15.0)
             assert claim is not None
+            control = attempts.begin(workflow_id, claim.token)
             with stopwatch() as elapsed:
-                outcome = run_claim(store, reg, claim, worker_id=worker_id)
+                outcome = run_claim(store, reg, claim, worker_id=worker_id, control=control)
         finally:
             heartbeat.stop()
             store.expire_worker(worker_id, state="stopped")

@@ -20,6 +20,7 @@ from .models import Status, StepStatus
 from .store import StepRecord, WorkflowRecord
 
 EXIT_FAILED = 1  # a workflow ended FAILED or CANCELLED
+EXIT_INTERRUPTED = 3  # `durable run` stopped an attempt that must resume in a fresh process
 
 #: Errors shown as one line (exit 1) instead of a traceback.
 ONE_LINE_ERRORS = (DurableError, StoreUnavailable, CorruptRecordError)
@@ -188,6 +189,9 @@ def run(ctx: click.Context, name: str, workflow_id: str | None, input_text: str 
     record, outcome = client.run_here(name, workflow_id, values, crash_at=crash_at, listener=_print_event)
     if outcome is None:
         click.echo(f"{record.id} had already ended; nothing to run (`durable steps {record.id}` shows its steps)")
+    elif outcome.status == "ABANDONED":
+        click.echo(f"{record.id} interrupted: {outcome.reason}; run the same command again to resume")
+        sys.exit(EXIT_INTERRUPTED)
     _print_end(record)
     if record.status != Status.COMPLETED.value:
         sys.exit(EXIT_FAILED)

@@ -68,17 +68,24 @@ class StepTimeoutError(DurableError, TimeoutError):
 
 
 class StepFailedError(DurableError):
-    """A step failed with an exception that cannot be rebuilt on replay.
+    """A step failed with an exception that cannot be raised as itself.
 
-    ``error_type`` is the qualified name of the original exception class and
-    ``message`` its text.
+    Raised for a step that ended with a foreign ``BaseException``
+    (``SystemExit``, ``KeyboardInterrupt``, ``asyncio.CancelledError``...) on
+    the first run and on replay alike, and on replay for an exception whose
+    class cannot be rebuilt. ``error_type`` is the qualified name of the
+    original class, ``message`` its text, ``attributes`` its recorded
+    JSON-serialisable attributes.
     """
 
-    def __init__(self, step_key: str, error_type: str, message: str) -> None:
+    def __init__(
+        self, step_key: str, error_type: str, message: str, attributes: dict[str, object] | None = None
+    ) -> None:
         super().__init__(f"step {step_key} failed: {error_type}: {message}")
         self.step_key = step_key
         self.error_type = error_type
         self.message = message
+        self.attributes = dict(attributes or {})
 
 
 class DurableInterrupt(BaseException):
@@ -98,6 +105,19 @@ class WorkflowAborted(DurableInterrupt):
 
 class WorkerStopping(DurableInterrupt):
     """The worker is draining: the attempt stops before its next step and is released."""
+
+
+class AttemptAbandoned(DurableInterrupt):
+    """The attempt gives its workflow back to run elsewhere (a step timed out with retries left).
+
+    The workflow returns to PENDING (not counted as a crash) with the reason in
+    ``workflows.interruption``; its worker drains and exits, so the retry never
+    runs beside a timed-out execution that may still be running.
+    """
+
+    def __init__(self, message: str, *, retry_in: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
 
 
 class StoreUnavailable(DurableInterrupt):

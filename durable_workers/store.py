@@ -29,13 +29,14 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import peewee
 from peewee import SQL, Value, fn
 
-from .liveness import host_identity, hostname, process_start_time
+from .codec import error_message, summarize_error
+from .liveness import host_identity, hostname, process_alive, process_start_time
 from .errors import (
     DatabaseError,
     InvalidStateError,
     LeaseLost,
     SchemaVersionError,
-    StoreBusyError,
+    StoreUnavailable,
     WorkflowAborted,
     WorkflowNotFound,
 )
@@ -97,6 +98,8 @@ class WorkflowRecord:
     updated_at: float
     crash_at: str | None
     interruption: str | None = None
+    #: Columns whose stored JSON does not decode (``input`` must be an object); shown, never run.
+    corrupt: tuple[str, ...] = ()
 
     @classmethod
     def from_row(cls, row: Workflow) -> "WorkflowRecord":
@@ -104,11 +107,27 @@ class WorkflowRecord:
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> "WorkflowRecord":
-        """Build from a column-name mapping (JSON columns still encoded)."""
+        """Build from a column-name mapping (JSON columns still encoded).
+
+        A column that does not decode is named in ``corrupt`` (its value is
+        ``{}`` for the input, ``None`` for the result) instead of raising, so a
+        corrupt row can be shown and failed rather than wedging every read.
+        """
         data = dict(values)
-        data["input"] = json.loads(data["input"]) if data.get("input") else {}
-        data["result"] = json.loads(data["result"]) if data.get("result") is not None else None
-        return cls(**data)
+        corrupt = []
+        try:
+            data["input"] = json.loads(data["input"]) if data.get("input") else {}
+            if not isinstance(data["input"], dict):
+                raise ValueError("not an object")
+        except (TypeError, ValueError):
+            data["input"] = {}
+            corrupt.append("input")
+        try:
+            data["result"] = json.loads(data["result"]) if data.get("result") is not None else None
+        except (TypeError, ValueError):
+            data["result"] = None
+            corrupt.append("result")
+        return cls(**data, corrupt=tuple(corrupt))
 
 
 @dataclass(frozen=True)
@@ -221,6 +240,23 @@ def _is_busy(exc: BaseException) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The first database error behind ``exc``.
+
+    After SQLITE_FULL or an I/O error SQLite has already rolled the transaction
+    back, so the rollback in peewee's ``atomic`` fails with "cannot rollback -
+    no transaction is active"; the real cause is that error's ``__context__``.
+    """
+    seen = exc
+    while isinstance(seen.__context__, (peewee.DatabaseError, sqlite3.Error)) and seen.__context__ is not seen:
+        seen = seen.__context__
+    return seen
+
+
+#: Errors of the database file itself; mid-run they make the store unavailable, not a bug.
+_DAMAGED_MARKERS = ("not a database", "malformed", "disk i/o", "database or disk is full")
+
+
 def _describe(path: str, exc: BaseException) -> DatabaseError:
     text = str(exc)
     lowered = text.lower()
@@ -231,19 +267,6 @@ def _describe(path: str, exc: BaseException) -> DatabaseError:
     if "unable to open" in lowered:
         return DatabaseError(f"cannot open database {path}: check the path and its folder's permissions")
     return DatabaseError(f"database {path}: {text}")
-
-
-def summarize_error(error: str | None) -> str:
-    """The one-line ``Type: message`` of a stored error (JSON from the engine, or plain text)."""
-    if not error:
-        return ""
-    try:
-        data = json.loads(error)
-    except ValueError:
-        return error.splitlines()[0]
-    if not isinstance(data, dict):
-        return error
-    return f"{str(data.get('type', 'Error')).rsplit('.', 1)[-1]}: {data.get('message', '')}"
 
 
 # --------------------------------------------------------------------------- store
@@ -296,9 +319,9 @@ class Store:
         self._stall: tuple[float, float] = (0.0, 0.0)
         try:
             self._run(lambda: self._prepare_schema(create), write=False)
-        except peewee.DatabaseError as exc:
+        except StoreUnavailable as exc:
             self.close()
-            raise _describe(self.path, exc) from exc
+            raise _describe(self.path, _root_cause(exc.__cause__ or exc)) from exc
         except DatabaseError:
             self.close()
             raise
@@ -369,7 +392,9 @@ class Store:
 
         SQLite waits ``LOCK_POLL_MS`` per try; between tries the store pauses a
         few jittered milliseconds, so every waiter keeps asking often and none
-        starves behind newcomers. ``StoreBusyError`` after ``self._patience`` s.
+        starves behind newcomers. Past ``self._patience`` s, and at once for
+        every other operational error (disk full, I/O error, read-only file),
+        :class:`StoreUnavailable` carrying the real cause.
         """
         asked = time.monotonic()
         pause = 0.001
@@ -383,17 +408,30 @@ class Store:
                         return body()
                 return body()
             except (peewee.OperationalError, sqlite3.OperationalError) as exc:
-                if not _is_busy(exc):
-                    raise _describe(self.path, exc) from exc
+                cause = _root_cause(exc)
+                if not _is_busy(cause):
+                    self._drop_connection()
+                    raise StoreUnavailable(f"database {self.path}: {cause}", cause=str(cause)) from exc
                 waited = time.monotonic() - asked
                 if waited >= self._patience:
-                    raise StoreBusyError(
-                        f"database {self.path} stayed locked for {waited:.0f} s"
+                    raise StoreUnavailable(
+                        f"database {self.path} stayed locked for {waited:.0f} s", cause="database is locked"
                     ) from exc
                 time.sleep(pause * (0.5 + self._rng.random()))
                 pause = min(pause * 2, LOCK_POLL_MAX)
             except peewee.DatabaseError as exc:
+                cause = _root_cause(exc)
+                if any(marker in str(cause).lower() for marker in _DAMAGED_MARKERS):
+                    self._drop_connection()
+                    raise StoreUnavailable(f"database {self.path}: {cause}", cause=str(cause)) from exc
                 raise _describe(self.path, exc) from exc
+
+    def _drop_connection(self) -> None:
+        """Close this thread's connection after an error, so the next try starts afresh."""
+        try:
+            self.close()
+        except (peewee.DatabaseError, sqlite3.Error):  # unusable: forget it rather than fail again
+            self.db.dispose()
 
     def _note_wait(self, waited: float) -> None:
         """Remember a long wait for the write lock: the database was unavailable meanwhile."""
@@ -554,8 +592,11 @@ class Store:
     def retry(self, workflow_id: str, *, now: float | None = None) -> WorkflowRecord:
         """Make a FAILED or CANCELLED workflow PENDING again.
 
-        COMPLETED steps keep their results; FAILED and unfinished step rows are
-        removed so those steps run afresh.
+        Everything recorded before the failure that ended the workflow (its
+        latest FAILED step) is kept, failures the workflow caught included, so
+        the run takes the same branches; that failure and every step recorded
+        after it are dropped and run afresh. Unfinished steps start again at
+        attempt 1.
         """
         now = time.time() if now is None else now
 
@@ -567,9 +608,7 @@ class Store:
                 raise InvalidStateError(
                     f"workflow {workflow_id} is {row.status}; only FAILED or CANCELLED workflows can be retried"
                 )
-            Step.delete().where(
-                (Step.workflow_id == workflow_id) & (Step.status != StepStatus.COMPLETED.value)
-            ).execute()
+            self._forget_ending_failure(workflow_id)
             Workflow.update(
                 status=Status.PENDING.value,
                 error=None,
@@ -582,6 +621,25 @@ class Store:
             return WorkflowRecord.from_row(Workflow.get_by_id(workflow_id))
 
         return self.write(body)
+
+    def _forget_ending_failure(self, workflow_id: str) -> None:
+        """Drop the latest FAILED step and every step first recorded after it (see :meth:`retry`)."""
+        ending = (
+            Step.select(Step.seq)
+            .where((Step.workflow_id == workflow_id) & (Step.status == StepStatus.FAILED.value))
+            .order_by(Step.finished_at.desc(), Step.seq.desc())
+            .limit(1)
+            .scalar()
+        )
+        if ending:
+            Step.delete().where((Step.workflow_id == workflow_id) & (Step.seq >= ending)).execute()
+        else:  # rows recorded before schema 2 carry no sequence: drop every unfinished one
+            Step.delete().where(
+                (Step.workflow_id == workflow_id) & (Step.status != StepStatus.COMPLETED.value)
+            ).execute()
+        Step.update(attempts=0, interruptions=0, deadline=None).where(
+            (Step.workflow_id == workflow_id) & (Step.status == StepStatus.RUNNING.value)
+        ).execute()
 
     # ----------------------------------------------------------------- claim and lease
 
@@ -649,10 +707,16 @@ class Store:
             self._release_lease(workflow_id, bump=True)
             return None
         expires = held_from + ttl
+        mono = time.monotonic()
         self._execute(
             "take_lease",
             lambda: Lease.insert(
-                workflow_id=workflow_id, worker_id=worker_id, token=1, expires_at=expires, heartbeat_at=held_from
+                workflow_id=workflow_id,
+                worker_id=worker_id,
+                token=1,
+                expires_at=expires,
+                heartbeat_at=held_from,
+                renewed_mono=mono,
             ).on_conflict(
                 conflict_target=[Lease.workflow_id],
                 update={
@@ -660,9 +724,10 @@ class Store:
                     Lease.token: Lease.token + 1,
                     Lease.expires_at: expires,
                     Lease.heartbeat_at: held_from,
+                    Lease.renewed_mono: mono,
                 },
             ),
-            [workflow_id, worker_id, 1, expires, held_from, worker_id, 1, expires, held_from],
+            [workflow_id, worker_id, 1, expires, held_from, mono, worker_id, 1, expires, held_from, mono],
         )
         token = self._execute(
             "lease_token", lambda: Lease.select(Lease.token).where(Lease.workflow_id == workflow_id), [workflow_id]
@@ -677,6 +742,34 @@ class Store:
             token=token,
             steps=tuple(StepRecord.from_tuple(row) for row in steps),
         )
+
+    def _vouch_for_live_holder(self, workflow_id: str, ttl: float, now: float) -> bool:
+        """Extend an expired-looking lease whose holder provably lives; True if it did.
+
+        Leases expire by the wall clock, which can jump. A holder on this host
+        whose process is alive (PID + create time) and that renewed this very
+        lease less than its TTL ago on the host's monotonic clock is
+        heartbeating: its lease is extended as its next heartbeat would, instead
+        of being taken from under it. A holder that stopped renewing (its attempt
+        ended, it is frozen, or it died) gets no such extension.
+        """
+        row = self._execute(
+            "lease_holder",
+            lambda: Lease.select(
+                Lease.renewed_mono, Worker.host_id, Worker.pid, Worker.proc_started_at, Worker.ttl
+            )
+            .join(Worker, on=(Worker.id == Lease.worker_id))
+            .where(Lease.workflow_id == workflow_id),
+            [workflow_id],
+        ).fetchone()
+        if row is None or row[0] is None or row[1] != host_identity():
+            return False
+        renewed_mono, _, pid, proc_started_at, holder_ttl = row
+        holder_ttl = holder_ttl or ttl
+        if time.monotonic() - renewed_mono >= holder_ttl or not process_alive(pid, proc_started_at):
+            return False
+        Lease.update(expires_at=max(now, time.time()) + holder_ttl).where(Lease.workflow_id == workflow_id).execute()
+        return True
 
     def claim_next(
         self,
@@ -709,6 +802,8 @@ class Store:
                 workflow_id = self._runnable(names, now, stale_before)
                 if workflow_id is None:
                     return None
+                if self._vouch_for_live_holder(workflow_id, ttl, now):
+                    continue
                 claim = self._take(workflow_id, worker_id, ttl, now, max_claims, real_time=real_time)
                 if claim is not None:
                     return claim
@@ -761,10 +856,24 @@ class Store:
             update[Lease.token] = Lease.token + 1
         Lease.update(update).where(Lease.workflow_id == workflow_id).execute()
 
-    def release(self, workflow_id: str, worker_id: str, token: int, *, now: float | None = None) -> bool:
-        """Give a workflow back (graceful stop): PENDING again, claim not counted.
+    def release(
+        self,
+        workflow_id: str,
+        worker_id: str,
+        token: int,
+        *,
+        reason: str | None = None,
+        retry_in: float = 0.0,
+        now: float | None = None,
+    ) -> bool:
+        """Give a workflow back: PENDING again (runnable after ``retry_in`` s), claim not counted.
 
-        Returns ``False`` when the lease was already lost.
+        Used for a drain, a timed-out step's retry and an attempt the store
+        interrupted; ``reason`` is kept in ``workflows.interruption``. Fenced:
+        returns ``False`` (writing nothing) when the lease is no longer held.
+        Step rows this attempt started and never ended (``finished_at`` unset)
+        count the start as an interruption, not a crash, and lose their
+        deadline. Safe to retry: a second call finds the lease released.
         """
         now = time.time() if now is None else now
 
@@ -777,8 +886,16 @@ class Store:
                 status=Status.PENDING.value,
                 attempts=fn.MAX(Workflow.attempts - 1, 0),
                 updated_at=now,
+                run_at=now + retry_in,
                 crash_at=None,
+                interruption=reason,
             ).where((Workflow.id == workflow_id) & (Workflow.status == Status.RUNNING.value)).execute()
+            Step.update(interruptions=Step.interruptions + 1, deadline=None).where(
+                (Step.workflow_id == workflow_id)
+                & (Step.token == token)
+                & (Step.status == StepStatus.RUNNING.value)
+                & Step.finished_at.is_null()
+            ).execute()
             self._release_lease(workflow_id)
             return True
 
@@ -826,46 +943,27 @@ class Store:
         worker_id: str,
         token: int,
         max_attempts: int,
+        seq: int = 0,
         timeout: float | None = None,
         new: bool = False,
         now: float | None = None,
     ) -> StepStart:
-        """Record that an attempt of a step starts; return its attempt number.
+        """Record that an attempt of a step starts (fenced); return its attempt number.
 
         ``new`` says the caller knows of no row for this step (the common case:
         one fenced ``INSERT``); otherwise the existing row's attempts are checked.
+        ``seq`` orders the step's first recording within the workflow. The row
+        remembers the lease ``token`` of the attempt that started it.
 
         A step whose row shows ``max_attempts`` starts already (crashed attempts
-        count) is not started: it and its workflow are marked FAILED and
-        :class:`WorkflowAborted` is raised.
+        count, interruptions by drains or forced stops do not) is not started:
+        it and its workflow are marked FAILED and :class:`WorkflowAborted` is raised.
         """
         now = time.time() if now is None else now
         deadline = now + timeout if timeout else None
-
-        if new:
-            running = StepStatus.RUNNING.value
-            inserted = self.write(
-                lambda: self._execute(
-                    "start_new_step",
-                    lambda: Step.insert_from(
-                        Lease.select(
-                            Value(workflow_id), Value(step_key), Value(name), Value(scope), Value(position),
-                            Value(running), Value(1), Value(deadline), Value(now), Value(worker_id),
-                        ).where(
-                            (Lease.workflow_id == workflow_id) & (Lease.worker_id == worker_id) & (Lease.token == token)
-                        ),
-                        [
-                            Step.workflow_id, Step.step_key, Step.name, Step.scope, Step.position,
-                            Step.status, Step.attempts, Step.deadline, Step.started_at, Step.worker_id,
-                        ],
-                    ).on_conflict_ignore(),
-                    [workflow_id, step_key, name, scope, position, running, 1, deadline, now, worker_id,
-                     workflow_id, worker_id, token],
-                ).rowcount
-            )
-            if inserted == 1:
-                return StepStart(1, None)
-            # Not inserted: the lease is lost, or a row exists after all; the general path decides.
+        if new and self._insert_step(workflow_id, step_key, name, scope, position, seq, worker_id, token, deadline, now):
+            return StepStart(1, None)
+        # Not inserted: the lease is lost, or a row exists after all; the general path decides.
 
         def body() -> StepStart | str:
             self._fence(workflow_id, worker_id, token)
@@ -877,28 +975,17 @@ class Store:
                     name=name,
                     scope=scope,
                     position=position,
+                    seq=seq,
                     status=StepStatus.RUNNING.value,
                     attempts=1,
                     deadline=deadline,
                     started_at=now,
                     worker_id=worker_id,
+                    token=token,
                 ).execute()
                 return StepStart(1, None)
-            if row.attempts >= max_attempts:
-                if row.error:
-                    message = (
-                        f"step {step_key} failed {row.attempts} attempts (max_attempts={max_attempts}); "
-                        f"last error: {summarize_error(row.error)}"
-                    )
-                else:
-                    message = (
-                        f"step {step_key} crashed the worker {row.attempts} times "
-                        f"(max_attempts={max_attempts}); it was not started again"
-                    )
-                Step.update(status=StepStatus.FAILED.value, error=message, finished_at=now).where(
-                    (Step.workflow_id == workflow_id) & (Step.step_key == step_key)
-                ).execute()
-                self._finish(workflow_id, Status.FAILED, None, message, now)
+            if row.attempts - row.interruptions >= max_attempts:
+                message = self._poison(workflow_id, step_key, row, max_attempts, now)
                 # Returned, not raised: raising here would roll the FAILED marks back
                 # and leave the workflow RUNNING under a lease its worker keeps renewing.
                 return message
@@ -909,6 +996,7 @@ class Store:
                 started_at=now,
                 finished_at=None,
                 worker_id=worker_id,
+                token=token,
             ).where((Step.workflow_id == workflow_id) & (Step.step_key == step_key)).execute()
             return StepStart(row.attempts + 1, row.error)
 
@@ -916,6 +1004,62 @@ class Store:
         if isinstance(started, str):
             raise WorkflowAborted(started)
         return started
+
+    def _insert_step(
+        self,
+        workflow_id: str,
+        step_key: str,
+        name: str,
+        scope: str,
+        position: int,
+        seq: int,
+        worker_id: str,
+        token: int,
+        deadline: float | None,
+        now: float,
+    ) -> bool:
+        """One fenced ``INSERT`` of a new RUNNING step row; False if not inserted."""
+        running = StepStatus.RUNNING.value
+        return self.write(
+            lambda: self._execute(
+                "start_new_step",
+                lambda: Step.insert_from(
+                    Lease.select(
+                        Value(workflow_id), Value(step_key), Value(name), Value(scope), Value(position),
+                        Value(seq), Value(running), Value(1), Value(deadline), Value(now), Value(worker_id),
+                        Value(token),
+                    ).where(
+                        (Lease.workflow_id == workflow_id) & (Lease.worker_id == worker_id) & (Lease.token == token)
+                    ),
+                    [
+                        Step.workflow_id, Step.step_key, Step.name, Step.scope, Step.position, Step.seq,
+                        Step.status, Step.attempts, Step.deadline, Step.started_at, Step.worker_id, Step.token,
+                    ],
+                ).on_conflict_ignore(),
+                [workflow_id, step_key, name, scope, position, seq, running, 1, deadline, now, worker_id, token,
+                 workflow_id, worker_id, token],
+            ).rowcount
+        ) == 1
+
+    def _poison(self, workflow_id: str, step_key: str, row: Step, max_attempts: int, now: float) -> str:
+        """Mark a step that used up its attempts, and its workflow, FAILED; return the reason."""
+        crashes = row.attempts - row.interruptions
+        if row.error:
+            message = (
+                f"step {step_key} failed {crashes} attempts (max_attempts={max_attempts}); "
+                f"last error: {summarize_error(row.error)}"
+            )
+        else:
+            message = (
+                f"step {step_key} crashed the worker {crashes} times "
+                f"(max_attempts={max_attempts}); it was not started again"
+            )
+        error = error_message("durable_workers.errors.WorkflowAborted", message)
+        Step.update(status=StepStatus.FAILED.value, error=error, finished_at=now, deadline=None).where(
+            (Step.workflow_id == workflow_id) & (Step.step_key == step_key)
+        ).execute()
+        self._finish(workflow_id, Status.FAILED, None, message, now)
+        return message
 
     def complete_step(
         self,
@@ -1077,14 +1221,27 @@ class Store:
 
         return self.write(body)
 
-    def heartbeat(self, worker_id: str, *, ttl: float, state: str | None = None, now: float | None = None) -> int:
-        """Renew the worker row and every lease it holds; return the lease count.
+    def heartbeat(
+        self,
+        worker_id: str,
+        *,
+        ttl: float,
+        leases: Iterable[tuple[str, int]] = (),
+        state: str | None = None,
+        now: float | None = None,
+    ) -> list[str]:
+        """Renew the worker row and exactly the ``(workflow_id, token)`` leases given.
 
-        The new expiry counts from when the write lock was obtained, not from
-        when the renewal was asked for (it may have waited for the lock).
+        Returns the workflow ids whose lease was not renewed because this
+        worker no longer holds it with that token (the attempt must stop:
+        :class:`LeaseLost`). A lease of an attempt that already ended is never
+        renewed, so it expires even while the process lives. The new expiry
+        counts from when the write lock was obtained, not from when the
+        renewal was asked for (it may have waited for the lock). Safe to retry.
         """
+        pairs = list(leases)
 
-        def body() -> int:
+        def body() -> list[str]:
             at = time.time() if now is None else now
             if state is not None:
                 Worker.update(state=state).where(Worker.id == worker_id).execute()
@@ -1095,11 +1252,18 @@ class Store:
                 [at, mono, worker_id],
             )
             expires = at + ttl
-            return self._execute(
-                "beat_leases",
-                lambda: Lease.update(expires_at=expires, heartbeat_at=at).where(Lease.worker_id == worker_id),
-                [expires, at, worker_id],
-            ).rowcount
+            lost = []
+            for workflow_id, token in pairs:
+                renewed = self._execute(
+                    "beat_lease",
+                    lambda: Lease.update(expires_at=expires, heartbeat_at=at, renewed_mono=mono).where(
+                        (Lease.workflow_id == workflow_id) & (Lease.worker_id == worker_id) & (Lease.token == token)
+                    ),
+                    [expires, at, mono, workflow_id, worker_id, token],
+                ).rowcount
+                if not renewed:
+                    lost.append(workflow_id)
+            return lost
 
         return self.write(body)
 

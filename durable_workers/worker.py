@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .context import Listener, StepEvent
+from .context import AttemptControl, Listener, StepEvent
 from .engine import Outcome, run_claim
-from .errors import StepTimeoutError, StoreUnavailable
+from .errors import StoreUnavailable
+from .heartbeat import Heartbeat, LiveAttempts
 from .registry import Registry
 from .liveness import hostname, reap_dead_workers
 from .store import Claim, Store
@@ -78,42 +79,6 @@ def _log_event(event: StepEvent) -> None:
     )
 
 
-class Heartbeat:
-    """Thread that renews a worker's row and leases every ``ttl / 3`` seconds."""
-
-    def __init__(self, store: Store, worker_id: str, ttl: float, on_beat: Callable[[], None] | None = None) -> None:
-        self.store = store
-        self.worker_id = worker_id
-        self.ttl = ttl
-        self.on_beat = on_beat
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-
-    def start(self) -> "Heartbeat":
-        self._thread.start()
-        return self
-
-    def beat(self) -> None:
-        """Renew once now."""
-        self.store.heartbeat(self.worker_id, ttl=self.ttl)
-        if self.on_beat is not None:
-            self.on_beat()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(self.ttl / 3):
-                try:
-                    self.beat()
-                except (Exception, StoreUnavailable):  # keep beating; the next renewal may succeed
-                    log.exception("heartbeat failed worker_id=%s", self.worker_id)
-        finally:
-            self.store.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 class _WalWatch:
     """Cheap change detector: the WAL file's size and mtime move on every commit."""
 
@@ -158,6 +123,7 @@ class WorkerProcess:
         self._pool = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="wf")
         self._running: dict[str, Future[Outcome]] = {}
         self._lock = threading.Lock()
+        self.attempts = LiveAttempts(self.stopping)
         self._heartbeat: Heartbeat | None = None
         self._wake = threading.Event()  # set when an attempt ends: a slot is free
         self.outcomes: deque[Outcome] = deque(maxlen=256)  # most recent attempts, for tests and logs
@@ -173,7 +139,9 @@ class WorkerProcess:
             supervisor_pid=self.options.supervisor_pid,
             ttl=self.options.ttl,
         )
-        self._heartbeat = Heartbeat(self.store, self.worker_id, self.options.ttl, self._check_parent).start()
+        self._heartbeat = Heartbeat(
+            self.store, self.worker_id, self.options.ttl, self.attempts, self._check_parent
+        ).start()
         log.info(
             "worker started worker_id=%s pid=%s names=%s concurrency=%s",
             self.worker_id,
@@ -192,6 +160,7 @@ class WorkerProcess:
         """Graceful stop: claim nothing more; running workflows stop before their next step."""
         self.stop_claiming.set()
         self.stopping.set()
+        self.attempts.wake_all()
 
     def shutdown(self) -> None:
         """Wait for running attempts, then mark the worker stopped."""
@@ -199,6 +168,8 @@ class WorkerProcess:
         self._pool.shutdown(wait=True)
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        if self.attempts.retry_releases(self.store, self.worker_id):
+            log.warning("some workflows could not be handed back; their leases expire now instead")
         self.store.expire_worker(self.worker_id, state="stopped")
         log.info("worker stopped worker_id=%s", self.worker_id)
         self.store.close()
@@ -229,11 +200,12 @@ class WorkerProcess:
             claim.workflow.attempts,
             claim.token,
         )
+        control = self.attempts.begin(claim.workflow.id, claim.token)
         with self._lock:
-            self._running[claim.workflow.id] = self._pool.submit(self._execute, claim)
+            self._running[claim.workflow.id] = self._pool.submit(self._execute, claim, control)
         return True
 
-    def _execute(self, claim: Claim) -> Outcome:
+    def _execute(self, claim: Claim, control: AttemptControl) -> Outcome:
         try:
             outcome = run_claim(
                 self.store,
@@ -241,13 +213,16 @@ class WorkerProcess:
                 claim,
                 worker_id=self.worker_id,
                 listener=self._on_event,
-                stopping=self.stopping,
+                control=control,
             )
+            if outcome.release_pending:
+                self.attempts.defer_release(claim.workflow.id, claim.token, outcome.reason)
             log.info(
-                "workflow %s workflow_id=%s%s",
+                "workflow %s workflow_id=%s%s%s",
                 outcome.status.lower(),
                 outcome.workflow_id,
                 f" error={outcome.error.splitlines()[0]!r}" if outcome.error else "",
+                f" reason={outcome.reason!r}" if outcome.reason else "",
             )
             self.outcomes.append(outcome)
             return outcome
@@ -255,6 +230,7 @@ class WorkerProcess:
             log.exception("attempt crashed workflow_id=%s", claim.workflow.id)
             raise
         finally:
+            self.attempts.end(claim.workflow.id, claim.token)
             with self._lock:
                 self._running.pop(claim.workflow.id, None)
             self.store.close()
@@ -262,14 +238,14 @@ class WorkerProcess:
 
     def _on_event(self, event: StepEvent) -> None:
         self.listener(event)
-        if event.error and StepTimeoutError.__name__ in event.error:
+        if event.timed_out:  # a live overrun, never a replayed failure
             log.warning(
                 "step timed out workflow_id=%s step=%s; its thread may still run, so this worker "
                 "drains and exits to be replaced",
                 event.workflow_id,
                 event.step_key,
             )
-            self.stop_claiming.set()
+            self.request_stop()
 
     def run(self) -> None:
         """Claim and run workflows until asked to stop; then drain and exit."""
@@ -358,18 +334,28 @@ def run_here(
 
     Leases held by dead processes on this host are reclaimed first, so a
     workflow whose previous runner was killed resumes at once. Returns
-    ``None`` when the workflow had already ended.
+    ``None`` when the workflow had already ended. An ``ABANDONED`` outcome
+    (a step timed out with retries left, or the store became unavailable)
+    means: run it again to resume.
     """
     reap_dead_workers(store, stale_after=stale_after)
     worker_id = new_worker_id()
-    names = registry.names()
-    store.register_worker(worker_id, names=names)
-    heartbeat = Heartbeat(store, worker_id, ttl).start()
+    store.register_worker(worker_id, names=registry.names(), ttl=ttl)
+    attempts = LiveAttempts(threading.Event())
+    heartbeat = Heartbeat(store, worker_id, ttl, attempts).start()
     try:
         claim = store.claim_workflow(workflow_id, worker_id, ttl=ttl)
         if claim is None:
             return None
-        return run_claim(store, registry, claim, worker_id=worker_id, listener=listener)
+        control = attempts.begin(claim.workflow.id, claim.token)
+        try:
+            outcome = run_claim(store, registry, claim, worker_id=worker_id, listener=listener, control=control)
+        finally:
+            attempts.end(claim.workflow.id, claim.token)
+        if outcome.release_pending:
+            attempts.defer_release(claim.workflow.id, claim.token, outcome.reason)
+            attempts.retry_releases(store, worker_id)
+        return outcome
     finally:
         heartbeat.stop()
         store.expire_worker(worker_id, state="stopped")

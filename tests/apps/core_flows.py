@@ -16,11 +16,16 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from durable_workers import Context, DurableError, NotSerializableError, step, workflow
+from durable_workers import Context, DurableError, DurableInterrupt, NotSerializableError, step, workflow
 
 
-class SimulatedCrash(BaseException):
-    """A crash inside the test process: neither the engine nor a workflow catches it."""
+class SimulatedCrash(DurableInterrupt):
+    """A crash inside the test process: neither the engine nor a workflow catches it.
+
+    An interrupt the engine has no handler for propagates out of the attempt
+    without recording or releasing anything, as ``kill -9`` would. (A foreign
+    ``BaseException`` would be recorded as the step's failure instead.)
+    """
 
 
 def record_call(path: str, label: str) -> int:

@@ -34,9 +34,18 @@ def fleet_registry() -> Registry:
 
 
 def backdate_lease(db_path, workflow_id: str, seconds: float = 60.0) -> None:
-    """Make a lease look expired: its heartbeat stopped ``seconds`` ago."""
+    """Make a lease look expired: its heartbeat stopped ``seconds`` ago (wall and monotonic clocks)."""
     past = time.time() - seconds
-    query(db_path, "UPDATE leases SET expires_at = ?, heartbeat_at = ? WHERE workflow_id = ?", (past, past, workflow_id))
+    query(
+        db_path,
+        "UPDATE leases SET expires_at = ?, heartbeat_at = ?, renewed_mono = renewed_mono - ? WHERE workflow_id = ?",
+        (past, past, seconds, workflow_id),
+    )
+
+
+def stop_renewals(db_path, workflow_id: str, seconds: float = 60.0) -> None:
+    """The holder's last renewal was ``seconds`` ago on the host's monotonic clock."""
+    query(db_path, "UPDATE leases SET renewed_mono = renewed_mono - ? WHERE workflow_id = ?", (seconds, workflow_id))
 
 
 def submit_steps(store, tmp_path, workflow_id: str = "wf-1", n: int = 2) -> str:
@@ -74,7 +83,7 @@ def test_stale_lease_of_live_but_stuck_worker_is_reclaimed_and_fenced(store, db_
                          token=1, max_attempts=3)
     with pytest.raises(LeaseLost):
         store.finish_workflow("wf-1", Status.COMPLETED, result_json="{}", worker_id="stuck", token=1)
-    assert store.heartbeat("stuck", ttl=30) == 0
+    assert store.heartbeat("stuck", ttl=30, leases=[("wf-1", 1)]) == ["wf-1"]
     assert store.release("wf-1", "stuck", 1) is False
     steps = {s.step_key: s for s in store.load_steps("wf-1")}
     assert set(steps) == {"s0#1"} and steps["s0#1"].status == "RUNNING"
@@ -99,6 +108,11 @@ def test_worker_loop_once_reclaims_expired_lease_and_finishes(store, db_path, tm
     worker = WorkerProcess(store, fleet_registry(), WorkerOptions(ttl=30), worker_id="fresh")
     try:
         assert worker.loop_once(now=expires - 1) is False  # still leased
+        # Alive and renewing on the host's monotonic clock: a wall-clock expiry alone is not enough.
+        assert worker.loop_once(now=expires + 1) is False
+        assert store.get_lease("wf-1").expires_at > expires + 1  # the claim vouched for it
+        stop_renewals(db_path, "wf-1")  # ... but it really stopped renewing a minute ago
+        expires = store.get_lease("wf-1").expires_at
         assert worker.loop_once(now=expires + 1) is True  # expired: claimed and started
     finally:
         worker.shutdown()  # waits for the attempt

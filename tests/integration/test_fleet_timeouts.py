@@ -200,23 +200,30 @@ def test_step_that_freezes_its_worker_is_killed_by_supervisor_until_max_attempts
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_durable_run_step_times_out_once_then_succeeds_on_retry(tmp_path, db_path):
-    """``durable run`` in-process: the first attempt times out, the retry succeeds; steps shows attempts 2."""
+    """``durable run`` in-process: the first attempt times out and the run stops (exit 3), so the
+    retry never runs beside the timed-out thread; running it again resumes and the retry succeeds."""
     ledger, marker = tmp_path / "ledger.txt", tmp_path / "marker"
     values = {"ledger": str(ledger), "marker": str(marker), "timeout_s": 1}
-    done = run_cli("run", "timeout_once", "wf-once", "--input", json.dumps(values), db=db_path, timeout=90)
-    assert done.returncode == 0, done.stdout + done.stderr
+    first = run_cli("run", "timeout_once", "wf-once", "--input", json.dumps(values), db=db_path, timeout=90)
+    assert first.returncode == 3, first.stdout + first.stderr
     timed_out = r"retrying\s+nap#1\s+attempt 1 failed: StepTimeoutError: step nap#1 did not finish within 1s"
-    assert re.search(timed_out, done.stdout), done.stdout
+    assert re.search(timed_out, first.stdout), first.stdout
+    assert "wf-once interrupted: step nap#1 timed out (attempt 1)" in first.stdout, first.stdout
+    assert "run the same command again to resume" in first.stdout, first.stdout
+    assert workflow_row(db_path, "wf-once")["status"] == "PENDING"
+
+    done = run_cli("run", "timeout_once", "wf-once", db=db_path, timeout=90)  # recorded input
+    assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"ran\s+nap#1\s+attempt 2", done.stdout), done.stdout
     assert "wf-once COMPLETED" in done.stdout, done.stdout
 
-    # Both attempts ran in the `durable run` process; the second returned its pid.
+    # Each attempt ran in its own `durable run` process; the second returned its pid.
     runs = ledger_pids(ledger, "wf-once", "nap#1", "enter")
-    assert len(runs) == 2 and len(set(runs)) == 1, runs
+    assert len(runs) == 2 and len(set(runs)) == 2, runs
     assert ledger_count(ledger, "wf-once", "after#1") == 1
     record = workflow_row(db_path, "wf-once")
     assert record["status"] == "COMPLETED" and record["attempts"] == 1
-    assert json.loads(record["result"]) == {"nap": runs[0], "after": runs[0]}
+    assert json.loads(record["result"]) == {"nap": runs[1], "after": runs[1]}
 
     shown = run_cli("steps", "wf-once", "--json", db=db_path)
     assert shown.returncode == 0, shown.stderr

@@ -266,8 +266,8 @@ def test_backoff_doubles_from_its_base_up_to_the_cap() -> None:
     [
         ("builtin", "ValueError", "card 42 declined"),
         ("custom", "CoreDeclined", "card declined with code 42"),
-        # Cannot be rebuilt from its args: both runs see the same StepFailedError instead.
-        ("opaque", "StepFailedError", "CoreOpaque: opaque failure 7"),
+        # A keyword-only constructor: rebuilt without calling it, same type on both runs.
+        ("opaque", "CoreOpaque", "opaque failure 7"),
     ],
 )
 def test_recorded_failure_replays_as_same_exception_without_running_again(

@@ -89,10 +89,14 @@ def test_finding_4_no_lease_is_taken_from_a_live_holder_right_after_a_lock_stall
 
     # The holder's delayed heartbeat renews from when it got the lock.
     before = time.time()
-    assert store.heartbeat("holder", ttl=ttl) == 1
+    assert store.heartbeat("holder", ttl=ttl, leases=[("wf", claim.token)]) == []
     assert store.get_lease("wf").expires_at >= before + ttl
 
-    # A holder that really stopped renewing still loses the lease once the grace has passed.
+    # A holder that really stopped renewing still loses the lease once the grace has passed
+    # (the holder is this live process: it must also have stopped renewing for a TTL on the
+    # monotonic clock, or the claim would vouch for it).
+    renewed = store.get_lease("wf").renewed_mono
+    threading.Event().wait(max(0.0, renewed + ttl - time.monotonic()))
     later = time.time() + 10 * ttl
     taken = store.claim_next("idle", [NAME], ttl=ttl, now=later)
     assert taken is not None and taken.workflow.id == "wf" and taken.token == claim.token + 1
@@ -103,10 +107,11 @@ def test_finding_4_heartbeat_expiry_counts_from_when_the_lock_was_obtained(store
     ttl = 1.0
     store.submit("wf", NAME, "{}")
     store.register_worker("holder", names=[NAME])
-    assert store.claim_next("holder", [NAME], ttl=ttl) is not None
+    claim = store.claim_next("holder", [NAME], ttl=ttl)
+    assert claim is not None
     thread = hold_lock(db_path, 2 * ttl, threading.Event())
     asked = time.time()
-    store.heartbeat("holder", ttl=ttl)  # waits for the lock
+    store.heartbeat("holder", ttl=ttl, leases=[("wf", claim.token)])  # waits for the lock
     got = time.time()
     thread.join()
     expires = store.get_lease("wf").expires_at
