@@ -92,6 +92,8 @@ class LiveAttempts:
         """Try every pending hand-back once; returns how many are still pending."""
         with self._lock:
             pending, self._pending = self._pending, []
+        if not pending:
+            return 0
         kept = []
         for item in pending:
             try:

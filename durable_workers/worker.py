@@ -184,6 +184,8 @@ class WorkerProcess:
         """Claim one workflow if a slot is free and start it. True if claimed."""
         if self.stop_claiming.is_set() or self.free_slots() <= 0:
             return False
+        # Hand back what the store refused earlier before taking anything new.
+        self.attempts.retry_releases(self.store, self.worker_id)
         claim = self.store.claim_next(
             self.worker_id,
             self.registry.names(),
