@@ -13,6 +13,9 @@ from typing import Any
 
 import psutil
 
+from ..errors import DurableError
+from ..liveness import process_alive
+from ..store import Store
 from .options import APP, ChaosOptions
 
 #: The folder holding the ``durable_workers`` and ``supervisor`` packages.
@@ -62,6 +65,15 @@ def kill_orphans(db: str, grace: float) -> list[dict[str, Any]]:
     return found
 
 
+def live_worker_ids(store: Store) -> set[str]:
+    """Ids of the workers whose process still runs (on this host); an unreadable store gives none."""
+    try:
+        workers = store.list_workers()
+    except DurableError:
+        return set()
+    return {w.id for w in workers if process_alive(w.pid, w.proc_started_at)}
+
+
 class Fleet:
     """The supervisor process the harness starts, kills and restarts."""
 
@@ -89,11 +101,19 @@ class Fleet:
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=child_env(),
+                env=self._env(),
                 cwd=str(Path(self.db).parent),
                 start_new_session=True,
             )
         self.starts += 1
+
+    def _env(self) -> dict[str, str]:
+        """The supervisor's environment (its workers inherit it): the fleet's lock patience, if set."""
+        env = child_env()
+        patience = self.options.fleet_patience()
+        if patience is not None:
+            env["DURABLE_LOCK_PATIENCE"] = str(patience)
+        return env
 
     def alive(self) -> bool:
         """True while the current supervisor runs."""
