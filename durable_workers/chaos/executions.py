@@ -26,6 +26,10 @@ WORKER_FAULTS = ("kill", "stop")
 #: Faults that make the store unavailable to every worker: they explain any worker's
 #: execution that was under way when they began (its attempt was abandoned).
 STORE_FAULTS = ("outage", "diskfull")
+#: Seconds within which the engine records the failure of a step that raised: a fault that
+#: came later cannot explain why that step ran again (the raise should have been recorded).
+RAISE_RECORD_S = 1.0
+
 
 StepKey = tuple[str, str]  # (workflow_id, step_key)
 
@@ -82,6 +86,32 @@ def index(workflows: Iterable[WorkflowRecord], steps: Iterable[StepRecord], ledg
 
 
 # --------------------------------------------------------------------------- judging executions
+
+
+@dataclass
+class Suspects:
+    """The faults that may explain an execution cut short, arranged for :func:`_judge_step`."""
+
+    kills: dict[int, list[Fault]]  # pid -> its kills and stops
+    outages: list[Fault]  # store faults: any worker's execution
+    stalls: list[Fault]  # faults holding the write lock or the store (lock, outage, diskfull)
+    window: float  # how long after an execution began a fault may come and explain it
+
+    def of(self, row: LedgerRecord) -> list[Fault]:
+        """The faults that may explain ``row``'s execution."""
+        return self.kills.get(row.pid, []) + self.outages
+
+    def window_of(self, row: LedgerRecord) -> float:
+        """``window``; for an execution that raised, only until its failure could be recorded."""
+        value = value_of(row.value)
+        if not (isinstance(value, dict) and value.get("raised")):
+            return self.window
+        reach = RAISE_RECORD_S  # plus any stall that kept the failure from being written
+        for f in self.stalls:
+            end = f.end if f.end is not None else f.start + self.window
+            if f.start <= row.at + reach and end >= row.at:
+                reach = max(reach, end - row.at + RAISE_RECORD_S)
+        return reach
 
 
 @dataclass
@@ -176,9 +206,7 @@ def _judge_step(
     key: StepKey,
     rows: list[LedgerRecord],
     evidence: Evidence,
-    kills: dict[int, list[Fault]],
-    outages: list[Fault],
-    window: float,
+    suspects: Suspects,
     findings: StepFindings,
 ) -> None:
     """The executions of one step: which one its row kept, and what cut each other one short."""
@@ -191,7 +219,7 @@ def _judge_step(
     if winner is None and losers:
         losers = losers[:-1]  # never completed: the last execution needs no explanation
     for row in losers:
-        _judge_loser(row, kills.get(row.pid, []) + outages, done_at, window, findings)
+        _judge_loser(row, suspects.of(row), done_at, suspects.window_of(row), findings)
     # a fenced write accepted: the step's recorded result was written by an older
     # token after a newer lease holder had already begun the workflow
     if winner is not None and winner.token is not None and finished_at is not None:
@@ -207,21 +235,26 @@ def judge_steps(evidence: Evidence, faults: Sequence[Fault], window: float) -> S
 
     A kill or stop explains an execution of the worker it hit, and an outage
     an execution of any worker, if it came at most ``window`` s after the
-    execution began (see :func:`_explain`).
+    execution began (see :func:`_explain`); for an execution that raised, only
+    if it came before its failure could be recorded (:meth:`Suspects.window_of`).
     """
     findings = StepFindings()
-    kills: dict[int, list[Fault]] = {}  # pid -> its kills and stops, the possible explanations
-    outages = [f for f in faults if f.kind in STORE_FAULTS]
+    suspects = Suspects(
+        kills={},
+        outages=[f for f in faults if f.kind in STORE_FAULTS],
+        stalls=[f for f in faults if f.kind == "lock" or f.kind in STORE_FAULTS],
+        window=window,
+    )
     for fault in faults:
         if fault.kind in WORKER_FAULTS and fault.pid is not None:
-            kills.setdefault(fault.pid, []).append(fault)
+            suspects.kills.setdefault(fault.pid, []).append(fault)
     for key, step in evidence.step_rows.items():
         if _completed(step) and key not in evidence.executions:
             findings.output_mismatches.append(
                 {"workflow_id": key[0], "step_key": key[1], "why": "no execution in the ledger"}
             )
     for key, rows in evidence.executions.items():
-        _judge_step(key, rows, evidence, kills, outages, window, findings)
+        _judge_step(key, rows, evidence, suspects, findings)
     return findings
 
 
