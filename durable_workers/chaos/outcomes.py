@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Collection, Mapping
 
 from ..models import Status, StepStatus
+from ..store import TERMINAL
 from .executions import Evidence, value_of
 from .options import INFRA_MARKERS
 
@@ -41,13 +42,19 @@ def _stuck_running(
 def end_state_section(
     evidence: Evidence, holders: Mapping[str, str], live: Collection[str], drained: bool
 ) -> dict[str, Any]:
-    """Every attempt ended with one recorded outcome: none left RUNNING, none FAILED by infrastructure."""
+    """Every attempt ended with one recorded outcome: none left RUNNING, none FAILED by infrastructure.
+
+    Also the ended workflows whose lease is still held (an ended attempt releases its lease).
+    """
     stuck = _stuck_running(evidence, holders, live, drained)
+    ended_held = [w.id for w in evidence.workflows if w.status in TERMINAL and w.id in holders]
     failed = [w for w in evidence.workflows if w.status == Status.FAILED.value and has_infra_error(w.error)]
     steps = [s for s in evidence.step_rows.values() if s.status == StepStatus.FAILED.value and has_infra_error(s.error)]
     return {
         "stuck_running": len(stuck),
         "stuck_running_detail": stuck[:10],
+        "ended_with_lease_held": len(ended_held),
+        "ended_with_lease_held_detail": ended_held[:10],
         "failed_by_infrastructure": len(failed),
         "failed_by_infrastructure_detail": [{"id": w.id, "error": (w.error or "").splitlines()[:1]} for w in failed[:10]],
         "steps_failed_by_infrastructure": len(steps),

@@ -87,6 +87,11 @@ def _end_state_rows(verdict: dict[str, Any]) -> list[Row]:
             _mark(checks["no_workflow_failed_by_infrastructure"]),
         ),
         _row(
+            f"  ended workflows still holding a lease: {e['ended_with_lease_held']}",
+            "",
+            _mark(checks["ended_workflows_released_their_lease"]),
+        ),
+        _row(
             f"  steps FAILED by infrastructure: {e['steps_failed_by_infrastructure']}",
             "",
             _mark(checks["no_step_failed_by_infrastructure"]),
@@ -176,6 +181,7 @@ def _conclusion(verdict: dict[str, Any]) -> list[str]:
     e, fo = verdict["end_state"], verdict["foreign"]
     for key, items in (
         ("stuck RUNNING", e["stuck_running_detail"]),
+        ("ended with a lease held", e["ended_with_lease_held_detail"]),
         ("FAILED by infrastructure", e["failed_by_infrastructure_detail"]),
         ("steps FAILED by infrastructure", e["steps_failed_by_infrastructure_detail"]),
         ("foreign exception not recorded", fo["not_recorded_detail"]),

@@ -236,6 +236,7 @@ def _checks(options: ChaosOptions, sections: dict[str, Any]) -> dict[str, bool]:
         "no_orphans": not sections["orphans"],
         "supervisor_never_exited_by_itself": sections["faults"]["supervisor_unexpected_exits"] == 0,
         "no_workflow_stuck_running": end["stuck_running"] == 0,
+        "ended_workflows_released_their_lease": end["ended_with_lease_held"] == 0,
         "no_workflow_failed_by_infrastructure": end["failed_by_infrastructure"] == 0,
         "no_step_failed_by_infrastructure": end["steps_failed_by_infrastructure"] == 0,
         "foreign_exceptions_recorded": foreign["not_recorded"] == 0 and foreign["branch_mismatches"] == 0,

@@ -188,6 +188,14 @@ def test_a_pending_or_ended_workflow_is_not_stuck_running() -> None:
         assert result["end_state"]["stuck_running"] == 0
 
 
+def test_an_ended_workflow_whose_lease_is_still_held_fails_the_verdict() -> None:
+    held = end_verdict([workflow(nonce="n1", token=1)], [step(value(1, 1, "n1"))], [row(1, 1, 1, 1.0, nonce="n1")],
+                       lease_holders={WF: "w1"})  # fmt: skip
+    assert held["end_state"]["ended_with_lease_held"] == 1
+    assert held["checks"]["ended_workflows_released_their_lease"] is False and held["ok"] is False
+    assert "ended workflows still holding a lease: 1" in render(held)
+
+
 def test_a_workflow_failed_by_infrastructure_fails_the_verdict() -> None:
     errors = (
         "StoreUnavailable: database x.db stayed locked for 2 s",
