@@ -26,9 +26,10 @@ WORKER_FAULTS = ("kill", "stop")
 #: Faults that make the store unavailable to every worker: they explain any worker's
 #: execution that was under way when they began (its attempt was abandoned).
 STORE_FAULTS = ("outage", "diskfull")
-#: Seconds within which the engine records the failure of a step that raised: a fault that
-#: came later cannot explain why that step ran again (the raise should have been recorded).
-RAISE_RECORD_S = 1.0
+#: Seconds within which the engine records the failure of a step that raised (one short
+#: write; more only while a lock or outage fault holds the store): a fault that came later
+#: cannot explain why that step ran again, since the raise should have been recorded by then.
+RAISE_RECORD_S = 0.25
 
 
 StepKey = tuple[str, str]  # (workflow_id, step_key)

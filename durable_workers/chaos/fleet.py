@@ -38,10 +38,15 @@ def is_alive(proc: psutil.Process) -> bool:
 
 
 def processes_using(db: str) -> list[psutil.Process]:
-    """Live processes (other than this one) whose command line names ``db``."""
+    """Live processes (other than this one and its ancestors) whose command line names ``db``.
+
+    Ancestors are left out: a wrapper that started the experiment (``timeout``,
+    ``sudo``) names the database too, and is no orphan.
+    """
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
-        if proc.pid != os.getpid() and db in (proc.info["cmdline"] or []) and is_alive(proc):
+        if proc.pid not in mine and db in (proc.info["cmdline"] or []) and is_alive(proc):
             found.append(proc)
     return found
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from durable_workers.chaos import BAD_INPUT
-from durable_workers.chaos.options import INJECTED_KINDS
+from durable_workers.chaos import BAD_INPUT, INJECTED_KINDS
 from tests.stress.support import run_chaos
 
 pytestmark = [pytest.mark.stress]
