@@ -102,8 +102,6 @@ class Experiment:
         self.kept_db = self.db  # where the database is left at the end
         self.disk: SmallDisk | None = None
         self.not_sent: dict[str, str] = {}  # fault kind -> why it is skipped
-        if "diskfull" in options.faults:
-            self._mount_disk()
         self.progress = progress or (lambda text: None)
         self.interrupted = False
         self.unexpected_deaths = 0
@@ -147,6 +145,8 @@ class Experiment:
                 signal.signal(sig, handler)
 
     def _run(self) -> dict[str, Any]:
+        if "diskfull" in self.options.faults:
+            self._mount_disk()
         try:
             verdict = self._run_on_disk()
         finally:

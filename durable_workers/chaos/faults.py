@@ -33,7 +33,7 @@ class Injector:
     """
 
     def __init__(
-        self, options: ChaosOptions, fleet: Fleet, store: Store, rng: random.Random, disk: "SmallDisk | None" = None
+        self, options: ChaosOptions, fleet: Fleet, store: Store, rng: random.Random, disk: SmallDisk | None = None
     ) -> None:
         self.options = options
         self.fleet = fleet
