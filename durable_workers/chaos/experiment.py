@@ -17,7 +17,7 @@ from ..store import TERMINAL
 from .faults import Injector
 from .disk import SmallDisk, mount_small_disk
 from .fleet import Fleet, kill_orphans, live_worker_ids
-from .options import APP, BAD_INPUT, CHECK_NAMES, FOREIGN_EXCEPTIONS, UNKNOWN_NAME, ChaosOptions
+from .options import APP, BAD_INPUT, CHECK_NAMES, FOREIGN_EXCEPTIONS, INJECTED_KINDS, UNKNOWN_NAME, ChaosOptions
 from .verdict import analyse
 
 
@@ -40,7 +40,8 @@ def submit_all(client: Client, options: ChaosOptions, rng: random.Random) -> dic
     else:
         check_input = {}
     plan: list[tuple[str, str, dict[str, Any]]] = [
-        (f"chk-{i:05d}", options.workflow, {**check_input, **_hazard(options, rng, i)}) for i in range(options.workflows)
+        (f"chk-{i:05d}", options.workflow, {**check_input, **_hazard(options, rng, i)})
+        for i in range(options.workflows)
     ]
     bad: list[tuple[str, str, dict[str, Any]]] = []
     for n in range(options.bad_inputs):
@@ -214,6 +215,7 @@ class Experiment:
         deadline = started + options.timeout
         next_fault = started + options.fault_interval * self.rng.uniform(0.5, 1.5)
         next_check = started
+        sends = bool(set(options.faults) & set(INJECTED_KINDS))  # foreign alone is planted, not sent
         while True:
             now = time.time()
             injector.tick(now)
@@ -225,7 +227,7 @@ class Experiment:
                     return True
             if now >= deadline or self.interrupted:
                 return False
-            if options.faults and now >= next_fault:
+            if sends and now >= next_fault:
                 injector.inject(now)
                 next_fault = now + options.fault_interval * self.rng.uniform(0.5, 1.5)
             pause.wait(0.01)

@@ -56,7 +56,9 @@ def end_state_section(
         "ended_with_lease_held": len(ended_held),
         "ended_with_lease_held_detail": ended_held[:10],
         "failed_by_infrastructure": len(failed),
-        "failed_by_infrastructure_detail": [{"id": w.id, "error": (w.error or "").splitlines()[:1]} for w in failed[:10]],
+        "failed_by_infrastructure_detail": [
+            {"id": w.id, "error": (w.error or "").splitlines()[:1]} for w in failed[:10]
+        ],
         "steps_failed_by_infrastructure": len(steps),
         "steps_failed_by_infrastructure_detail": [f"{s.workflow_id}/{s.step_key}" for s in steps[:10]],
     }

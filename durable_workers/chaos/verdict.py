@@ -93,7 +93,8 @@ def _expected_section(evidence: Evidence, unserved: Sequence[str]) -> dict[str, 
 def _held_s(faults: Sequence[Fault], kind: str) -> dict[str, Any]:
     """How long the faults of ``kind`` lasted (those whose helper failed left out)."""
     failed = kind != "diskfull"  # a lock holder's detail is its failure; a full disk's is informative
-    return _summary([f.end - f.start for f in faults if f.kind == kind and f.end is not None and not (failed and f.detail)])
+    ended = [f for f in faults if f.kind == kind and f.end is not None and not (failed and f.detail)]
+    return _summary([f.end - f.start for f in ended if f.end is not None])
 
 
 def _faults_section(
