@@ -11,6 +11,14 @@ a step executed twice has two ledger rows; a COMPLETED row must hold the value
 one of those executions returned. Each attempt also writes an ``@begin`` row
 (outside any step) so the verdict knows when a new lease holder took over.
 
+Given ``hazard`` (the experiment's ``foreign`` fault), ``chaos_check`` also
+calls a ``hazard`` step; when ``hazard`` names a foreign BaseException
+(``KeyboardInterrupt``, ``SystemExit``) that step raises it on its first
+execution only (its ledger row says ``raised``). The engine records the step
+FAILED and the workflow sees a :class:`StepFailedError`, which it catches to
+take the ``fallback`` branch; a hazard step that returned leads to ``proceed``.
+Either way the branch follows the recorded outcome, so replay takes it again.
+
 ``chaos_short`` is the same with two steps and no work, for contention runs.
 
 The bad-input workflows end in a documented state, with a clear error:
@@ -39,6 +47,7 @@ import uuid
 from typing import Any
 
 from .context import Context
+from .errors import StepFailedError
 from .registry import workflow
 
 #: Starts allowed per check step. The experiment kills workers every few hundred
@@ -78,6 +87,30 @@ def effect(ctx: Context, work_s: float) -> dict[str, Any]:
     return value
 
 
+def hazard_effect(ctx: Context, hazard: str) -> dict[str, Any]:
+    """A hazard step: raises the BaseException named ``hazard`` on its first execution only.
+
+    The ledger row of the raising execution is written first, with ``raised``
+    set, so the verdict knows the step raised. Later executions (none, if the
+    engine records the failure) and an empty ``hazard`` behave like :func:`effect`.
+    """
+    first = ctx._store.ledger_executions(ctx.workflow_id, ctx.step_key or "") == 0
+    if not hazard or not first:
+        return effect(ctx, 0.0)
+    value = {"key": ctx.step_key, "pid": os.getpid(), "token": ctx._token, "raised": hazard, "began": time.time()}
+    _record(ctx, ctx.step_key or "", value)
+    raise {"KeyboardInterrupt": KeyboardInterrupt, "SystemExit": SystemExit}[hazard]("chaos: foreign exception")
+
+
+def hazard_branch(ctx: Context, hazard: str, work_s: float) -> tuple[list[dict[str, Any]], bool]:
+    """The hazard step then ``proceed``, or ``fallback`` when the hazard step failed; (values, fell back)."""
+    try:
+        value = ctx.step("hazard", lambda: hazard_effect(ctx, hazard), max_attempts=CHECK_MAX_ATTEMPTS)
+    except StepFailedError:
+        return [check_step(ctx, "fallback", work_s)], True
+    return [value, check_step(ctx, "proceed", work_s)], False
+
+
 def begin(ctx: Context) -> None:
     """Mark in the ledger that an attempt (fencing token ``ctx._token``) starts."""
     _record(ctx, "@begin", None)
@@ -89,8 +122,13 @@ def check_step(ctx: Context, name: str, work_s: float) -> dict[str, Any]:
 
 
 @workflow(name="chaos_check")
-def chaos_check(ctx: Context, fan: int = 3, loop: int = 3, work_ms: float = 10.0) -> dict[str, Any]:
-    """Sequential steps, a fan-out of ``fan`` branches, a loop of ``loop`` steps, a conditional."""
+def chaos_check(
+    ctx: Context, fan: int = 3, loop: int = 3, work_ms: float = 10.0, hazard: str | None = None
+) -> dict[str, Any]:
+    """Sequential steps, a fan-out of ``fan`` branches, a loop of ``loop`` steps, a conditional.
+
+    With ``hazard`` (not None) also the hazard step and its branch (see :func:`hazard_branch`).
+    """
     work = work_ms / 1000.0
     begin(ctx)
     first = check_step(ctx, "reserve", work)
@@ -101,9 +139,13 @@ def chaos_check(ctx: Context, fan: int = 3, loop: int = 3, work_ms: float = 10.0
         decided = check_step(ctx, "audit", work)
     else:
         decided = check_step(ctx, "skip_audit", work)
+    hazarded, fell_back = hazard_branch(ctx, hazard, work) if hazard is not None else ([], False)
     last = check_step(ctx, "close", work)
-    values = [first, second, *shipped, *looped, decided, last]
-    return {"token": ctx._token, "nonces": {v["key"]: v["nonce"] for v in values}}
+    values = [first, second, *shipped, *looped, decided, *hazarded, last]
+    result: dict[str, Any] = {"token": ctx._token, "nonces": {v["key"]: v["nonce"] for v in values}}
+    if hazard is not None:
+        result["fallback"] = fell_back
+    return result
 
 
 @workflow(name="chaos_short")

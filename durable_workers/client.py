@@ -72,7 +72,9 @@ class Client:
         registry: Registry | None = None,
     ) -> None:
         self.config = config or load_config(db=db, app=app, synchronous=synchronous)
-        self.store = Store(self.config.db, synchronous=self.config.synchronous, create=create)
+        self.store = Store(
+            self.config.db, synchronous=self.config.synchronous, create=create, lock_patience=self.config.lock_patience
+        )
         self._registry = registry
 
     @property

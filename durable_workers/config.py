@@ -1,9 +1,9 @@
 """Where the database and the workflow app come from.
 
 Precedence for each setting: explicit argument (``--db``/``--app`` flags),
-environment (``DURABLE_DB``, ``DURABLE_APP``, ``DURABLE_SYNCHRONOUS``), the
-``[tool.durable]`` table of ``pyproject.toml`` in the current directory, then
-the defaults below.
+environment (``DURABLE_DB``, ``DURABLE_APP``, ``DURABLE_SYNCHRONOUS``,
+``DURABLE_LOCK_PATIENCE``), the ``[tool.durable]`` table of ``pyproject.toml``
+in the current directory, then the defaults below.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ class Config:
     db: str = DEFAULT_DB
     app: str = DEFAULT_APP
     synchronous: str = DEFAULT_SYNCHRONOUS
+    #: Seconds a transaction waits for a lock held elsewhere before ``StoreUnavailable``;
+    #: None = the store's own default (``store.BUSY_TIMEOUT_MS * (LOCK_RETRIES + 1)``).
+    lock_patience: float | None = None
 
     def with_overrides(self, **values: Any) -> "Config":
         """Return a copy with the non-``None`` values replaced."""
@@ -54,24 +57,46 @@ def _pyproject_table(cwd: Path) -> dict[str, Any]:
     return table
 
 
+def _patience(text: Any, source: str) -> float | None:
+    """``text`` (from ``source``) as a lock patience in seconds; None when unset."""
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{source} must be a number of seconds above 0, got {text!r}")
+    return value
+
+
 def load_config(
     db: str | None = None,
     app: str | None = None,
     synchronous: str | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    lock_patience: float | None = None,
 ) -> Config:
-    """Resolve the configuration from arguments, environment and pyproject.toml."""
+    """Resolve the configuration from arguments, environment and pyproject.toml.
+
+    Raises :class:`ConfigError` (one line) for an unknown ``synchronous`` mode
+    or a lock patience that is not a positive number of seconds.
+    """
     base = Path(cwd) if cwd is not None else Path.cwd()
     table = _pyproject_table(base)
     config = Config().with_overrides(
-        db=table.get("db"), app=table.get("app"), synchronous=table.get("synchronous")
-    )
+        db=table.get("db"), app=table.get("app"), synchronous=table.get("synchronous"),
+        lock_patience=_patience(table.get("lock_patience"), "[tool.durable] lock_patience"),
+    )  # fmt: skip
     config = config.with_overrides(
         db=os.environ.get("DURABLE_DB") or None,
         app=os.environ.get("DURABLE_APP") or None,
         synchronous=os.environ.get("DURABLE_SYNCHRONOUS") or None,
+        lock_patience=_patience(os.environ.get("DURABLE_LOCK_PATIENCE"), "DURABLE_LOCK_PATIENCE"),
     )
-    config = config.with_overrides(db=db, app=app, synchronous=synchronous)
+    config = config.with_overrides(
+        db=db, app=app, synchronous=synchronous, lock_patience=_patience(lock_patience, "lock_patience")
+    )
     mode = config.synchronous.upper()
     if mode not in SYNCHRONOUS_MODES:
         raise ConfigError(

@@ -278,6 +278,9 @@ class Store:
     ``Store(path)`` opens (and, with ``create=True``, creates) the database.
     Raises :class:`DatabaseError` with a one-line reason when the file is
     missing, not SQLite, read-only, or of a newer schema version.
+    ``lock_patience`` is how many seconds a transaction waits for a lock held
+    elsewhere before it raises :class:`StoreUnavailable` (default
+    ``busy_timeout_ms * (LOCK_RETRIES + 1)``, 130 s).
 
     One connection per thread, from a pool: threads that end should call
     :meth:`close` to hand theirs back. Only one database file is open per
@@ -291,15 +294,16 @@ class Store:
         synchronous: str = "NORMAL",
         create: bool = True,
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        lock_patience: float | None = None,
     ) -> None:
         self.path = str(path)
         self.synchronous = synchronous.upper()
         self._check_path(create)
         # SQLite waits only LOCK_POLL_MS for a lock; Store._run then polls every few ms
-        # until ``busy_timeout_ms * (LOCK_RETRIES + 1)`` has passed. SQLite's own busy
-        # handler sleeps up to 100 ms between tries, so a long waiter kept losing the
-        # lock to newcomers (seconds-long starvation under contention, docs/reliability.md).
-        self._patience = busy_timeout_ms / 1000.0 * (LOCK_RETRIES + 1)
+        # until ``lock_patience`` s (default ``busy_timeout_ms * (LOCK_RETRIES + 1)``) have
+        # passed. SQLite's own busy handler sleeps up to 100 ms between tries, so a long
+        # waiter kept losing the lock to newcomers (seconds-long starvation, docs/reliability.md).
+        self._patience = busy_timeout_ms / 1000.0 * (LOCK_RETRIES + 1) if lock_patience is None else lock_patience
         poll_ms = min(busy_timeout_ms, LOCK_POLL_MS)
         pragmas = {
             "journal_mode": "wal",
@@ -1387,6 +1391,14 @@ class Store:
             return [LedgerRecord.from_row(row) for row in Ledger.select().order_by(Ledger.id)]
 
         return self.read(body)
+
+    def ledger_executions(self, workflow_id: str, step_key: str) -> int:
+        """How many executions of step ``step_key`` of ``workflow_id`` the ledger holds (0 if none)."""
+        return self.read(
+            lambda: Ledger.select()
+            .where((Ledger.workflow_id == workflow_id) & (Ledger.step_key == step_key))
+            .count()
+        )
 
     def ledger_counts(self) -> dict[tuple[str, str], int]:
         """Executions per ``(workflow_id, step_key)`` (attempt markers ``@...`` left out)."""

@@ -85,7 +85,7 @@ class Supervisor:
     def __init__(self, config: Config, options: SupervisorOptions | None = None) -> None:
         self.config = config
         self.options = options or SupervisorOptions()
-        self.store = Store(config.db, synchronous=config.synchronous)
+        self.store = Store(config.db, synchronous=config.synchronous, lock_patience=config.lock_patience)
         self.slots = [Slot(i) for i in range(self.options.workers)]
         self.wake = threading.Event()
         self.stop_requests = 0

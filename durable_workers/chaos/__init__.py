@@ -11,7 +11,16 @@ every ``--fault-interval`` seconds (±50 %), chosen among ``--faults``:
 ``supervisor``  ``kill -9`` of the supervisor, restarted at once by the
                 harness; its workers must drain and exit by themselves.
 ``lock``        a separate process holds the SQLite write lock
-                (``BEGIN IMMEDIATE``) for ``--lock-seconds``.
+                (``BEGIN IMMEDIATE``) for ``--lock-seconds`` (waited out).
+``outage``      the same for ``--outage-seconds``, past the fleet's lock
+                patience (``--lock-patience``, passed to the fleet as
+                ``DURABLE_LOCK_PATIENCE``): the store is unavailable.
+``diskfull``    (opt-in) the database lives on a small tmpfs the run mounts;
+                the fault fills it for ``--diskfull-seconds``. Skipped, with
+                a note in the table, where the run cannot mount.
+``foreign``     a share of check workflows get a step that raises
+                ``KeyboardInterrupt`` or ``SystemExit`` on its first execution;
+                the workflow catches the ``StepFailedError`` and falls back.
 
 When every workflow has ended (or ``--timeout`` passed) the fleet is stopped and
 the verdict is computed from the database alone: the workflows table, the steps
@@ -23,8 +32,11 @@ Exit status 0 only when: every check workflow COMPLETED; no COMPLETED step was
 executed again; every re-execution of a step is explained by a kill or stop of
 the worker that ran it, during that step; no write from a fenced worker was
 accepted; no ``database is locked`` reached workflow code; every COMPLETED step
-holds the value its step returned; each bad-input workflow ended in its
-documented state; and no worker process outlived the experiment.
+holds the value its step returned; no workflow was left RUNNING, FAILED by
+infrastructure, or ended with its lease held; every foreign exception was
+recorded as its step's failure and the workflow took the branch that record
+decides; each bad-input workflow ended in its documented state; and no worker
+process outlived the experiment.
 
 Helpers run as separate processes: ``python -m durable_workers.chaos lock``
 (the lock holder) and ``python -m durable_workers.chaos submit`` (a
@@ -33,10 +45,12 @@ concurrent submitter for the stress tests).
 Modules, one role each:
 
 ``options``     :class:`ChaosOptions`, :class:`Fault`, the workflows and fault kinds.
+``disk``        the small filesystem of the ``diskfull`` fault.
 ``fleet``       the supervisor process (:class:`Fleet`) and leftover processes.
 ``faults``      the fault injector (:class:`Injector`).
 ``experiment``  one run (:class:`Experiment`, :func:`submit_all`).
 ``executions``  judging each execution of a check step (kept, explained, or a violation).
+``outcomes``    how workflows ended: stuck RUNNING, FAILED by infrastructure, foreign exceptions.
 ``verdict``     :func:`analyse`: the verdict from the database, faults and log.
 ``table``       :func:`render`: the verdict as a table.
 ``cli``         the ``durable chaos`` command and the helper processes.
@@ -46,7 +60,7 @@ from .cli import chaos, helpers
 from .experiment import Experiment, submit_all
 from .faults import Injector
 from .fleet import Fleet, processes_using
-from .options import APP, BAD_INPUT, CHECK_NAMES, FAULT_KINDS, ChaosOptions, Fault
+from .options import APP, BAD_INPUT, CHECK_NAMES, DEFAULT_FAULTS, FAULT_KINDS, INJECTED_KINDS, ChaosOptions, Fault
 from .table import render
 from .verdict import analyse
 
@@ -54,7 +68,9 @@ __all__ = [
     "APP",
     "BAD_INPUT",
     "CHECK_NAMES",
+    "DEFAULT_FAULTS",
     "FAULT_KINDS",
+    "INJECTED_KINDS",
     "ChaosOptions",
     "Experiment",
     "Fault",

@@ -15,7 +15,7 @@ from ..client import Client
 from ..errors import DurableError
 from ..store import Store
 from .experiment import Experiment
-from .options import APP, CHECK_NAMES, FAULT_KINDS, ChaosOptions, unknown_faults
+from .options import APP, CHECK_NAMES, DEFAULT_FAULTS, FAULT_KINDS, ChaosOptions, unknown_faults
 from .table import render
 
 
@@ -32,8 +32,8 @@ def _parse_faults(ctx: click.Context | None, param: click.Parameter | None, text
 @click.option("--workflows", default=100, show_default=True, help="Check workflows submitted.")
 @click.option("--fault-interval", default=0.5, show_default=True, help="Mean seconds between faults (±50 %).")
 @click.option(
-    "--faults", default=",".join(FAULT_KINDS), show_default=True,
-    help="Comma list of kill,stop,supervisor,lock (or none).", callback=_parse_faults,
+    "--faults", default=",".join(DEFAULT_FAULTS), show_default=True,
+    help=f"Comma list of {','.join(FAULT_KINDS)} (or none).", callback=_parse_faults,
 )  # fmt: skip
 @click.option("--ttl", default=2.0, show_default=True, help="Lease TTL of the workers (SIGSTOP lasts ttl + 1.5 s).")
 @click.option("--timeout", "--duration", "timeout", default=300.0, show_default=True,
@@ -48,6 +48,16 @@ def _parse_faults(ctx: click.Context | None, param: click.Parameter | None, text
 @click.option("--loop", default=3, show_default=True, help="chaos_check: loop iterations.")
 @click.option("--work-ms", default=10.0, show_default=True, help="chaos_check: work per step in ms (±50 %).")
 @click.option("--lock-seconds", default=3.0, show_default=True, help="How long the lock fault holds the write lock.")
+@click.option("--lock-patience", default=ChaosOptions.lock_patience, show_default=True,
+              help="With the outage fault: the fleet's lock patience in s (DURABLE_LOCK_PATIENCE).")  # fmt: skip
+@click.option("--outage-seconds", default=ChaosOptions.outage_seconds, show_default=True,
+              help="How long the outage fault holds the write lock (more than --lock-patience).")  # fmt: skip
+@click.option("--diskfull-seconds", default=ChaosOptions.diskfull_seconds, show_default=True,
+              help="How long the diskfull fault keeps the database's disk full.")  # fmt: skip
+@click.option("--diskfull-mb", default=ChaosOptions.diskfull_mb, show_default=True,
+              help="With diskfull: size of the tmpfs the database lives on (needs root).")  # fmt: skip
+@click.option("--foreign-share", default=ChaosOptions.foreign_share, show_default=True,
+              help="With foreign: share of check workflows whose hazard step raises once.")  # fmt: skip
 @click.option("--bad-inputs", default=1, show_default=True, help="Bad-input workflows of each kind mixed in.")
 @click.option("--concurrency", default=1, show_default=True, help="Workflows each worker runs at once.")
 @click.option("--log-level", default="WARNING", show_default=True, help="Log level of the fleet (log beside the db).")

@@ -21,11 +21,22 @@ from .options import BAD_INPUT, CHECK_NAMES, Fault
 RESUME_GRACE = 1.0
 #: Clock slack between a ledger row and a fault (same host, same clock).
 SLACK = 0.05
+#: Faults that take a worker down or freeze it: they explain executions of that worker only.
+WORKER_FAULTS = ("kill", "stop")
+#: Faults that make the store unavailable to every worker: they explain any worker's
+#: execution that was under way when they began (its attempt was abandoned).
+STORE_FAULTS = ("outage", "diskfull")
+#: Seconds within which the engine records the failure of a step that raised (one short
+#: write; more only while a lock or outage fault holds the store): a fault that came later
+#: cannot explain why that step ran again, since the raise should have been recorded by then.
+RAISE_RECORD_S = 0.25
+
 
 StepKey = tuple[str, str]  # (workflow_id, step_key)
 
 
-def _value(text: str | None) -> Any:
+def value_of(text: str | None) -> Any:
+    """A ledger value or step output decoded from JSON (the text itself if it is not JSON; None stays None)."""
     if text is None:
         return None
     try:
@@ -79,12 +90,38 @@ def index(workflows: Iterable[WorkflowRecord], steps: Iterable[StepRecord], ledg
 
 
 @dataclass
+class Suspects:
+    """The faults that may explain an execution cut short, arranged for :func:`_judge_step`."""
+
+    kills: dict[int, list[Fault]]  # pid -> its kills and stops
+    outages: list[Fault]  # store faults: any worker's execution
+    stalls: list[Fault]  # faults holding the write lock or the store (lock, outage, diskfull)
+    window: float  # how long after an execution began a fault may come and explain it
+
+    def of(self, row: LedgerRecord) -> list[Fault]:
+        """The faults that may explain ``row``'s execution."""
+        return self.kills.get(row.pid, []) + self.outages
+
+    def window_of(self, row: LedgerRecord) -> float:
+        """``window``; for an execution that raised, only until its failure could be recorded."""
+        value = value_of(row.value)
+        if not (isinstance(value, dict) and value.get("raised")):
+            return self.window
+        reach = RAISE_RECORD_S  # plus any stall that kept the failure from being written
+        for f in self.stalls:
+            end = f.end if f.end is not None else f.start + self.window
+            if f.start <= row.at + reach and end >= row.at:
+                reach = max(reach, end - row.at + RAISE_RECORD_S)
+        return reach
+
+
+@dataclass
 class StepFindings:
     """What the executions of the check steps show, gathered by :func:`judge_steps`."""
 
     output_mismatches: list[dict[str, Any]] = field(default_factory=list)
     result_mismatches: list[dict[str, Any]] = field(default_factory=list)
-    explained: dict[str, int] = field(default_factory=lambda: {"kill": 0, "stop": 0})
+    explained: dict[str, int] = field(default_factory=lambda: dict.fromkeys(WORKER_FAULTS + STORE_FAULTS, 0))
     unexplained: list[dict[str, Any]] = field(default_factory=list)
     completed_reexecuted: list[dict[str, Any]] = field(default_factory=list)
     fenced_accepted: list[dict[str, Any]] = field(default_factory=list)
@@ -94,17 +131,18 @@ class StepFindings:
 
 def _began(row: LedgerRecord) -> float:
     """When the step function of a ledger row began (its write may have waited for the lock)."""
-    value = _value(row.value)
+    value = value_of(row.value)
     began = value.get("began") if isinstance(value, dict) else None
     return float(began) if isinstance(began, (int, float)) else row.at
 
 
 def _explain(row: LedgerRecord, faults: Sequence[Fault], done_at: float, window: float) -> Fault | None:
-    """The kill or stop of the row's worker that cut that execution short, if any.
+    """The kill or stop of the row's worker, or the store outage, that cut that execution short, if any.
 
     A kill explains an execution it came after (within ``window`` s); a stop
-    one it came after or that ran on right after SIGCONT. Either must come
-    before the step completed elsewhere.
+    one it came after or that ran on right after SIGCONT; an outage (or a
+    full disk) one that began before it ended. Each must come before the step
+    completed elsewhere.
     """
     for fault in faults:
         if fault.start > done_at + SLACK or row.at < fault.start - window:
@@ -112,6 +150,8 @@ def _explain(row: LedgerRecord, faults: Sequence[Fault], done_at: float, window:
         if fault.kind == "kill" and fault.start >= row.at - SLACK:
             return fault
         if fault.kind == "stop" and _began(row) <= (fault.end or float("inf")) + RESUME_GRACE:
+            return fault
+        if fault.kind in STORE_FAULTS and _began(row) <= (fault.end or float("inf")) + SLACK:
             return fault
     return None
 
@@ -126,9 +166,9 @@ def _newer_begin(begins: Sequence[LedgerRecord], token: int, before: float) -> L
 
 def _winner(key: StepKey, rows: list[LedgerRecord], step: StepRecord, findings: StepFindings) -> LedgerRecord | None:
     """The execution whose value the COMPLETED ``step`` row holds (a mismatch is noted)."""
-    output = _value(step.output)
+    output = value_of(step.output)
     for row in rows:
-        if _value(row.value) == output:
+        if value_of(row.value) == output:
             return row
     findings.output_mismatches.append(
         {"workflow_id": key[0], "step_key": key[1], "why": "output matches no execution", "output": step.output}
@@ -167,8 +207,7 @@ def _judge_step(
     key: StepKey,
     rows: list[LedgerRecord],
     evidence: Evidence,
-    kills: dict[int, list[Fault]],
-    window: float,
+    suspects: Suspects,
     findings: StepFindings,
 ) -> None:
     """The executions of one step: which one its row kept, and what cut each other one short."""
@@ -181,7 +220,7 @@ def _judge_step(
     if winner is None and losers:
         losers = losers[:-1]  # never completed: the last execution needs no explanation
     for row in losers:
-        _judge_loser(row, kills.get(row.pid, []), done_at, window, findings)
+        _judge_loser(row, suspects.of(row), done_at, suspects.window_of(row), findings)
     # a fenced write accepted: the step's recorded result was written by an older
     # token after a newer lease holder had already begun the workflow
     if winner is not None and winner.token is not None and finished_at is not None:
@@ -193,23 +232,30 @@ def _judge_step(
 
 
 def judge_steps(evidence: Evidence, faults: Sequence[Fault], window: float) -> StepFindings:
-    """Match every execution of a check step against its step row and the kills/stops of its worker.
+    """Match every execution of a check step against its step row, the kills/stops of its worker and the outages.
 
-    A kill or stop explains an execution of the worker it hit if it came at
-    most ``window`` s after the execution began (see :func:`_explain`).
+    A kill or stop explains an execution of the worker it hit, and an outage
+    an execution of any worker, if it came at most ``window`` s after the
+    execution began (see :func:`_explain`); for an execution that raised, only
+    if it came before its failure could be recorded (:meth:`Suspects.window_of`).
     """
     findings = StepFindings()
-    kills: dict[int, list[Fault]] = {}  # pid -> its kills and stops, the possible explanations
+    suspects = Suspects(
+        kills={},
+        outages=[f for f in faults if f.kind in STORE_FAULTS],
+        stalls=[f for f in faults if f.kind == "lock" or f.kind in STORE_FAULTS],
+        window=window,
+    )
     for fault in faults:
-        if fault.kind in ("kill", "stop") and fault.pid is not None:
-            kills.setdefault(fault.pid, []).append(fault)
+        if fault.kind in WORKER_FAULTS and fault.pid is not None:
+            suspects.kills.setdefault(fault.pid, []).append(fault)
     for key, step in evidence.step_rows.items():
         if _completed(step) and key not in evidence.executions:
             findings.output_mismatches.append(
                 {"workflow_id": key[0], "step_key": key[1], "why": "no execution in the ledger"}
             )
     for key, rows in evidence.executions.items():
-        _judge_step(key, rows, evidence, kills, window, findings)
+        _judge_step(key, rows, evidence, suspects, findings)
     return findings
 
 
@@ -220,7 +266,7 @@ def judge_results(evidence: Evidence, findings: StepFindings) -> None:
             continue
         for step_key, nonce in (w.result.get("nonces") or {}).items():
             row = evidence.step_rows.get((w.id, step_key))
-            if row is None or (_value(row.output) or {}).get("nonce") != nonce:
+            if row is None or (value_of(row.output) or {}).get("nonce") != nonce:
                 findings.result_mismatches.append({"workflow_id": w.id, "step_key": step_key})
         token = w.result.get("token")
         newer = None if token is None else _newer_begin(evidence.begins.get(w.id, []), token, w.updated_at)

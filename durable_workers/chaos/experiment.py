@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 import signal
 import tempfile
 import threading
@@ -14,8 +15,9 @@ from ..client import Client
 from ..errors import DurableError
 from ..store import TERMINAL
 from .faults import Injector
-from .fleet import Fleet, kill_orphans
-from .options import APP, BAD_INPUT, CHECK_NAMES, UNKNOWN_NAME, ChaosOptions, unknown_faults
+from .disk import SmallDisk, mount_small_disk
+from .fleet import Fleet, kill_orphans, live_worker_ids
+from .options import APP, BAD_INPUT, CHECK_NAMES, FOREIGN_EXCEPTIONS, INJECTED_KINDS, UNKNOWN_NAME, ChaosOptions
 from .verdict import analyse
 
 
@@ -38,7 +40,8 @@ def submit_all(client: Client, options: ChaosOptions, rng: random.Random) -> dic
     else:
         check_input = {}
     plan: list[tuple[str, str, dict[str, Any]]] = [
-        (f"chk-{i:05d}", options.workflow, check_input) for i in range(options.workflows)
+        (f"chk-{i:05d}", options.workflow, {**check_input, **_hazard(options, rng, i)})
+        for i in range(options.workflows)
     ]
     bad: list[tuple[str, str, dict[str, Any]]] = []
     for n in range(options.bad_inputs):
@@ -52,6 +55,15 @@ def submit_all(client: Client, options: ChaosOptions, rng: random.Random) -> dic
         client.submit(name, workflow_id, values, check=name != UNKNOWN_NAME)
         submitted[workflow_id] = name
     return submitted
+
+
+def _hazard(options: ChaosOptions, rng: random.Random, i: int) -> dict[str, Any]:
+    """The ``hazard`` input of check workflow ``i``: none without the foreign fault, else a share raise once."""
+    if "foreign" not in options.faults or options.workflow != "chaos_check":
+        return {}
+    if rng.random() >= options.foreign_share:
+        return {"hazard": ""}
+    return {"hazard": FOREIGN_EXCEPTIONS[i % len(FOREIGN_EXCEPTIONS)]}
 
 
 def _quietly(fn: Callable[[], Any], default: Any) -> Any:
@@ -78,7 +90,7 @@ class Experiment:
     """
 
     def __init__(self, options: ChaosOptions, *, progress: Callable[[str], None] | None = None) -> None:
-        problem = unknown_faults(options.faults)
+        problem = options.problem()
         if problem:
             raise DurableError(problem)
         if options.workflow not in CHECK_NAMES:
@@ -88,9 +100,33 @@ class Experiment:
         self.rng = random.Random(self.seed)
         self.db = _fresh_db(options.db)
         self.log_path = Path(self.db).with_suffix(".log")
+        self.kept_db = self.db  # where the database is left at the end
+        self.disk: SmallDisk | None = None
+        self.not_sent: dict[str, str] = {}  # fault kind -> why it is skipped
         self.progress = progress or (lambda text: None)
         self.interrupted = False
         self.unexpected_deaths = 0
+
+    def _mount_disk(self) -> None:
+        """Put the database on a small tmpfs for the diskfull fault, or note why the fault is skipped."""
+        kept = Path(self.db)
+        disk = mount_small_disk(kept.parent / f"{kept.stem}-disk", self.options.diskfull_mb)
+        if isinstance(disk, str):
+            self.not_sent["diskfull"] = disk
+            return
+        self.disk = disk
+        self.db = str(disk.folder / kept.name)
+
+    def _unmount_disk(self) -> None:
+        """Copy the database off the tmpfs (to where it was asked for), then unmount it."""
+        if self.disk is None:
+            return
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(self.db + suffix)
+            if source.exists():
+                shutil.copyfile(source, self.kept_db + suffix)
+        self.disk.unmount()
+        self.disk = None
 
     def _on_signal(self, signum: int, frame: object) -> None:
         """SIGINT/SIGTERM: end the run and clean up; a second one aborts (cleanup still runs)."""
@@ -110,6 +146,16 @@ class Experiment:
                 signal.signal(sig, handler)
 
     def _run(self) -> dict[str, Any]:
+        if "diskfull" in self.options.faults:
+            self._mount_disk()
+        try:
+            verdict = self._run_on_disk()
+        finally:
+            self._unmount_disk()
+        verdict["config"]["db"] = self.kept_db
+        return verdict
+
+    def _run_on_disk(self) -> dict[str, Any]:
         options = self.options
         client = Client(db=self.db, app=APP)
         store = client.store
@@ -117,7 +163,7 @@ class Experiment:
         submitted = submit_all(client, options, self.rng)
         self.progress(f"submitted {len(submitted)} workflows to {self.db}")
         fleet = Fleet(options, self.db, self.log_path)
-        injector = Injector(options, fleet, store, self.rng)
+        injector = Injector(options, fleet, store, self.rng, disk=self.disk)
         started = time.time()
         fleet.start()
         try:
@@ -130,6 +176,10 @@ class Experiment:
             stopped_in_time = fleet.stop()
             injector.wait_old_fleets(15.0)
             orphans = kill_orphans(self.db, grace=10.0)
+            if self.disk is not None:
+                self.disk.empty()
+        held = _quietly(store.leases_by_worker, {})
+        holders = {lease.workflow_id: worker for worker, leases in held.items() for lease in leases}
         verdict = analyse(
             options,
             seed=self.seed,
@@ -148,6 +198,9 @@ class Experiment:
             unexpected_supervisor_deaths=self.unexpected_deaths,
             supervisor_stopped_in_time=stopped_in_time,
             skipped_faults=injector.skipped,
+            not_sent=self.not_sent,
+            lease_holders=holders,
+            live_workers=live_worker_ids(store),
         )
         client.close()
         if self.interrupted:
@@ -162,6 +215,7 @@ class Experiment:
         deadline = started + options.timeout
         next_fault = started + options.fault_interval * self.rng.uniform(0.5, 1.5)
         next_check = started
+        sends = bool(set(options.faults) & set(INJECTED_KINDS))  # foreign alone is planted, not sent
         while True:
             now = time.time()
             injector.tick(now)
@@ -173,7 +227,7 @@ class Experiment:
                     return True
             if now >= deadline or self.interrupted:
                 return False
-            if options.faults and now >= next_fault:
+            if sends and now >= next_fault:
                 injector.inject(now)
                 next_fault = now + options.fault_interval * self.rng.uniform(0.5, 1.5)
             pause.wait(0.01)

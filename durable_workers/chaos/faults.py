@@ -13,17 +13,28 @@ import psutil
 
 from ..errors import DurableError
 from ..store import Store
+from .disk import SmallDisk
 from .fleet import Fleet, child_env, is_alive
 from .options import ChaosOptions, Fault
 
 #: Relative frequency of each fault kind among those allowed at a given moment.
-FAULT_WEIGHTS = {"kill": 6, "stop": 2, "supervisor": 1, "lock": 2}
+FAULT_WEIGHTS = {"kill": 6, "stop": 2, "supervisor": 1, "lock": 2, "outage": 1, "diskfull": 1}
+#: Fault kinds held by the lock-holder helper process (one at a time).
+HOLDER_KINDS = ("lock", "outage")
+#: Seconds after a lock holder ended before the next lock or outage fault.
+HOLD_GAP = 2.0
 
 
 class Injector:
-    """Chooses and sends faults; remembers each one."""
+    """Chooses and sends faults; remembers each one.
 
-    def __init__(self, options: ChaosOptions, fleet: Fleet, store: Store, rng: random.Random) -> None:
+    ``disk`` is the small filesystem the database lives on (the ``diskfull``
+    fault is sent only with one).
+    """
+
+    def __init__(
+        self, options: ChaosOptions, fleet: Fleet, store: Store, rng: random.Random, disk: SmallDisk | None = None
+    ) -> None:
         self.options = options
         self.fleet = fleet
         self.store = store
@@ -36,15 +47,20 @@ class Injector:
         self.last_supervisor_kill = 0.0
         self.old_fleets: list[tuple[Fault, list[psutil.Process]]] = []
         self.skipped = 0
+        self.disk = disk
 
     # ----------------------------------------------------------------- choice
 
     def _eligible(self, now: float) -> list[str]:
         kinds = []
         for kind in self.options.faults:
+            if kind not in FAULT_WEIGHTS:  # planted in the workflows, not sent
+                continue
             if kind == "stop" and self.stopped:
                 continue
-            if kind == "lock" and (self.lock_proc is not None or now - self.last_lock_end < 2.0):
+            if kind in HOLDER_KINDS and (self.lock_proc is not None or now - self.last_lock_end < HOLD_GAP):
+                continue
+            if kind == "diskfull" and (self.disk is None or self.disk.busy(now)):
                 continue
             if kind == "supervisor" and (
                 now - self.last_supervisor_kill < self.options.supervisor_gap or not self.fleet.alive()
@@ -145,16 +161,28 @@ class Injector:
         self.old_fleets.append((fault, procs))
         return fault
 
-    def _lock(self, now: float) -> Fault | None:
+    def _hold(self, kind: str, seconds: float) -> Fault:
+        """Start the lock-holder helper: it holds the write lock for ``seconds``."""
         command = [
             sys.executable, "-m", "durable_workers.chaos", "lock",
-            "--db", self.fleet.db, "--seconds", str(self.options.lock_seconds),
+            "--db", self.fleet.db, "--seconds", str(seconds),
         ]  # fmt: skip
         self.lock_proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env()
         )
-        self.lock_fault = Fault("lock", self.lock_proc.pid, time.time(), detail="starting")
+        self.lock_fault = Fault(kind, self.lock_proc.pid, time.time(), detail="starting")
         return self.lock_fault
+
+    def _lock(self, now: float) -> Fault | None:
+        return self._hold("lock", self.options.lock_seconds)
+
+    def _outage(self, now: float) -> Fault | None:
+        """Hold the write lock past the fleet's lock patience: the store is unavailable meanwhile."""
+        return self._hold("outage", self.options.outage_seconds)
+
+    def _diskfull(self, now: float) -> Fault | None:
+        assert self.disk is not None
+        return self.disk.fill(self.options.diskfull_seconds)
 
     # ----------------------------------------------------------------- housekeeping
 
@@ -168,6 +196,8 @@ class Injector:
         for fault, procs in self.old_fleets:
             if fault.end is None and not any(is_alive(p) for p in procs):
                 fault.end = time.time()
+        if self.disk is not None:
+            self.disk.tick(now)
 
     def _resume(self, pid: int, proc: psutil.Process, fault: Fault) -> None:
         try:
@@ -202,6 +232,8 @@ class Injector:
         if self.lock_proc is not None:
             self.lock_proc.wait()
             self._collect_lock()
+        if self.disk is not None:
+            self.disk.empty()
 
     def wait_old_fleets(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for the workers of killed supervisors to exit (timing each)."""

@@ -13,6 +13,9 @@ from typing import Any
 
 import psutil
 
+from ..errors import DurableError
+from ..liveness import process_alive
+from ..store import Store
 from .options import APP, ChaosOptions
 
 #: The folder holding the ``durable_workers`` and ``supervisor`` packages.
@@ -35,10 +38,15 @@ def is_alive(proc: psutil.Process) -> bool:
 
 
 def processes_using(db: str) -> list[psutil.Process]:
-    """Live processes (other than this one) whose command line names ``db``."""
+    """Live processes (other than this one and its ancestors) whose command line names ``db``.
+
+    Ancestors are left out: a wrapper that started the experiment (``timeout``,
+    ``sudo``) names the database too, and is no orphan.
+    """
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
-        if proc.pid != os.getpid() and db in (proc.info["cmdline"] or []) and is_alive(proc):
+        if proc.pid not in mine and db in (proc.info["cmdline"] or []) and is_alive(proc):
             found.append(proc)
     return found
 
@@ -60,6 +68,15 @@ def kill_orphans(db: str, grace: float) -> list[dict[str, Any]]:
         except psutil.Error:
             continue
     return found
+
+
+def live_worker_ids(store: Store) -> set[str]:
+    """Ids of the workers whose process still runs (on this host); an unreadable store gives none."""
+    try:
+        workers = store.list_workers()
+    except DurableError:
+        return set()
+    return {w.id for w in workers if process_alive(w.pid, w.proc_started_at)}
 
 
 class Fleet:
@@ -89,11 +106,19 @@ class Fleet:
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=child_env(),
+                env=self._env(),
                 cwd=str(Path(self.db).parent),
                 start_new_session=True,
             )
         self.starts += 1
+
+    def _env(self) -> dict[str, str]:
+        """The supervisor's environment (its workers inherit it): the fleet's lock patience, if set."""
+        env = child_env()
+        patience = self.options.fleet_patience()
+        if patience is not None:
+            env["DURABLE_LOCK_PATIENCE"] = str(patience)
+        return env
 
     def alive(self) -> bool:
         """True while the current supervisor runs."""

@@ -20,7 +20,23 @@ BAD_INPUT = {
 POISON_TEXT = "crashed the worker"
 #: Submitted unchecked: no worker registers it.
 UNKNOWN_NAME = "chaos_unknown"
-FAULT_KINDS = ("kill", "stop", "supervisor", "lock")
+#: ``lock`` stays within the fleet's lock patience (waited out); ``outage`` outlasts it
+#: (the store is unavailable); ``diskfull`` fills the small filesystem the database lives
+#: on; ``foreign`` makes some check steps raise a foreign BaseException once.
+FAULT_KINDS = ("kill", "stop", "supervisor", "lock", "outage", "diskfull", "foreign")
+#: Fault kinds sent by the injector while the fleet runs (``foreign`` is planted in the workflows).
+INJECTED_KINDS = ("kill", "stop", "supervisor", "lock", "outage", "diskfull")
+#: Fault kinds sent when ``--faults`` is not given (``diskfull`` mounts a filesystem: opt in).
+DEFAULT_FAULTS = ("kill", "stop", "supervisor", "lock", "outage", "foreign")
+#: The foreign BaseExceptions a hazard step raises on its first execution, by turns.
+FOREIGN_EXCEPTIONS = ("KeyboardInterrupt", "SystemExit")
+#: Markers of infrastructure trouble in a stored error: a workflow FAILED with one of
+#: these was failed by infrastructure, never by its own logic.
+INFRA_MARKERS = (
+    "StoreUnavailable", "StoreBusyError", "database is locked", "database table is locked",
+    "stayed locked", "disk is full", "disk full", "No space left", "I/O error",
+    "unable to open database", "cannot open database",
+)  # fmt: skip
 
 
 def unknown_faults(kinds: Iterable[str]) -> str | None:
@@ -38,7 +54,7 @@ class ChaosOptions:
     workers: int = 4
     workflows: int = 100
     fault_interval: float = 0.5
-    faults: tuple[str, ...] = FAULT_KINDS
+    faults: tuple[str, ...] = DEFAULT_FAULTS
     ttl: float = 2.0
     timeout: float = 300.0
     db: str | None = None
@@ -48,11 +64,35 @@ class ChaosOptions:
     loop: int = 3
     work_ms: float = 10.0
     lock_seconds: float = 3.0
+    lock_patience: float = 4.5  # the fleet's lock patience when outage or diskfull is sent
+    outage_seconds: float = 6.0  # how long the outage fault holds the write lock
+    diskfull_seconds: float = 3.0  # how long the disk stays full
+    diskfull_mb: int = 64  # size of the tmpfs the database lives on under the diskfull fault
+    foreign_share: float = 0.3  # share of check workflows whose hazard step raises once
     stop_seconds: float | None = None  # default ttl + 1.5
     supervisor_gap: float = 5.0  # at least this long between supervisor kills
     bad_inputs: int = 1  # of each bad-input kind
     concurrency: int = 1
     log_level: str = "WARNING"
+
+    def fleet_patience(self) -> float | None:
+        """The fleet's lock patience (s): ``lock_patience`` when the outage fault is sent, else None (the default)."""
+        return self.lock_patience if "outage" in self.faults else None
+
+    def longest_hold(self) -> float:
+        """Seconds of the longest fault that holds the write lock (lock or outage)."""
+        return max(self.lock_seconds, self.outage_seconds if "outage" in self.faults else 0.0)
+
+    def problem(self) -> str | None:
+        """Why these settings make no experiment (one line), or None."""
+        unknown = unknown_faults(self.faults)
+        if unknown:
+            return unknown
+        if self.fleet_patience() is not None and "lock" in self.faults and self.lock_seconds >= self.lock_patience:
+            return f"--lock-seconds ({self.lock_seconds:g}) must be below --lock-patience ({self.lock_patience:g})"
+        if "outage" in self.faults and self.outage_seconds <= self.lock_patience:
+            return f"--outage-seconds ({self.outage_seconds:g}) must exceed --lock-patience ({self.lock_patience:g})"
+        return None
 
     def stop_for(self) -> float:
         """Seconds a SIGSTOP lasts before its SIGCONT."""
@@ -67,6 +107,6 @@ class Fault:
     pid: int | None
     start: float
     end: float | None = None
-    held: list[str] = field(default_factory=list)  # workflows the target held at that moment
+    held: list[str] = field(default_factory=list)  # workflows the target held at that moment (kill, stop)
     fleet: list[int] = field(default_factory=list)  # supervisor kill: its workers
     detail: str = ""

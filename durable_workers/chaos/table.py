@@ -61,13 +61,61 @@ def _fault_rows(verdict: dict[str, Any]) -> list[Row]:
         _row("  SIGSTOP past ttl", f["stop"]),
         _row("  kill -9 supervisor", f"{f['supervisor']} (restarted; {f['supervisor_starts']} starts in all)"),
         _row("  write lock held", f"{f['lock']} ({_rec(f['lock_held_s'])})" if f["lock"] else 0),
-        _row("  kills/stops that hit a running step", f["hit_running_step"]),
+        _row("  store outage (lock past patience)", f"{f['outage']} ({_rec(f['outage_held_s'])})" if f["outage"] else 0),
+        _row("  disk full", _disk_value(f)),
+        _row("  faults that hit a running step", f["hit_running_step"]),
+    ]
+
+
+def _disk_value(f: dict[str, Any]) -> str:
+    """The disk-full row: how often and how long, or why the fault was skipped."""
+    why = f["not_sent"].get("diskfull")
+    if why:
+        return f"skipped: {why}"
+    return f"{f['diskfull']} ({_rec(f['diskfull_held_s'])})" if f["diskfull"] else "0"
+
+
+def _end_state_rows(verdict: dict[str, Any]) -> list[Row]:
+    """The two end-state lines, each written ``label: N`` so it reads as one phrase."""
+    e, checks = verdict["end_state"], verdict["checks"]
+    return [
+        _row("END STATE (after the fleet drained)", ""),
+        _row(f"  workflows stuck RUNNING at the end: {e['stuck_running']}", "", _mark(checks["no_workflow_stuck_running"])),
+        _row(
+            f"  workflows FAILED by infrastructure: {e['failed_by_infrastructure']}",
+            "",
+            _mark(checks["no_workflow_failed_by_infrastructure"]),
+        ),
+        _row(
+            f"  ended workflows still holding a lease: {e['ended_with_lease_held']}",
+            "",
+            _mark(checks["ended_workflows_released_their_lease"]),
+        ),
+        _row(
+            f"  steps FAILED by infrastructure: {e['steps_failed_by_infrastructure']}",
+            "",
+            _mark(checks["no_step_failed_by_infrastructure"]),
+        ),
+    ]
+
+
+def _foreign_rows(verdict: dict[str, Any]) -> list[Row]:
+    fo = verdict["foreign"]
+    if "foreign" not in verdict["config"]["faults"]:
+        return []
+    return [
+        _row("FOREIGN BaseException IN A STEP", ""),
+        _row("  raised (first execution only)", fo["raised"]),
+        _row("  recorded as the step's failure", fo["recorded_as_step_failure"], _mark(fo["not_recorded"] == 0)),
+        _row("  run again after a fault instead", fo["run_again_after_a_fault"], "(info)"),
+        _row("  workflows that took the fallback", fo["fallback_taken"], "(info)"),
+        _row("  branch != recorded outcome", fo["branch_mismatches"], _mark(fo["branch_mismatches"] == 0)),
     ]
 
 
 def _step_rows(verdict: dict[str, Any]) -> list[Row]:
     s, checks = verdict["steps"], verdict["checks"]
-    explained = s["explained_by_kill"] + s["explained_by_stop"]
+    explained = s["explained_by_kill"] + s["explained_by_stop"] + s["explained_by_outage"]
     return [
         _row("STEPS", ""),
         _row("  executions (ledger)", f"{s['executions']} for {s['distinct']} step calls"),
@@ -77,7 +125,7 @@ def _step_rows(verdict: dict[str, Any]) -> list[Row]:
             f"{s['steps_started_3_times_or_more']} (most starts of one step: {s['max_starts_of_a_step']})",
         ),
         _row(
-            "  re-executions explained by a kill/stop",
+            "  re-executions explained by a kill/stop/outage",
             f"{explained} / {explained + s['unexplained']}",
             _mark(checks["reexecutions_explained"]),
         ),
@@ -130,6 +178,17 @@ def _conclusion(verdict: dict[str, Any]) -> list[str]:
             lines.append(f"  {key}: {json.dumps(s[key][:3])}")
     if w["failed_detail"] or w["stuck_detail"]:
         lines.append(f"  failed/stuck: {json.dumps((w['failed_detail'] + w['stuck_detail'])[:5])}")
+    e, fo = verdict["end_state"], verdict["foreign"]
+    for key, items in (
+        ("stuck RUNNING", e["stuck_running_detail"]),
+        ("ended with a lease held", e["ended_with_lease_held_detail"]),
+        ("FAILED by infrastructure", e["failed_by_infrastructure_detail"]),
+        ("steps FAILED by infrastructure", e["steps_failed_by_infrastructure_detail"]),
+        ("foreign exception not recorded", fo["not_recorded_detail"]),
+        ("branch != recorded outcome", fo["branch_mismatch_detail"]),
+    ):
+        if items:
+            lines.append(f"  {key}: {json.dumps(items[:3])}")
     for b in verdict["expected"]["detail"]:
         if not b["ok"]:
             lines.append(f"  bad-input not in documented state: {json.dumps(b)}")
@@ -141,7 +200,8 @@ def _conclusion(verdict: dict[str, Any]) -> list[str]:
 def render(verdict: dict[str, Any]) -> str:
     """The verdict (from :func:`~durable_workers.chaos.analyse`) as a table for people, ending in its VERDICT line."""
     rows: list[Row] = []
-    for section in (_workflow_rows, _fault_rows, _step_rows, _lock_rows, _recovery_rows, _end_rows):
+    sections = (_workflow_rows, _fault_rows, _step_rows, _lock_rows, _end_state_rows, _foreign_rows, _recovery_rows, _end_rows)
+    for section in sections:
         rows += section(verdict)
     width = max(len(r[0]) for r in rows) + 2
     vwidth = max(len(r[1]) for r in rows) + 2

@@ -2,25 +2,29 @@
 
 :func:`analyse` has :mod:`.executions` judge every execution of every check
 step, then builds each section of the verdict with one function: workflows,
-expected (bad input), faults, steps, locks, recovery, throughput, and from
-those the checks. See docs/reliability.md for what each entry means.
+expected (bad input), faults, steps, locks, end state, foreign exceptions,
+recovery, throughput, and from those the checks. See docs/reliability.md for
+what each entry means.
 """
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import asdict
-from typing import Any, Iterable, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from ..models import Status, StepStatus
 from ..store import TERMINAL, LedgerRecord, StepRecord, WorkflowRecord
-from .executions import Evidence, StepFindings, index, judge_results, judge_steps
-from .options import BAD_INPUT, FAULT_KINDS, POISON_TEXT, UNKNOWN_NAME, ChaosOptions, Fault
+from .executions import STORE_FAULTS, Evidence, StepFindings, index, judge_results, judge_steps
+from .outcomes import end_state_section, foreign_section
+from .options import BAD_INPUT, INJECTED_KINDS, POISON_TEXT, UNKNOWN_NAME, ChaosOptions, Fault
 
 #: Markers of a lock error in stored errors and in worker logs.
 LOCK_MARKERS = ("database is locked", "StoreBusyError", "database table is locked")
 #: Fault kinds whose recovery is timed.
 RECOVERED_KINDS = ("kill", "stop", "supervisor")
+#: Faults during which the write lock was held, or the store unavailable (for "no lock overlap").
+STALL_KINDS = ("lock",) + STORE_FAULTS
 
 
 def _summary(values: Sequence[float]) -> dict[str, Any]:
@@ -86,17 +90,32 @@ def _expected_section(evidence: Evidence, unserved: Sequence[str]) -> dict[str, 
     return {"failures": tally(Status.FAILED), "pending": tally(Status.PENDING), "detail": report}
 
 
+def _held_s(faults: Sequence[Fault], kind: str) -> dict[str, Any]:
+    """How long the faults of ``kind`` lasted (those whose helper failed left out)."""
+    failed = kind != "diskfull"  # a lock holder's detail is its failure; a full disk's is informative
+    ended = [f for f in faults if f.kind == kind and f.end is not None and not (failed and f.detail)]
+    return _summary([f.end - f.start for f in ended if f.end is not None])
+
+
 def _faults_section(
-    faults: Sequence[Fault], findings: StepFindings, *, skipped: int, starts: int, unexpected_exits: int
+    faults: Sequence[Fault],
+    findings: StepFindings,
+    *,
+    skipped: int,
+    starts: int,
+    unexpected_exits: int,
+    not_sent: Mapping[str, str],
 ) -> dict[str, Any]:
-    lock_held = [f.end - f.start for f in faults if f.kind == "lock" and f.end is not None and not f.detail]
     return {
-        **{kind: sum(1 for f in faults if f.kind == kind) for kind in FAULT_KINDS},
+        **{kind: sum(1 for f in faults if f.kind == kind) for kind in INJECTED_KINDS},
         "hit_running_step": len(findings.hits),
         "hit_a_workflow": sum(1 for f in faults if f.kind in ("kill", "stop") and f.held),
         "skipped_no_target": skipped,
-        "lock_held_s": _summary(lock_held),
-        "lock_failures": [f.detail for f in faults if f.kind == "lock" and f.detail],
+        "lock_held_s": _held_s(faults, "lock"),
+        "outage_held_s": _held_s(faults, "outage"),
+        "diskfull_held_s": _held_s(faults, "diskfull"),
+        "lock_failures": [f.detail for f in faults if f.kind in ("lock", "outage") and f.detail],
+        "not_sent": dict(not_sent),
         "supervisor_starts": starts,
         "supervisor_unexpected_exits": unexpected_exits,
     }
@@ -115,6 +134,7 @@ def _steps_section(evidence: Evidence, findings: StepFindings) -> dict[str, Any]
         "reexecutions": sum(n - 1 for n in counts),
         "explained_by_kill": findings.explained["kill"],
         "explained_by_stop": findings.explained["stop"],
+        "explained_by_outage": findings.explained["outage"] + findings.explained["diskfull"],
         "unexplained": len(findings.unexplained),
         "unexplained_detail": findings.unexplained[:10],
         "completed_step_reexecuted": len(findings.completed_reexecuted),
@@ -161,7 +181,7 @@ def _recovery_section(evidence: Evidence, faults: Sequence[Fault]) -> dict[str, 
         rows.sort(key=lambda r: r.at)
     recovery: dict[str, list[float]] = {kind: [] for kind in RECOVERED_KINDS}
     unlocked: dict[str, list[float]] = {kind: [] for kind in RECOVERED_KINDS}
-    locks = [(f.start, f.end or f.start) for f in faults if f.kind == "lock"]
+    locks = [(f.start, f.end or f.start) for f in faults if f.kind in STALL_KINDS]
     for fault in faults:
         if fault.kind not in recovery:
             continue
@@ -204,6 +224,7 @@ def _fault_log(faults: Sequence[Fault]) -> list[dict[str, Any]]:
 def _checks(options: ChaosOptions, sections: dict[str, Any]) -> dict[str, bool]:
     """The invariants, each from the sections: the verdict passes only if all hold."""
     w, s, exp = sections["workflows"], sections["steps"], sections["expected"]
+    end, foreign = sections["end_state"], sections["foreign"]
     return {
         "all_completed": w["stuck"] == 0 and w["failed"] == 0 and w["submitted"] == options.workflows,
         "no_completed_step_reexecuted": s["completed_step_reexecuted"] == 0,
@@ -215,6 +236,11 @@ def _checks(options: ChaosOptions, sections: dict[str, Any]) -> dict[str, bool]:
         and len(exp["detail"]) == options.bad_inputs * len(BAD_INPUT),
         "no_orphans": not sections["orphans"],
         "supervisor_never_exited_by_itself": sections["faults"]["supervisor_unexpected_exits"] == 0,
+        "no_workflow_stuck_running": end["stuck_running"] == 0,
+        "ended_workflows_released_their_lease": end["ended_with_lease_held"] == 0,
+        "no_workflow_failed_by_infrastructure": end["failed_by_infrastructure"] == 0,
+        "no_step_failed_by_infrastructure": end["steps_failed_by_infrastructure"] == 0,
+        "foreign_exceptions_recorded": foreign["not_recorded"] == 0 and foreign["branch_mismatches"] == 0,
     }
 
 
@@ -240,16 +266,25 @@ def analyse(
     unexpected_supervisor_deaths: int,
     supervisor_stopped_in_time: bool,
     skipped_faults: int = 0,
+    not_sent: Mapping[str, str] | None = None,
+    lease_holders: Mapping[str, str] | None = None,
+    live_workers: Collection[str] = (),
+    fleet_drained: bool = True,
 ) -> dict[str, Any]:
     """The verdict of a run, from the database, the faults sent and the fleet's log.
 
     Returns a JSON-ready dict: ``ok`` (every check held), ``checks`` (each
     invariant), then the sections ``config``, ``workflows``, ``expected``,
-    ``faults``, ``steps``, ``locks``, ``recovery``, ``throughput``, ``orphans``,
-    ``supervisor_stopped_in_time`` and ``fault_log``. Pure: reads nothing.
+    ``faults``, ``steps``, ``locks``, ``end_state``, ``foreign``, ``recovery``,
+    ``throughput``, ``orphans``, ``supervisor_stopped_in_time`` and
+    ``fault_log``. ``not_sent`` maps a fault kind that could not be sent to
+    why; ``lease_holders`` maps a workflow id to the worker holding its lease
+    at the end and ``live_workers`` names the workers whose process still
+    ran; ``fleet_drained`` says the fleet was stopped before (then every
+    RUNNING workflow is stuck). Pure: reads nothing.
     """
     evidence = index(workflows, steps, ledger)
-    findings = judge_steps(evidence, faults, window=max(5.0, options.lock_seconds + 2 * options.ttl))
+    findings = judge_steps(evidence, faults, window=max(5.0, options.longest_hold() + 2 * options.ttl))
     judge_results(evidence, findings)
     sections = {
         "config": {**asdict(options), "faults": list(options.faults), "seed": seed, "db": db},
@@ -261,9 +296,12 @@ def analyse(
             skipped=skipped_faults,
             starts=supervisor_starts,
             unexpected_exits=unexpected_supervisor_deaths,
+            not_sent=not_sent or {},
         ),
         "steps": _steps_section(evidence, findings),
         "locks": _locks_section(evidence, log_text),
+        "end_state": end_state_section(evidence, lease_holders or {}, live_workers, fleet_drained),
+        "foreign": foreign_section(evidence),
         "recovery": _recovery_section(evidence, faults),
         "throughput": _throughput_section(evidence, started, ended),
         "orphans": orphans,
