@@ -355,7 +355,8 @@ def worker(
     )
     client = _client(ctx)
     options = WorkerOptions(ttl=ttl, concurrency=concurrency, max_claims=max_claims, supervisor_pid=supervisor_pid)
-    process = WorkerProcess(client.store, client.registry, options, worker_id=worker_id)
+    registry = client.registry  # a bad app fails here, before the database is opened or created
+    process = WorkerProcess(client.store, registry, options, worker_id=worker_id)
     install_signal_handlers(process)
     process.run()
 
