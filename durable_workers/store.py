@@ -262,7 +262,8 @@ class Store:
 
     One connection per thread, from a pool: threads that end should call
     :meth:`close` to hand theirs back. Only one database file is open per
-    process (peewee's deferred database); opening another closes the pool.
+    process (peewee's deferred database); opening another, or the same one
+    read-only after read-write (or back), closes the pool.
     """
 
     def __init__(

@@ -29,6 +29,7 @@ import pytest
 from durable_workers import __version__
 from durable_workers.config import PREVIEW_CHARS
 from tests.conftest import APPS, ROOT, cli_env, run_cli
+from tests.integration.fleet_support import Fleet, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -177,10 +178,12 @@ def test_run_with_a_different_input_says_how_to_resume(made_db: Path) -> None:
 # --------------------------------------------------------------------------- 22. read-only users
 
 
-#: Runs ``durable ARGS`` as user UID:GID. The interpreter and the modules are loaded while
-#: still root (they live under root's home here); the database is opened only as that user.
+#: Runs ``durable ARGS`` as user UID:GID. The interpreter and the modules (codecs too) are
+#: loaded while still root (they may live under root's home); the database is opened only
+#: as that user.
 AS_READER = """
 import os, sys
+import encodings.ascii, encodings.latin_1, encodings.utf_8
 import durable_workers.cli as cli
 uid, gid = int(sys.argv[1]), int(sys.argv[2])
 if os.geteuid() != uid:
@@ -241,6 +244,27 @@ def test_read_commands_work_for_a_user_who_can_only_read(folder_mode: int, share
         if not (name.endswith("-shm") or (name.endswith("-wal") and digest == empty))
     }  # fmt: skip
     assert after == before  # nothing written; at most an empty WAL and its index where the folder allows them
+
+
+def test_read_commands_work_for_a_reader_while_a_fleet_writes(shared_folder: Path, tmp_path: Path) -> None:
+    """The fleet (root) keeps its -wal and -shm open; the reader cannot write them or the folder."""
+    db = shared_folder / "durable.db"
+    fleet = Fleet(tmp_path, db)
+    try:
+        fleet.start(workers=1)
+        done = submit(db, "core_greet", "g-1", {"name": "ann"}, "--wait")
+        assert done.returncode == 0, done.stderr
+        assert (shared_folder / "durable.db-wal").exists()
+        names = {p.name for p in shared_folder.iterdir()}
+        for args in (("status",), ("status", "g-1"), ("steps", "g-1"), ("workers",)):
+            result = run_as_reader("--db", str(db), "--app", str(TEST_APP), *args, cwd=shared_folder)
+            assert result.returncode == 0, (args, result.stderr)
+            assert "Traceback" not in result.stderr
+        workers = run_as_reader("--db", str(db), "--app", str(TEST_APP), "workers", "--json", cwd=shared_folder)
+        assert [w["alive"] for w in json.loads(workers.stdout)] == [True]
+        assert {p.name for p in shared_folder.iterdir()} == names
+    finally:
+        fleet.cleanup()
 
 
 def test_reads_never_create_a_database(tmp_path: Path) -> None:
