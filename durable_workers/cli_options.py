@@ -27,6 +27,12 @@ F = Callable[..., Any]
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
+#: click >= 8.2 raises this (a UsageError carrying the help text) for a group run with no command.
+_HELP_ERRORS: tuple[type[click.ClickException], ...] = tuple(
+    kind for kind in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if kind is not None
+)
+
+
 class _OneLine:
     """Mixin: every click error (bad option, missing argument, ClickException) is one line.
 
@@ -41,6 +47,9 @@ class _OneLine:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)  # type: ignore[misc]
         try:
             rv = super().main(args, prog_name, complete_var, False, **extra)  # type: ignore[misc]
+        except _HELP_ERRORS as exc:  # a bare group: its help, as click prints it
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             message = " ".join(exc.format_message().split())
             click.echo(f"Error: {message}", err=True)

@@ -109,7 +109,7 @@ helpers.add_command(chaos, "run")
 
 @helpers.command("lock")
 @click.option("--db", required=True)
-@click.option("--seconds", default=3.0, show_default=True)
+@click.option("--seconds", type=POSITIVE_SECONDS, default=3.0, show_default=True)
 def lock_command(db: str, seconds: float) -> None:
     """Hold the write lock of DB for SECONDS (prints ``locked T`` and ``released T``)."""
     store = Store(db, create=False)
@@ -122,10 +122,10 @@ def lock_command(db: str, seconds: float) -> None:
 @click.option("--db", required=True)
 @click.option("--name", default="chaos_short", show_default=True)
 @click.option("--prefix", default="sub-", show_default=True)
-@click.option("--total", default=1000, show_default=True, help="Ids PREFIX0..PREFIX(total-1) in all.")
-@click.option("--stride", default=4, show_default=True, help="Submitters in all.")
-@click.option("--offset", default=0, show_default=True, help="This submitter's index.")
-@click.option("--overlap", default=0, show_default=True,
+@click.option("--total", type=AT_LEAST_ZERO, default=1000, show_default=True, help="Ids PREFIX0..PREFIX(total-1) in all.")
+@click.option("--stride", type=AT_LEAST_ONE, default=4, show_default=True, help="Submitters in all.")
+@click.option("--offset", type=AT_LEAST_ZERO, default=0, show_default=True, help="This submitter's index.")
+@click.option("--overlap", type=AT_LEAST_ZERO, default=0, show_default=True,
               help="Also resubmit the next submitter's ids below this.")  # fmt: skip
 @click.option("--seed", type=int, default=0)
 def submit_command(db: str, name: str, prefix: str, total: int, stride: int, offset: int, overlap: int, seed: int) -> None:

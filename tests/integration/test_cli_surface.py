@@ -134,6 +134,11 @@ def test_log_level_is_case_insensitive(program: str, tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_bare_durable_still_prints_its_help(tmp_path: Path) -> None:
+    result = run_program("durable", cwd=tmp_path)
+    assert "Commands:" in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
 # --------------------------------------------------------------------------- 26. --version
 
 VERSION_COMMANDS = [
