@@ -43,6 +43,7 @@ class _OneLine:
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
+        """Run the command; exits with its status (errors: one line, see the class docstring)."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)  # type: ignore[misc]
         try:
@@ -72,6 +73,7 @@ class FiniteFloat(click.FloatRange):
     """A float in a range that is also finite (``nan`` and ``inf`` are bad values)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The float; a click usage error (exit 2) when it is out of range or not finite."""
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
