@@ -272,8 +272,9 @@ class Client:
     ) -> tuple[WorkflowRecord, Outcome | None]:
         """Submit (or find) a workflow and run or resume it in this process.
 
-        Returns the final row and this run's outcome (``None`` when the
-        workflow had already ended before this call).
+        ``input=None`` resumes an existing workflow with its recorded input
+        (see :meth:`submit`). Returns the final row and this run's outcome
+        (``None`` when the workflow had already ended before this call).
         """
         from .worker import run_here
 
