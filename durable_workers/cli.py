@@ -1,9 +1,13 @@
-"""The ``durable`` command line (thin: parse, call the client, print)."""
+"""The ``durable`` command line (thin: parse, call the client, print).
+
+Option declarations shared with ``durable-supervisor`` live in
+:mod:`durable_workers.cli_options`; what the commands print, in
+:mod:`durable_workers.cli_format`.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import sys
@@ -12,22 +16,50 @@ from typing import Any, Callable
 
 import click
 
-from .client import Client, WorkerView, parse_input
-from .config import load_config
-from .context import StepEvent, error_summary
+from .cli_format import (
+    _emit_json,
+    _preview,
+    _print_end,
+    _print_event,
+    _print_steps,
+    _step_json,
+    _worker_json,
+    _workflow_json,
+    print_value,
+)
+from .cli_options import (
+    AT_LEAST_ONE,
+    CONTEXT,
+    OneLineCommand,
+    OneLineGroup,
+    concurrency_option,
+    input_options,
+    log_level_option,
+    read_input,
+    ttl_option,
+    version_option,
+)
+from .client import Client, parse_input
+from .config import DEFAULT_STATUS_LIMIT, load_config
+from .context import error_summary
 from .errors import CorruptRecordError, DurableError, StoreUnavailable
 from .models import Status, StepStatus
 from .store import StepRecord, WorkflowRecord
+from .worker import WorkerOptions
 
 EXIT_FAILED = 1  # a workflow ended FAILED or CANCELLED
 EXIT_INTERRUPTED = 3  # `durable run` stopped an attempt that must resume in a fresh process
 
 #: Errors shown as one line (exit 1) instead of a traceback.
 ONE_LINE_ERRORS = (DurableError, StoreUnavailable, CorruptRecordError)
+#: Commands that only read: they open the database read-only (never create or write it).
+READ_COMMANDS = frozenset({"status", "steps", "workers"})
 
 
-class DurableGroup(click.Group):
+class DurableGroup(OneLineGroup):
     """A click group that turns every :class:`DurableError` into one line and exit 1."""
+
+    command_class = OneLineCommand
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -48,7 +80,7 @@ def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--db`` and ``--app``, accepted on the group and on every command."""
+    """``--db``, ``--app`` and ``--version``, accepted on the group and on every command."""
 
     def remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         if value is not None:
@@ -56,6 +88,7 @@ def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
             ctx.find_root().ensure_object(dict)[param.name] = value
         return value
 
+    command = version_option(command)
     command = click.option(
         "--app", expose_value=False, callback=remember, is_eager=True,
         help="Module or .py file defining the workflows [env DURABLE_APP; default examples].",
@@ -72,95 +105,23 @@ def _settings(ctx: click.Context) -> dict[str, Any]:
 
 
 def _client(ctx: click.Context, *, create: bool = True) -> Client:
+    """A client of the configured database; read commands open it read-only, on first use."""
     settings = _settings(ctx)
     config = load_config(db=settings.get("db"), app=settings.get("app"))
-    return Client(config=config, create=create)
+    readonly = ctx.command.name in READ_COMMANDS
+    return Client(config=config, create=create and not readonly, readonly=readonly)
 
 
-def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _preview(text: str | None, width: int = 48) -> str:
-    if text is None:
-        return ""
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _duration(row: StepRecord) -> str:
-    if row.started_at is None or row.finished_at is None:
-        return "-"
-    return f"{(row.finished_at - row.started_at) * 1000:.0f} ms"
-
-
-def _step_json(row: StepRecord) -> dict[str, Any]:
-    return {
-        "step_key": row.step_key,
-        "name": row.name,
-        "scope": row.scope,
-        "position": row.position,
-        "status": row.status,
-        "attempts": row.attempts,
-        "output": json.loads(row.output) if row.output is not None else None,
-        "error": error_summary(row.error) or None,
-        "started_at": row.started_at,
-        "finished_at": row.finished_at,
-        "worker_id": row.worker_id,
-    }
-
-
-def _workflow_json(record: WorkflowRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "name": record.name,
-        "status": record.status,
-        "input": record.input,
-        "result": record.result,
-        "error": record.error.splitlines()[0] if record.error else None,
-        "attempts": record.attempts,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-    }
-
-
-def _print_steps(rows: list[StepRecord]) -> None:
-    if not rows:
-        click.echo("(no steps recorded yet)")
-        return
-    width = max(len("KEY"), *(len(r.step_key) for r in rows))
-    click.echo(f"{'KEY':<{width}}  {'STATUS':<9}  {'ATTEMPTS':>8}  {'DURATION':>9}  OUTPUT")
-    for r in rows:
-        shown = r.output if r.status == StepStatus.COMPLETED.value else error_summary(r.error)
-        click.echo(
-            f"{r.step_key:<{width}}  {r.status:<9}  {r.attempts:>8}  {_duration(r):>9}  {_preview(shown)}"
-        )
-
-
-def _print_event(event: StepEvent) -> None:
-    if event.kind == "replayed":
-        click.echo(f"  replayed  {event.step_key}  (recorded result, not run again)")
-    elif event.kind == "completed":
-        click.echo(f"  ran       {event.step_key}  attempt {event.attempt}, {event.duration * 1000:.0f} ms")
-    elif event.kind == "retrying":
-        click.echo(f"  retrying  {event.step_key}  attempt {event.attempt} failed: {event.error}")
-    elif event.kind == "failed":
-        click.echo(f"  failed    {event.step_key}  {event.error}")
-    elif event.kind == "replayed-failure":
-        click.echo(f"  replayed  {event.step_key}  (recorded failure: {event.error})")
-
-
-def _print_end(record: WorkflowRecord) -> None:
-    if record.status == Status.COMPLETED.value:
-        click.echo(f"{record.id} COMPLETED: {json.dumps(record.result)}")
-    else:
-        summary = (record.error or "").splitlines()[0] if record.error else ""
-        click.echo(f"{record.id} {record.status}: {summary}")
+def _input(input_text: str | None, input_file: str | None) -> dict[str, Any] | None:
+    """The parsed ``--input``/``--input-file`` object, or ``None`` when neither was given."""
+    text, source = read_input(input_text, input_file)
+    return None if text is None else parse_input(text, source)
 
 
 # --------------------------------------------------------------------------- group
 
 
-@click.group(cls=DurableGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=DurableGroup, context_settings=CONTEXT)
 @config_options
 @click.option("-v", "--verbose", is_flag=True, help="Log engine events to stderr.")
 def main(verbose: bool) -> None:
@@ -173,18 +134,24 @@ def main(verbose: bool) -> None:
 @config_options
 @click.argument("name")
 @click.argument("workflow_id", required=False)
-@click.option("--input", "input_text", help="JSON object passed as keyword arguments.")
+@input_options
 @click.option("--crash-at", help="SIGKILL this process at STEP:before or STEP:after (demo of recovery).")
 @click.pass_context
-def run(ctx: click.Context, name: str, workflow_id: str | None, input_text: str | None, crash_at: str | None) -> None:
+def run(
+    ctx: click.Context, name: str, workflow_id: str | None, input_text: str | None, input_file: str | None,
+    crash_at: str | None,
+) -> None:  # fmt: skip
     """Run or resume workflow NAME (id WORKFLOW_ID) in this process.
 
     Completed steps are replayed from the database; the rest run. Run the same
-    command again after a crash to resume.
+    command again after a crash to resume: without --input an existing
+    workflow resumes with its recorded input.
     """
-    values = parse_input(input_text)
+    values = _input(input_text, input_file)
     client = _client(ctx)
-    client.registry.get(name).check_input(values)
+    spec = client.registry.get(name)  # the app and name are checked before the database is opened
+    if values is not None:
+        spec.check_input(values)
     click.echo(f"running {name} {workflow_id or ''} (database {client.config.db})".replace("  ", " "))
     record, outcome = client.run_here(name, workflow_id, values, crash_at=crash_at, listener=_print_event)
     if outcome is None:
@@ -214,16 +181,17 @@ def steps(ctx: click.Context, workflow_id: str, as_json: bool) -> None:
 def _submit_command(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--wait", is_flag=True, help="Follow progress until the end; exit 1 if it fails.")(func)
     func = click.option("--crash-at", help="The first attempt's worker SIGKILLs itself at STEP:before|after.")(func)
-    func = click.option("--input", "input_text", help="JSON object passed as keyword arguments.")(func)
+    func = input_options(func)
     func = click.argument("workflow_id", required=False)(func)
     func = click.argument("name")(func)
     return config_options(func)
 
 
 def _do_submit(
-    ctx: click.Context, name: str, workflow_id: str | None, input_text: str | None, crash_at: str | None, wait: bool
-) -> None:
-    values = parse_input(input_text)
+    ctx: click.Context, name: str, workflow_id: str | None, input_text: str | None, input_file: str | None,
+    crash_at: str | None, wait: bool,
+) -> None:  # fmt: skip
+    values = _input(input_text, input_file)
     client = _client(ctx)
     record = client.submit(name, workflow_id, values, crash_at=crash_at)
     click.echo(f"submitted {record.name} {record.id} ({record.status})")
@@ -245,52 +213,64 @@ def _do_submit(
 @_submit_command
 @click.pass_context
 def submit(ctx: click.Context, **kwargs: Any) -> None:
-    """Submit workflow NAME with id WORKFLOW_ID (idempotent) for the worker fleet."""
+    """Submit workflow NAME with id WORKFLOW_ID (idempotent) for the worker fleet.
+
+    Without --input an existing workflow is attached to with its recorded input.
+    """
     _do_submit(ctx, **kwargs)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings=CONTEXT)
 @_submit_command
 @click.pass_context
 @_one_line_errors
 def submit_main(ctx: click.Context, **kwargs: Any) -> None:
-    """Submit workflow NAME with id WORKFLOW_ID (idempotent) for the worker fleet."""
+    """Submit workflow NAME with id WORKFLOW_ID (idempotent) for the worker fleet.
+
+    Without --input an existing workflow is attached to with its recorded input.
+    """
     _do_submit(ctx, **kwargs)
+
+
+def _show_workflow(client: Client, workflow_id: str, as_json: bool, full: bool) -> None:
+    """``durable status ID``: the workflow, its lease and steps (input and result previewed unless ``full``)."""
+    record = client.get(workflow_id)
+    rows = client.steps(workflow_id)
+    lease = client.lease(workflow_id)
+    if as_json:
+        data = _workflow_json(record) | {
+            "steps": [_step_json(r) for r in rows],
+            "lease": None if lease is None else lease.__dict__,
+            "error_detail": record.error,
+        }
+        _emit_json(data)
+        return
+    click.echo(f"{record.id}  {record.name}  {record.status}  attempts={record.attempts}")
+    print_value("input", record.input, full=full)
+    if lease is not None and lease.worker_id:
+        left = (lease.expires_at or 0) - time.time()
+        click.echo(f"lease: worker {lease.worker_id} token {lease.token} (expires in {left:.1f}s)")
+    if record.status == Status.PENDING.value and record.name in client.unserved_names():
+        click.echo(f"waiting: no live worker registers {record.name!r}")
+    if record.status == Status.COMPLETED.value:
+        print_value("result", record.result, full=full)
+    elif record.error:
+        click.echo(f"error: {record.error}")
+    _print_steps(rows)
 
 
 @main.command()
 @config_options
 @click.argument("workflow_id", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.option("--limit", default=20, show_default=True, help="Workflows listed.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (inputs and results in full).")
+@click.option("--limit", type=AT_LEAST_ONE, default=DEFAULT_STATUS_LIMIT, show_default=True, help="Workflows listed.")
+@click.option("--full", is_flag=True, help="With ID: print the whole input and result, not a preview.")
 @click.pass_context
-def status(ctx: click.Context, workflow_id: str | None, as_json: bool, limit: int) -> None:
+def status(ctx: click.Context, workflow_id: str | None, as_json: bool, limit: int, full: bool) -> None:
     """Counts by status and recent workflows, or one workflow with its steps and lease."""
     client = _client(ctx, create=False)
     if workflow_id:
-        record = client.get(workflow_id)
-        rows = client.steps(workflow_id)
-        lease = client.lease(workflow_id)
-        if as_json:
-            data = _workflow_json(record) | {
-                "steps": [_step_json(r) for r in rows],
-                "lease": None if lease is None else lease.__dict__,
-                "error_detail": record.error,
-            }
-            _emit_json(data)
-            return
-        click.echo(f"{record.id}  {record.name}  {record.status}  attempts={record.attempts}")
-        click.echo(f"input: {json.dumps(record.input)}")
-        if lease is not None and lease.worker_id:
-            left = (lease.expires_at or 0) - time.time()
-            click.echo(f"lease: worker {lease.worker_id} token {lease.token} (expires in {left:.1f}s)")
-        if record.status == Status.PENDING.value and record.name in client.unserved_names():
-            click.echo(f"waiting: no live worker registers {record.name!r}")
-        if record.status == Status.COMPLETED.value:
-            click.echo(f"result: {json.dumps(record.result)}")
-        elif record.error:
-            click.echo(f"error: {record.error}")
-        _print_steps(rows)
+        _show_workflow(client, workflow_id, as_json, full)
         return
     counts = client.counts()
     recent = client.list(limit=limit)
@@ -304,20 +284,6 @@ def status(ctx: click.Context, workflow_id: str | None, as_json: bool, limit: in
     for r in recent:
         summary = f"  {r.error.splitlines()[0]}" if r.error else ""
         click.echo(f"{r.id:<24} {r.name:<16} {r.status:<10} attempts={r.attempts}{_preview(summary, 60)}")
-
-
-def _worker_json(view: WorkerView) -> dict[str, Any]:
-    w = view.worker
-    return {
-        "id": w.id,
-        "host": w.host,
-        "pid": w.pid,
-        "state": w.state,
-        "alive": view.alive,
-        "names": list(w.names),
-        "workflows": [lease.workflow_id for lease in view.leases],
-        "heartbeat_at": w.heartbeat_at,
-    }
 
 
 @main.command()
@@ -366,12 +332,13 @@ def retry(ctx: click.Context, workflow_id: str) -> None:
 
 @main.command(hidden=False)
 @config_options
-@click.option("--concurrency", default=1, show_default=True, help="Workflows run at once, in threads.")
-@click.option("--ttl", default=15.0, show_default=True, help="Lease lifetime in seconds (heartbeat every ttl/3).")
-@click.option("--max-claims", default=20, show_default=True, help="Fail a workflow claimed more often than this.")
-@click.option("--supervisor-pid", type=int, help="Stop gracefully when this parent process is gone.")
+@concurrency_option(WorkerOptions.concurrency, help="Workflows run at once, in threads.")
+@ttl_option(WorkerOptions.ttl)
+@click.option("--max-claims", type=AT_LEAST_ONE, default=WorkerOptions.max_claims, show_default=True,
+              help="Fail a workflow claimed more often than this.")  # fmt: skip
+@click.option("--supervisor-pid", type=AT_LEAST_ONE, help="Stop gracefully when this parent process is gone.")
 @click.option("--worker-id", help="Id of the worker row (the supervisor chooses one).")
-@click.option("--log-level", default="INFO", show_default=True)
+@log_level_option("INFO")
 @click.pass_context
 def worker(
     ctx: click.Context,
@@ -383,7 +350,7 @@ def worker(
     log_level: str,
 ) -> None:
     """Run one worker process (the supervisor starts these for you)."""
-    from .worker import WorkerOptions, WorkerProcess, install_signal_handlers
+    from .worker import WorkerProcess, install_signal_handlers
 
     logging.basicConfig(
         level=log_level.upper(),
@@ -392,7 +359,8 @@ def worker(
     )
     client = _client(ctx)
     options = WorkerOptions(ttl=ttl, concurrency=concurrency, max_claims=max_claims, supervisor_pid=supervisor_pid)
-    process = WorkerProcess(client.store, client.registry, options, worker_id=worker_id)
+    registry = client.registry  # a bad app fails here, before the database is opened or created
+    process = WorkerProcess(client.store, registry, options, worker_id=worker_id)
     install_signal_handlers(process)
     process.run()
 

@@ -7,16 +7,29 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from .config import Config, load_config
 from .context import Listener
 from .engine import Outcome
-from .errors import ConflictError, InputError, WorkflowFailedError
+from .errors import ConflictError, InputError, WorkflowFailedError, WorkflowNotFound
 from .liveness import worker_alive
 from .models import Status
 from .registry import Registry, default_registry, load_app
 from .store import TERMINAL, LeaseRecord, StepRecord, Store, WorkerRecord, WorkflowRecord
+
+
+def _check_same(record: WorkflowRecord, name: str, input_json: str) -> None:
+    """Raise :class:`ConflictError` unless ``record`` has this name and input (JSON)."""
+    if record.name != name:
+        raise ConflictError(f"workflow {record.id} already exists as {record.name}, not {name}; choose another id")
+    recorded = json.dumps(record.input, sort_keys=True)
+    if recorded != input_json:
+        raise ConflictError(
+            f"workflow {record.id} already exists with input {recorded}; to resume it omit --input "
+            f"(or give that same input), or choose another id"
+        )
 
 
 @dataclass(frozen=True)
@@ -40,14 +53,18 @@ def encode_input(values: Any) -> str:
         raise InputError(f"input is not JSON-serialisable: {exc}") from None
 
 
-def parse_input(text: str | None) -> dict[str, Any]:
-    """Parse ``--input`` text; raises :class:`InputError` with a one-line reason."""
-    if text is None or text == "":
+def parse_input(text: str | None, source: str = "--input") -> dict[str, Any]:
+    """Parse ``--input`` text (``source`` names where it came from in errors).
+
+    Empty or missing text is ``{}``. Raises :class:`InputError` with a
+    one-line reason when it is not JSON or not a JSON object.
+    """
+    if text is None or text.strip() == "":
         return {}
     try:
         values = json.loads(text)
     except ValueError as exc:
-        raise InputError(f"--input is not valid JSON ({exc}); example: --input '{{\"employee_id\": \"emp-1\"}}'") from None
+        raise InputError(f"{source} is not valid JSON ({exc}); example: --input '{{\"employee_id\": \"emp-1\"}}'") from None
     encode_input(values)
     return values
 
@@ -58,7 +75,10 @@ class Client:
     ``Client()`` resolves the database like the CLI (``DURABLE_DB``,
     ``[tool.durable]`` in pyproject.toml, ``./durable.db``); pass ``db=`` to
     choose. ``app`` names the module whose workflows ``submit`` checks names
-    and inputs against. ``create=False`` refuses to create a missing database.
+    and inputs against. ``create=False`` refuses to create a missing database;
+    ``readonly=True`` opens it without writing (read commands). The database is
+    opened on first use of :attr:`store`, so a call that fails validation
+    first (unknown app, name or input) leaves no file behind.
     """
 
     def __init__(
@@ -70,12 +90,26 @@ class Client:
         config: Config | None = None,
         create: bool = True,
         registry: Registry | None = None,
+        readonly: bool = False,
     ) -> None:
         self.config = config or load_config(db=db, app=app, synchronous=synchronous)
-        self.store = Store(
-            self.config.db, synchronous=self.config.synchronous, create=create, lock_patience=self.config.lock_patience
-        )
+        self._create = create
+        self._readonly = readonly
+        self._store: Store | None = None
         self._registry = registry
+
+    @property
+    def store(self) -> Store:
+        """The open database (opened on first use; raises :class:`DatabaseError` if it cannot be)."""
+        if self._store is None:
+            self._store = Store(
+                self.config.db,
+                synchronous=self.config.synchronous,
+                create=self._create,
+                readonly=self._readonly,
+                lock_patience=self.config.lock_patience,
+            )
+        return self._store
 
     @property
     def registry(self) -> Registry:
@@ -85,8 +119,9 @@ class Client:
         return self._registry
 
     def close(self) -> None:
-        """Close this thread's database connection."""
-        self.store.close()
+        """Close this thread's database connection (nothing to do if it was never opened)."""
+        if self._store is not None:
+            self._store.close()
 
     # ----------------------------------------------------------------- submit
 
@@ -103,29 +138,45 @@ class Client:
         """Submit a workflow (idempotent by id) and return its row.
 
         An existing id with the same name and input returns the existing
-        workflow; a different name or input raises :class:`ConflictError`.
-        With ``check`` the name and input are validated against the app's
-        registry (:class:`UnknownWorkflowError`, :class:`InputError`).
+        workflow; ``input=None`` means "its recorded input" for an existing id
+        (resume or attach) and ``{}`` for a new one. A different name or input
+        raises :class:`ConflictError`. With ``check`` the name and input are
+        validated against the app's registry (:class:`UnknownWorkflowError`,
+        :class:`InputError`) before the database is opened.
         ``crash_at="STEP:before|after"`` makes the first attempt's process
         SIGKILL itself at that point (for recovery demos).
         """
-        values = input or {}
-        input_json = encode_input(values)
-        if check:
-            self.registry.get(name).check_input(values)
+        spec = self.registry.get(name) if check else None
         if crash_at is not None:
             from .context import parse_crash_at
 
             parse_crash_at(crash_at)
+        if input is not None:
+            encode_input(input)
+            if spec is not None:
+                spec.check_input(input)
+        values = self._input_for(name, workflow_id, input)
+        input_json = encode_input(values)
+        if spec is not None and input is None:
+            spec.check_input(values)
         workflow_id = workflow_id or uuid.uuid4().hex
         run_at = time.time() + delay if delay else None
         record, created = self.store.submit(workflow_id, name, input_json, run_at=run_at, crash_at=crash_at)
-        if not created and (record.name != name or json.dumps(record.input, sort_keys=True) != input_json):
-            raise ConflictError(
-                f"workflow {workflow_id} already exists as {record.name} with input "
-                f"{json.dumps(record.input, sort_keys=True)}; choose another id"
-            )
+        if not created:
+            _check_same(record, name, input_json)
         return record
+
+    def _input_for(self, name: str, workflow_id: str | None, input: dict[str, Any] | None) -> dict[str, Any]:
+        """``input``, or the recorded input of workflow ``workflow_id`` named ``name``, or ``{}``."""
+        if input is not None:
+            return input
+        if workflow_id is None or (self._store is None and not Path(self.config.db).exists()):
+            return {}  # no database yet, so no such workflow: nothing is opened or created
+        try:
+            existing = self.store.get_workflow(workflow_id)
+        except WorkflowNotFound:
+            return {}
+        return existing.input if existing.name == name else {}
 
     # ----------------------------------------------------------------- read
 
@@ -225,8 +276,9 @@ class Client:
     ) -> tuple[WorkflowRecord, Outcome | None]:
         """Submit (or find) a workflow and run or resume it in this process.
 
-        Returns the final row and this run's outcome (``None`` when the
-        workflow had already ended before this call).
+        ``input=None`` resumes an existing workflow with its recorded input
+        (see :meth:`submit`). Returns the final row and this run's outcome
+        (``None`` when the workflow had already ended before this call).
         """
         from .worker import run_here
 

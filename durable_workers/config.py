@@ -26,6 +26,17 @@ DEFAULT_APP = "examples"
 DEFAULT_SYNCHRONOUS = "NORMAL"
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
+#: Log levels the commands accept (``--log-level``, any case).
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Shortest lease lifetime a worker accepts: it heartbeats every ttl/3 seconds, one write each.
+MIN_TTL = 0.5
+#: Longest duration any option accepts (one day): longer waits overflow the thread timers.
+MAX_SECONDS = 86_400.0
+#: Workflows ``durable status`` lists by default.
+DEFAULT_STATUS_LIMIT = 20
+#: Characters of an input or result ``durable status ID`` shows unless ``--full``.
+PREVIEW_CHARS = 400
+
 
 @dataclass(frozen=True)
 class Config:

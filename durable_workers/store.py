@@ -21,6 +21,7 @@ import sqlite3
 import stat
 import threading
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,10 +282,14 @@ class Store:
     ``lock_patience`` is how many seconds a transaction waits for a lock held
     elsewhere before it raises :class:`StoreUnavailable` (default
     ``busy_timeout_ms * (LOCK_RETRIES + 1)``, 130 s).
+    ``readonly=True`` never writes to the file or its folder (SQLite
+    ``mode=ro``, or ``immutable=1`` when the WAL index cannot be created):
+    for read commands run by a user who may only read; it never creates.
 
     One connection per thread, from a pool: threads that end should call
     :meth:`close` to hand theirs back. Only one database file is open per
-    process (peewee's deferred database); opening another closes the pool.
+    process (peewee's deferred database); opening another, or the same one
+    read-only after read-write (or back), closes the pool.
     """
 
     def __init__(
@@ -295,9 +300,12 @@ class Store:
         create: bool = True,
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         lock_patience: float | None = None,
+        readonly: bool = False,
     ) -> None:
         self.path = str(path)
         self.synchronous = synchronous.upper()
+        self.readonly = readonly
+        create = create and not readonly
         self._check_path(create)
         # SQLite waits only LOCK_POLL_MS for a lock; Store._run then polls every few ms
         # until ``lock_patience`` s (default ``busy_timeout_ms * (LOCK_RETRIES + 1)``) have
@@ -305,18 +313,23 @@ class Store:
         # waiter kept losing the lock to newcomers (seconds-long starvation, docs/reliability.md).
         self._patience = busy_timeout_ms / 1000.0 * (LOCK_RETRIES + 1) if lock_patience is None else lock_patience
         poll_ms = min(busy_timeout_ms, LOCK_POLL_MS)
-        pragmas = {
+        pragmas: dict[str, Any] = {
             "journal_mode": "wal",
             "synchronous": self.synchronous,
             "busy_timeout": poll_ms,
             "foreign_keys": 1,
         }
+        target, connect = self.path, {}
+        if readonly:
+            # No journal_mode change (a write) and no writes at all on these connections.
+            pragmas = {"busy_timeout": poll_ms, "query_only": 1}
+            target, connect = self._readonly_uri(), {"uri": True}
         global _OPENED
-        if _OPENED != (self.path, tuple(pragmas.items())):
+        if _OPENED != (target, tuple(pragmas.items())):
             if not database.deferred:
                 database.close_all()  # pooled connections to another file or with other pragmas
-            database.init(self.path, pragmas=pragmas, timeout=poll_ms / 1000.0, check_same_thread=False)
-            _OPENED = (self.path, tuple(pragmas.items()))
+            database.init(target, pragmas=pragmas, timeout=poll_ms / 1000.0, check_same_thread=False, **connect)
+            _OPENED = (target, tuple(pragmas.items()))
         self.db = database
         self._rng = random.Random()
         #: (wall time it ended, seconds) of the last wait for the write lock, see _note_wait.
@@ -332,6 +345,20 @@ class Store:
 
     # ----------------------------------------------------------------- lifecycle
 
+    def _readonly_uri(self) -> str:
+        """SQLite URI that reads the file without ever writing to it or its folder.
+
+        ``mode=ro`` still needs the WAL index (``-shm``); when it is missing and
+        cannot be created (read-only folder) and no ``-wal`` holds unmerged
+        commits, the file is read as ``immutable=1`` (no locks, no -shm).
+        """
+        path = Path(self.path).resolve()
+        quoted = urllib.parse.quote(str(path))
+        shm, wal = Path(f"{path}-shm"), Path(f"{path}-wal")
+        if not shm.exists() and not wal.exists() and not os.access(path.parent, os.W_OK):
+            return f"file:{quoted}?immutable=1"
+        return f"file:{quoted}?mode=ro"
+
     def _check_path(self, create: bool) -> None:
         path = Path(self.path)
         if not path.parent.is_dir():
@@ -346,6 +373,14 @@ class Store:
             return
         if path.is_dir():
             raise DatabaseError(f"{path} is a folder, not a database file; pass --db PATH/durable.db")
+        if self.readonly:
+            wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+            if wal.exists() and not shm.exists() and not os.access(path.parent, os.W_OK):
+                raise DatabaseError(
+                    f"cannot read {path}: its write-ahead log {wal.name} needs {shm.name}, which this "
+                    f"user cannot create in {path.parent}; run the command as a user who can write there"
+                )
+            return
         if create and not stat.S_IMODE(path.stat().st_mode) & 0o222:
             raise DatabaseError(
                 f"database {path} is read-only (mode {stat.S_IMODE(path.stat().st_mode):o}); "

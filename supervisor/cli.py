@@ -8,6 +8,16 @@ import sys
 
 import click
 
+from durable_workers.cli_options import (
+    CONTEXT,
+    OneLineCommand,
+    concurrency_option,
+    log_level_option,
+    shutdown_timeout_option,
+    ttl_option,
+    version_option,
+    workers_option,
+)
 from durable_workers.config import load_config
 from durable_workers.errors import DurableError, StoreUnavailable
 from durable_workers.registry import load_app
@@ -15,14 +25,15 @@ from durable_workers.registry import load_app
 from .supervisor import Supervisor, SupervisorOptions
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--workers", default=4, show_default=True, help="Worker processes to keep alive.")
-@click.option("--concurrency", default=1, show_default=True, help="Workflows each worker runs at once.")
+@click.command(cls=OneLineCommand, context_settings=CONTEXT)
+@workers_option(SupervisorOptions.workers)
+@concurrency_option(SupervisorOptions.concurrency)
 @click.option("--db", help="SQLite database file [env DURABLE_DB; default ./durable.db].")
 @click.option("--app", help="Module or .py file defining the workflows [env DURABLE_APP; default examples].")
-@click.option("--ttl", default=15.0, show_default=True, help="Lease lifetime in seconds.")
-@click.option("--shutdown-timeout", default=30.0, show_default=True, help="Seconds to drain before SIGKILL.")
-@click.option("--log-level", default="INFO", show_default=True)
+@ttl_option(SupervisorOptions.ttl)
+@shutdown_timeout_option(SupervisorOptions.shutdown_timeout)
+@log_level_option(SupervisorOptions.log_level)
+@version_option
 def main(
     workers: int,
     concurrency: int,

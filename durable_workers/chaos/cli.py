@@ -11,6 +11,19 @@ from typing import Any
 
 import click
 
+from ..cli_options import (
+    AT_LEAST_ONE,
+    AT_LEAST_ZERO,
+    CONTEXT,
+    POSITIVE_SECONDS,
+    SECONDS,
+    OneLineCommand,
+    concurrency_option,
+    log_level_option,
+    ttl_option,
+    version_option,
+    workers_option,
+)
 from ..client import Client
 from ..errors import DurableError
 from ..store import Store
@@ -27,16 +40,19 @@ def _parse_faults(ctx: click.Context | None, param: click.Parameter | None, text
     return kinds
 
 
-@click.command("chaos", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--workers", default=4, show_default=True, help="Worker processes of the supervisor.")
-@click.option("--workflows", default=100, show_default=True, help="Check workflows submitted.")
-@click.option("--fault-interval", default=0.5, show_default=True, help="Mean seconds between faults (±50 %).")
+@click.command("chaos", cls=OneLineCommand, context_settings=CONTEXT)
+@version_option
+@workers_option(ChaosOptions.workers, help="Worker processes of the supervisor.")
+@click.option("--workflows", type=AT_LEAST_ONE, default=ChaosOptions.workflows, show_default=True,
+              help="Check workflows submitted.")  # fmt: skip
+@click.option("--fault-interval", type=POSITIVE_SECONDS, default=ChaosOptions.fault_interval, show_default=True,
+              help="Mean seconds between faults (±50 %).")  # fmt: skip
 @click.option(
     "--faults", default=",".join(DEFAULT_FAULTS), show_default=True,
     help=f"Comma list of {','.join(FAULT_KINDS)} (or none).", callback=_parse_faults,
 )  # fmt: skip
-@click.option("--ttl", default=2.0, show_default=True, help="Lease TTL of the workers (SIGSTOP lasts ttl + 1.5 s).")
-@click.option("--timeout", "--duration", "timeout", default=300.0, show_default=True,
+@ttl_option(ChaosOptions.ttl, help="Lease TTL of the workers (SIGSTOP lasts ttl + 1.5 s).")
+@click.option("--timeout", "--duration", "timeout", type=POSITIVE_SECONDS, default=ChaosOptions.timeout, show_default=True,
               help="Give up after this many seconds; unfinished workflows count as stuck.")  # fmt: skip
 @click.option("--db", help="Database file to create (must not exist) [default: a fresh temp file].")
 @click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
@@ -44,23 +60,28 @@ def _parse_faults(ctx: click.Context | None, param: click.Parameter | None, text
 @click.option("--seed", type=int, help="Random seed of the fault schedule.")
 @click.option("--workflow", type=click.Choice(CHECK_NAMES), default="chaos_check", show_default=True,
               help="Check workflow: chaos_check (seq+fan-out+loop+conditional) or chaos_short.")  # fmt: skip
-@click.option("--fan", default=3, show_default=True, help="chaos_check: parallel branches.")
-@click.option("--loop", default=3, show_default=True, help="chaos_check: loop iterations.")
-@click.option("--work-ms", default=10.0, show_default=True, help="chaos_check: work per step in ms (±50 %).")
-@click.option("--lock-seconds", default=3.0, show_default=True, help="How long the lock fault holds the write lock.")
-@click.option("--lock-patience", default=ChaosOptions.lock_patience, show_default=True,
+@click.option("--fan", type=AT_LEAST_ONE, default=ChaosOptions.fan, show_default=True,
+              help="chaos_check: parallel branches.")  # fmt: skip
+@click.option("--loop", type=AT_LEAST_ZERO, default=ChaosOptions.loop, show_default=True,
+              help="chaos_check: loop iterations.")  # fmt: skip
+@click.option("--work-ms", type=SECONDS, default=ChaosOptions.work_ms, show_default=True,
+              help="chaos_check: work per step in ms (±50 %).")  # fmt: skip
+@click.option("--lock-seconds", type=POSITIVE_SECONDS, default=ChaosOptions.lock_seconds, show_default=True,
+              help="How long the lock fault holds the write lock.")  # fmt: skip
+@click.option("--lock-patience", type=POSITIVE_SECONDS, default=ChaosOptions.lock_patience, show_default=True,
               help="With the outage fault: the fleet's lock patience in s (DURABLE_LOCK_PATIENCE).")  # fmt: skip
-@click.option("--outage-seconds", default=ChaosOptions.outage_seconds, show_default=True,
+@click.option("--outage-seconds", type=POSITIVE_SECONDS, default=ChaosOptions.outage_seconds, show_default=True,
               help="How long the outage fault holds the write lock (more than --lock-patience).")  # fmt: skip
-@click.option("--diskfull-seconds", default=ChaosOptions.diskfull_seconds, show_default=True,
+@click.option("--diskfull-seconds", type=POSITIVE_SECONDS, default=ChaosOptions.diskfull_seconds, show_default=True,
               help="How long the diskfull fault keeps the database's disk full.")  # fmt: skip
-@click.option("--diskfull-mb", default=ChaosOptions.diskfull_mb, show_default=True,
+@click.option("--diskfull-mb", type=AT_LEAST_ONE, default=ChaosOptions.diskfull_mb, show_default=True,
               help="With diskfull: size of the tmpfs the database lives on (needs root).")  # fmt: skip
-@click.option("--foreign-share", default=ChaosOptions.foreign_share, show_default=True,
+@click.option("--foreign-share", type=click.FloatRange(0.0, 1.0), default=ChaosOptions.foreign_share, show_default=True,
               help="With foreign: share of check workflows whose hazard step raises once.")  # fmt: skip
-@click.option("--bad-inputs", default=1, show_default=True, help="Bad-input workflows of each kind mixed in.")
-@click.option("--concurrency", default=1, show_default=True, help="Workflows each worker runs at once.")
-@click.option("--log-level", default="WARNING", show_default=True, help="Log level of the fleet (log beside the db).")
+@click.option("--bad-inputs", type=AT_LEAST_ZERO, default=ChaosOptions.bad_inputs, show_default=True,
+              help="Bad-input workflows of each kind mixed in.")  # fmt: skip
+@concurrency_option(ChaosOptions.concurrency)
+@log_level_option(ChaosOptions.log_level, help="Log level of the fleet (log beside the db).")
 def chaos(json_out: str | None, faults: tuple[str, ...], **values: Any) -> None:
     """Run a self-checking fault-injection experiment on a fresh database.
 
@@ -98,7 +119,7 @@ helpers.add_command(chaos, "run")
 
 @helpers.command("lock")
 @click.option("--db", required=True)
-@click.option("--seconds", default=3.0, show_default=True)
+@click.option("--seconds", type=POSITIVE_SECONDS, default=3.0, show_default=True)
 def lock_command(db: str, seconds: float) -> None:
     """Hold the write lock of DB for SECONDS (prints ``locked T`` and ``released T``)."""
     store = Store(db, create=False)
@@ -111,10 +132,11 @@ def lock_command(db: str, seconds: float) -> None:
 @click.option("--db", required=True)
 @click.option("--name", default="chaos_short", show_default=True)
 @click.option("--prefix", default="sub-", show_default=True)
-@click.option("--total", default=1000, show_default=True, help="Ids PREFIX0..PREFIX(total-1) in all.")
-@click.option("--stride", default=4, show_default=True, help="Submitters in all.")
-@click.option("--offset", default=0, show_default=True, help="This submitter's index.")
-@click.option("--overlap", default=0, show_default=True, help="Also resubmit the next submitter's ids below this.")
+@click.option("--total", type=AT_LEAST_ZERO, default=1000, show_default=True, help="Ids PREFIX0..PREFIX(total-1) in all.")
+@click.option("--stride", type=AT_LEAST_ONE, default=4, show_default=True, help="Submitters in all.")
+@click.option("--offset", type=AT_LEAST_ZERO, default=0, show_default=True, help="This submitter's index.")
+@click.option("--overlap", type=AT_LEAST_ZERO, default=0, show_default=True,
+              help="Also resubmit the next submitter's ids below this.")  # fmt: skip
 @click.option("--seed", type=int, default=0)
 def submit_command(db: str, name: str, prefix: str, total: int, stride: int, offset: int, overlap: int, seed: int) -> None:
     """Submit this submitter's share of ids; print JSON ``{"created": [...], "existing": [...]}``."""

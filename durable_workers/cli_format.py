@@ -1,0 +1,117 @@
+"""What the ``durable`` commands print: tables, previews and JSON of records."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from .client import WorkerView
+from .config import PREVIEW_CHARS
+from .context import StepEvent, error_summary
+from .models import Status, StepStatus
+from .store import StepRecord, WorkflowRecord
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _preview(text: str | None, width: int = 48) -> str:
+    if text is None:
+        return ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _duration(row: StepRecord) -> str:
+    if row.started_at is None or row.finished_at is None:
+        return "-"
+    return f"{(row.finished_at - row.started_at) * 1000:.0f} ms"
+
+
+def _step_json(row: StepRecord) -> dict[str, Any]:
+    return {
+        "step_key": row.step_key,
+        "name": row.name,
+        "scope": row.scope,
+        "position": row.position,
+        "status": row.status,
+        "attempts": row.attempts,
+        "output": json.loads(row.output) if row.output is not None else None,
+        "error": error_summary(row.error) or None,
+        "started_at": row.started_at,
+        "finished_at": row.finished_at,
+        "worker_id": row.worker_id,
+    }
+
+
+def _workflow_json(record: WorkflowRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "status": record.status,
+        "input": record.input,
+        "result": record.result,
+        "error": record.error.splitlines()[0] if record.error else None,
+        "attempts": record.attempts,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+def _print_steps(rows: list[StepRecord]) -> None:
+    if not rows:
+        click.echo("(no steps recorded yet)")
+        return
+    width = max(len("KEY"), *(len(r.step_key) for r in rows))
+    click.echo(f"{'KEY':<{width}}  {'STATUS':<9}  {'ATTEMPTS':>8}  {'DURATION':>9}  OUTPUT")
+    for r in rows:
+        shown = r.output if r.status == StepStatus.COMPLETED.value else error_summary(r.error)
+        click.echo(
+            f"{r.step_key:<{width}}  {r.status:<9}  {r.attempts:>8}  {_duration(r):>9}  {_preview(shown)}"
+        )
+
+
+def _print_event(event: StepEvent) -> None:
+    if event.kind == "replayed":
+        click.echo(f"  replayed  {event.step_key}  (recorded result, not run again)")
+    elif event.kind == "completed":
+        click.echo(f"  ran       {event.step_key}  attempt {event.attempt}, {event.duration * 1000:.0f} ms")
+    elif event.kind == "retrying":
+        click.echo(f"  retrying  {event.step_key}  attempt {event.attempt} failed: {event.error}")
+    elif event.kind == "failed":
+        click.echo(f"  failed    {event.step_key}  {event.error}")
+    elif event.kind == "replayed-failure":
+        click.echo(f"  replayed  {event.step_key}  (recorded failure: {event.error})")
+
+
+def _print_end(record: WorkflowRecord) -> None:
+    if record.status == Status.COMPLETED.value:
+        click.echo(f"{record.id} COMPLETED: {json.dumps(record.result)}")
+    else:
+        summary = (record.error or "").splitlines()[0] if record.error else ""
+        click.echo(f"{record.id} {record.status}: {summary}")
+
+
+def _worker_json(view: WorkerView) -> dict[str, Any]:
+    w = view.worker
+    return {
+        "id": w.id,
+        "host": w.host,
+        "pid": w.pid,
+        "state": w.state,
+        "alive": view.alive,
+        "names": list(w.names),
+        "workflows": [lease.workflow_id for lease in view.leases],
+        "heartbeat_at": w.heartbeat_at,
+    }
+
+
+def print_value(label: str, value: Any, *, full: bool = False) -> None:
+    """Print ``label: JSON``; unless ``full``, at most ``PREVIEW_CHARS`` of it and its size."""
+    text = json.dumps(value)
+    if full or len(text) <= PREVIEW_CHARS:
+        click.echo(f"{label}: {text}")
+        return
+    click.echo(f"{label}: {text[:PREVIEW_CHARS]}… ({len(text):,} characters; --full shows all)")
