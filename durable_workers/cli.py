@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import click
 
+from .codec import CORRUPT_MARK
 from .cli_format import (
     _emit_json,
     _preview,
@@ -246,14 +247,19 @@ def _show_workflow(client: Client, workflow_id: str, as_json: bool, full: bool) 
         _emit_json(data)
         return
     click.echo(f"{record.id}  {record.name}  {record.status}  attempts={record.attempts}")
-    print_value("input", record.input, full=full)
+    if "input" in record.corrupt:
+        click.echo(f"input: {CORRUPT_MARK}")
+    else:
+        print_value("input", record.input, full=full)
+    if record.interruption and record.status != Status.COMPLETED.value:
+        click.echo(f"last interruption: {record.interruption}")
     if lease is not None and lease.worker_id:
         left = (lease.expires_at or 0) - time.time()
         click.echo(f"lease: worker {lease.worker_id} token {lease.token} (expires in {left:.1f}s)")
     if record.status == Status.PENDING.value and record.name in client.unserved_names():
         click.echo(f"waiting: no live worker registers {record.name!r}")
     if record.status == Status.COMPLETED.value:
-        print_value("result", record.result, full=full)
+        print_value("result", CORRUPT_MARK if "result" in record.corrupt else record.result, full=full)
     elif record.error:
         click.echo(f"error: {record.error}")
     _print_steps(rows)

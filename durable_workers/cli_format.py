@@ -9,7 +9,8 @@ import click
 
 from .client import WorkerView
 from .config import PREVIEW_CHARS
-from .context import StepEvent, error_summary
+from .codec import CORRUPT_MARK, decode_for_display, summarize_error as error_summary
+from .context import StepEvent
 from .models import Status, StepStatus
 from .store import StepRecord, WorkflowRecord
 
@@ -30,6 +31,14 @@ def _duration(row: StepRecord) -> str:
     return f"{(row.finished_at - row.started_at) * 1000:.0f} ms"
 
 
+def _decodes(row: StepRecord) -> list[tuple[str, bool]]:
+    """Which stored columns of a step row decode (output, and error when set)."""
+    checks = [("output", decode_for_display(row.output)[1])]
+    if row.error is not None:
+        checks.append(("error", decode_for_display(row.error)[1]))
+    return checks
+
+
 def _step_json(row: StepRecord) -> dict[str, Any]:
     return {
         "step_key": row.step_key,
@@ -38,7 +47,8 @@ def _step_json(row: StepRecord) -> dict[str, Any]:
         "position": row.position,
         "status": row.status,
         "attempts": row.attempts,
-        "output": json.loads(row.output) if row.output is not None else None,
+        "output": decode_for_display(row.output)[0],
+        "corrupt": [name for name, ok in _decodes(row) if not ok],
         "error": error_summary(row.error) or None,
         "started_at": row.started_at,
         "finished_at": row.finished_at,
@@ -51,8 +61,10 @@ def _workflow_json(record: WorkflowRecord) -> dict[str, Any]:
         "id": record.id,
         "name": record.name,
         "status": record.status,
-        "input": record.input,
-        "result": record.result,
+        "input": CORRUPT_MARK if "input" in record.corrupt else record.input,
+        "result": CORRUPT_MARK if "result" in record.corrupt else record.result,
+        "corrupt": list(record.corrupt),
+        "interruption": record.interruption,
         "error": record.error.splitlines()[0] if record.error else None,
         "attempts": record.attempts,
         "created_at": record.created_at,
@@ -68,6 +80,8 @@ def _print_steps(rows: list[StepRecord]) -> None:
     click.echo(f"{'KEY':<{width}}  {'STATUS':<9}  {'ATTEMPTS':>8}  {'DURATION':>9}  OUTPUT")
     for r in rows:
         shown = r.output if r.status == StepStatus.COMPLETED.value else error_summary(r.error)
+        if not all(ok for _, ok in _decodes(r)):
+            shown = f"{CORRUPT_MARK} {shown}"
         click.echo(
             f"{r.step_key:<{width}}  {r.status:<9}  {r.attempts:>8}  {_duration(r):>9}  {_preview(shown)}"
         )

@@ -41,6 +41,20 @@ def decode_json(text: str | None, *, workflow_id: str, column: str, step_key: st
         raise CorruptRecordError(workflow_id, column, step_key, str(exc)) from None
 
 
+#: How a stored value that does not decode is shown by read commands.
+CORRUPT_MARK = "<corrupt: does not decode>"
+
+
+def decode_for_display(text: str | None) -> tuple[Any, bool]:
+    """``(value, True)`` for stored JSON text, ``(CORRUPT_MARK, False)`` when it does not decode."""
+    if text is None:
+        return None, True
+    try:
+        return json.loads(text), True
+    except (TypeError, ValueError):
+        return CORRUPT_MARK, False
+
+
 def _json_or_none(value: Any) -> Any:
     try:
         return json.loads(json.dumps(value, allow_nan=False))

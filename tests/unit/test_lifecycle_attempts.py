@@ -7,6 +7,7 @@ checks the rows the store recorded.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -308,3 +309,26 @@ def test_an_unimportable_exception_replays_as_step_failed_error_with_its_attribu
     halt_file.unlink()
     record, _ = client.run_here("life_kw_error", "first", inputs)
     assert record.result == {"type": "StepFailedError", "code": 9}
+
+
+# --------------------------------------------------------------------------- item 6: read commands
+
+
+def test_read_commands_mark_corrupt_rows_instead_of_crashing(client, tmp_path, db_path) -> None:
+    from tests.conftest import run_cli
+
+    client.run_here("life_pair", "wf", {"calls": str(tmp_path / "calls")})
+    client.submit("life_pair", "bad", {"calls": str(tmp_path / "bad")})
+    raw(db_path, "UPDATE steps SET output = 'garbage{' WHERE step_key = 'a#1'")
+    raw(db_path, "UPDATE workflows SET result = 'nope[' WHERE id = 'wf'")
+    raw(db_path, "UPDATE workflows SET input = '{x' WHERE id = 'bad'")
+    for args in (["status"], ["status", "--json"], ["status", "wf"], ["status", "wf", "--json"],
+                 ["status", "bad"], ["steps", "wf"], ["steps", "wf", "--json"]):
+        shown = run_cli(*args, db=db_path)
+        assert shown.returncode == 0, (args, shown.stderr)
+        assert "Traceback" not in shown.stderr
+    detail = json.loads(run_cli("status", "wf", "--json", db=db_path).stdout)
+    assert detail["corrupt"] == ["result"] and detail["result"] == "<corrupt: does not decode>"
+    assert [s["corrupt"] for s in detail["steps"]] == [["output"], []]
+    assert "<corrupt: does not decode>" in run_cli("steps", "wf", db=db_path).stdout
+    assert "input: <corrupt: does not decode>" in run_cli("status", "bad", db=db_path).stdout
