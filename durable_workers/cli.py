@@ -16,6 +16,7 @@ from .client import Client, WorkerView, parse_input
 from .config import load_config
 from .context import StepEvent, error_summary
 from .errors import CorruptRecordError, DurableError, StoreUnavailable
+from .liveness import heartbeat_age, heartbeat_stale
 from .models import Status, StepStatus
 from .store import StepRecord, WorkflowRecord
 
@@ -302,6 +303,13 @@ def status(ctx: click.Context, workflow_id: str | None, as_json: bool, limit: in
         click.echo(f"{r.id:<24} {r.name:<16} {r.status:<10} attempts={r.attempts}{_preview(summary, 60)}")
 
 
+def _stale(view: WorkerView) -> bool:
+    """The worker looks alive but its heartbeat is overdue (frozen, or its store writes fail)."""
+    from .worker import WorkerOptions
+
+    return view.alive and heartbeat_stale(view.worker, default_ttl=WorkerOptions.ttl)
+
+
 def _worker_json(view: WorkerView) -> dict[str, Any]:
     w = view.worker
     return {
@@ -310,6 +318,7 @@ def _worker_json(view: WorkerView) -> dict[str, Any]:
         "pid": w.pid,
         "state": w.state,
         "alive": view.alive,
+        "stale": _stale(view),
         "names": list(w.names),
         "workflows": [lease.workflow_id for lease in view.leases],
         "heartbeat_at": w.heartbeat_at,
@@ -322,7 +331,7 @@ def _worker_json(view: WorkerView) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def workers(ctx: click.Context, include_stopped: bool, as_json: bool) -> None:
-    """The worker fleet: pid, state, current workflows, last heartbeat."""
+    """The worker fleet: pid, state, current workflows, last heartbeat (``STALE`` when overdue)."""
     views = _client(ctx, create=False).workers(include_stopped=include_stopped)
     if as_json:
         _emit_json([_worker_json(v) for v in views])
@@ -330,13 +339,12 @@ def workers(ctx: click.Context, include_stopped: bool, as_json: bool) -> None:
     if not views:
         click.echo("no live workers (start them with `durable-supervisor --workers 4`)")
         return
-    click.echo(f"{'PID':>7}  {'STATE':<9}  {'ALIVE':<5}  {'HEARTBEAT':>9}  WORKFLOWS")
-    now = time.time()
+    click.echo(f"{'PID':>7}  {'STATE':<9}  {'ALIVE':<5}  {'HEARTBEAT':>9}  {'':<5}  WORKFLOWS")
     for v in views:
         held = ",".join(lease.workflow_id for lease in v.leases) or "-"
         click.echo(
             f"{v.worker.pid:>7}  {v.worker.state:<9}  {'yes' if v.alive else 'no':<5}  "
-            f"{now - v.worker.heartbeat_at:>7.1f}s  {held}"
+            f"{heartbeat_age(v.worker):>7.1f}s  {'STALE' if _stale(v) else '':<5}  {held}"
         )
 
 
