@@ -1219,9 +1219,11 @@ class Store:
         attempt (same worker, same token or no token recorded) gets
         ``interruptions += 1`` and no deadline, so its next start does not count
         this one against ``max_attempts``; the workflow's claim is uncounted
-        (``attempts - 1``, as :meth:`release` does) and it is PENDING again; the
-        lease is released with a new token, which fences the workers out.
-        Returns the workflow ids. Raises ``StoreUnavailable`` like any write.
+        (``attempts - 1``, as :meth:`release` does; the next claim counts it
+        again); the lease expires at once (``expires_at = 0``), so any worker
+        can claim the workflow, and its next claim's new token fences the
+        killed workers out. Returns the workflow ids. Raises
+        ``StoreUnavailable`` like any write.
         """
         now = time.time() if now is None else now
         ids = list(worker_ids)
@@ -1237,10 +1239,12 @@ class Store:
                     & (Step.worker_id == worker_id)
                     & (Step.token.is_null() | (Step.token == token))
                 ).execute()
-                Workflow.update(
-                    status=Status.PENDING.value, attempts=fn.MAX(Workflow.attempts - 1, 0), updated_at=now
-                ).where((Workflow.id == workflow_id) & (Workflow.status == Status.RUNNING.value)).execute()
-                self._release_lease(workflow_id, bump=True)
+                Workflow.update(attempts=fn.MAX(Workflow.attempts - 1, 0), updated_at=now).where(
+                    (Workflow.id == workflow_id) & (Workflow.status == Status.RUNNING.value)
+                ).execute()
+                Lease.update(expires_at=0).where(
+                    (Lease.workflow_id == workflow_id) & (Lease.worker_id == worker_id)
+                ).execute()
             return [workflow_id for workflow_id, _, _ in held]
 
         return self.write(body)

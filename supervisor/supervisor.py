@@ -182,10 +182,10 @@ class Supervisor:
             if slot.backoff:
                 log.info("respawning slot=%s in %.1fs (crash loop backoff)", slot.index, slot.backoff)
 
-    def _kill(self, slot: Slot, reason: str) -> None:
+    def _kill(self, slot: Slot, reason: str, *, logged: str | None = None) -> None:
         """SIGKILL a slot's process group; the reap that follows logs ``reason``."""
         slot.killed_for = f"killed: {reason}"
-        log.warning("killing worker pid=%s: %s", slot.process.pid if slot.process else "?", reason)
+        log.warning("killing worker pid=%s: %s", slot.process.pid if slot.process else "?", logged or reason)
         self._signal_group(slot, signal.SIGKILL)
 
     def _kill_overdue(self, now: float, mono: float) -> None:
@@ -198,7 +198,11 @@ class Supervisor:
             # Kill first, then write the note: a worker frozen inside a write transaction holds
             # the database's write lock until it dies, so noting first waited on the very
             # process about to be killed, until StoreUnavailable ended the supervisor.
-            self._kill(slot, f"step {row.step_key} of {row.workflow_id} ran past its timeout")
+            self._kill(
+                slot,
+                f"step {row.step_key} of {row.workflow_id} ran past its timeout",
+                logged=f"step {row.step_key} of workflow {row.workflow_id} ran past its timeout",
+            )
             self.store.note_step_timeout(
                 row.workflow_id, row.step_key, worker_id=row.worker_id, token=row.token, overrun=ran, now=now
             )

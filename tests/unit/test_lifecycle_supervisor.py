@@ -87,7 +87,7 @@ def test_interrupted_starts_do_not_count_toward_max_attempts_nor_claims(store: S
         claim_and_start(store, "wf", f"w{deploy}", now=1000.0 + deploy)
         assert store.interrupt_workers([f"w{deploy}"], now=1000.5 + deploy) == ["wf"]
         record = store.get_workflow("wf")
-        assert (record.status, record.attempts) == (Status.PENDING.value, 0)
+        assert (record.status, record.attempts, store.get_lease("wf").expires_at) == (Status.RUNNING.value, 0, 0)
     claim_and_start(store, "wf", "w3", now=1010.0)  # would raise WorkflowAborted if they counted
     (step,) = store.load_steps("wf")
     assert (step.attempts, step.interruptions) == (4, 3)
