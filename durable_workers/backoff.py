@@ -14,17 +14,24 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 
 #: First pause after a failure, in seconds (doubles per consecutive failure).
 BACKOFF_BASE = 0.05
 #: Longest pause between two tries, in seconds.
 BACKOFF_CAP = 5.0
 
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
 
 def error_key(exc: BaseException) -> str:
-    """``Type: first line of the message``: two errors with the same key count as one."""
+    """``Type: first line of the message``, numbers masked: two errors with the same key count as one.
+
+    Numbers are masked so that "locked for 130 s" and "locked for 131 s" are
+    one distinct error, not two.
+    """
     text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}"
+    return f"{type(exc).__name__}: {_NUMBER.sub('#', text)}"
 
 
 class ErrorBackoff:

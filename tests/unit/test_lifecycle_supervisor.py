@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -164,8 +165,6 @@ def test_a_wall_clock_jump_does_not_make_the_supervisor_kill_a_step_within_its_t
     supervisor.store.submit("wf-long", "timeout_sleeper", json.dumps(values))
     wait_for(lambda: running_step(db_path, "wf-long", "nap#1"), 60, "the 60 s-timeout step to run")
 
-    import time
-
     supervisor.loop_once(now=time.time() + 120)  # the wall clock jumps two minutes ahead
     supervisor.loop_once(now=time.time() + 120)
     (slot,) = supervisor.slots
@@ -203,3 +202,29 @@ def test_the_supervisor_loop_survives_store_errors_and_keeps_its_workers(
     supervisor.request_stop()
     runner.join(90)
     assert not runner.is_alive()
+
+
+# --------------------------------------------------------------------------- the shared helper
+
+
+def test_error_backoff_logs_each_distinct_error_once_and_bounds_its_pauses(caplog: pytest.LogCaptureFixture) -> None:
+    import random
+
+    from durable_workers.backoff import ErrorBackoff
+
+    caplog.set_level(logging.DEBUG, logger="test.backoff")
+    errors = ErrorBackoff(logging.getLogger("test.backoff"), "poll", base=0.1, cap=1.0, rng=random.Random(1))
+    pauses = [errors.failed(OSError(f"disk full after {n} bytes")) for n in range(20)]
+    pauses.append(errors.failed(ValueError("other")))
+    errors.succeeded()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "poll failed: OSError: disk full after # bytes (backing off; repeats are counted)",
+        "poll failed: OSError: disk full after # bytes (repeated 19 more times)",
+        "poll failed: ValueError: other (backing off; repeats are counted)",
+        "poll recovered after 21 failed tries",
+    ]
+    assert sum(1 for r in caplog.records if r.exc_info) == 2
+    assert all(0.05 <= p <= 1.0 for p in pauses)
+    assert max(pauses) > 0.5 >= pauses[0]
+    assert errors.failures == 0
