@@ -331,7 +331,7 @@ def _worker_json(view: WorkerView) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def workers(ctx: click.Context, include_stopped: bool, as_json: bool) -> None:
-    """The worker fleet: pid, state, current workflows, last heartbeat (``STALE`` when overdue)."""
+    """The worker fleet: pid, state, current workflows, last heartbeat (STALE when overdue)."""
     views = _client(ctx, create=False).workers(include_stopped=include_stopped)
     if as_json:
         _emit_json([_worker_json(v) for v in views])

@@ -228,3 +228,30 @@ def test_error_backoff_logs_each_distinct_error_once_and_bounds_its_pauses(caplo
     assert all(0.05 <= p <= 1.0 for p in pauses)
     assert max(pauses) > 0.5 >= pauses[0]
     assert errors.failures == 0
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_a_cancelled_timed_step_does_not_get_the_worker_killed_while_it_runs_another_workflow(
+    supervisor_factory, db_path: Path, tmp_path: Path
+) -> None:
+    """The reported case: cancel during a step with a timeout, the worker moves on, the deadline passes."""
+    supervisor = supervisor_factory(workers=1, ttl=5, reap_interval=0.0, timeout_grace=0.0)
+    supervisor.loop_once()
+    wait_for(lambda: registered_workers(db_path, supervisor), 60, "the worker to register")
+    ledger, release = tmp_path / "ledger.txt", tmp_path / "release"
+    values = {"ledger": str(ledger), "timeout_s": 30, "retries": 0, "sleep_s": 1}
+    supervisor.store.submit("wf-cancelled", "timeout_sleeper", json.dumps(values))
+    nap = wait_for(lambda: running_step(db_path, "wf-cancelled", "nap#1"), 60, "the timed step to run")
+    supervisor.store.cancel("wf-cancelled")
+    supervisor.store.submit("wf-other", "fleet_hold", json.dumps({"ledger": str(ledger), "release": str(release)}))
+    try:
+        wait_for(lambda: running_step(db_path, "wf-other", "hold#1"), 60, "the worker to run another workflow")
+        supervisor.loop_once(now=nap["deadline"] + 1)  # the cancelled step's deadline has passed
+        supervisor.loop_once(now=nap["deadline"] + 1)
+        (slot,) = supervisor.slots
+        assert slot.killed_for is None and slot.alive()
+        assert running_step(db_path, "wf-cancelled", "nap#1")["error"] is None
+    finally:
+        release.touch()
+    wait_for(lambda: workflow_row(db_path, "wf-other")["status"] == "COMPLETED", 60, "the other workflow to finish")
