@@ -24,6 +24,7 @@ from .cli_format import (
     _print_event,
     _print_steps,
     _step_json,
+    _stale,
     _worker_json,
     _workflow_json,
     print_value,
@@ -44,6 +45,7 @@ from .client import Client, parse_input
 from .config import DEFAULT_STATUS_LIMIT, load_config
 from .context import error_summary
 from .errors import CorruptRecordError, DurableError, StoreUnavailable
+from .liveness import heartbeat_age
 from .models import Status, StepStatus
 from .store import StepRecord, WorkflowRecord
 from .worker import WorkerOptions
@@ -298,7 +300,7 @@ def status(ctx: click.Context, workflow_id: str | None, as_json: bool, limit: in
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def workers(ctx: click.Context, include_stopped: bool, as_json: bool) -> None:
-    """The worker fleet: pid, state, current workflows, last heartbeat."""
+    """The worker fleet: pid, state, current workflows, last heartbeat (STALE when overdue)."""
     views = _client(ctx, create=False).workers(include_stopped=include_stopped)
     if as_json:
         _emit_json([_worker_json(v) for v in views])
@@ -306,13 +308,12 @@ def workers(ctx: click.Context, include_stopped: bool, as_json: bool) -> None:
     if not views:
         click.echo("no live workers (start them with `durable-supervisor --workers 4`)")
         return
-    click.echo(f"{'PID':>7}  {'STATE':<9}  {'ALIVE':<5}  {'HEARTBEAT':>9}  WORKFLOWS")
-    now = time.time()
+    click.echo(f"{'PID':>7}  {'STATE':<9}  {'ALIVE':<5}  {'HEARTBEAT':>9}  {'':<5}  WORKFLOWS")
     for v in views:
         held = ",".join(lease.workflow_id for lease in v.leases) or "-"
         click.echo(
             f"{v.worker.pid:>7}  {v.worker.state:<9}  {'yes' if v.alive else 'no':<5}  "
-            f"{now - v.worker.heartbeat_at:>7.1f}s  {held}"
+            f"{heartbeat_age(v.worker):>7.1f}s  {'STALE' if _stale(v) else '':<5}  {held}"
         )
 
 

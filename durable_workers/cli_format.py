@@ -11,6 +11,7 @@ from .client import WorkerView
 from .config import PREVIEW_CHARS
 from .codec import CORRUPT_MARK, decode_for_display, summarize_error as error_summary
 from .context import StepEvent
+from .liveness import heartbeat_stale
 from .models import Status, StepStatus
 from .store import StepRecord, WorkflowRecord
 
@@ -108,6 +109,13 @@ def _print_end(record: WorkflowRecord) -> None:
         click.echo(f"{record.id} {record.status}: {summary}")
 
 
+def _stale(view: WorkerView) -> bool:
+    """The worker looks alive but its heartbeat is overdue (frozen, or its store writes fail)."""
+    from .worker import WorkerOptions
+
+    return view.alive and heartbeat_stale(view.worker, default_ttl=WorkerOptions.ttl)
+
+
 def _worker_json(view: WorkerView) -> dict[str, Any]:
     w = view.worker
     return {
@@ -116,6 +124,7 @@ def _worker_json(view: WorkerView) -> dict[str, Any]:
         "pid": w.pid,
         "state": w.state,
         "alive": view.alive,
+        "stale": _stale(view),
         "names": list(w.names),
         "workflows": [lease.workflow_id for lease in view.leases],
         "heartbeat_at": w.heartbeat_at,

@@ -22,6 +22,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Two create times closer than this are the same process.
 CREATE_TIME_TOLERANCE = 0.05
+#: A heartbeat older than this many TTLs is stale (`durable workers` marks it); a heartbeat is due every ttl / 3.
+STALE_HEARTBEAT_TTLS = 1.0
+#: A worker whose heartbeat is older than this many TTLs (plus any stall grace) is frozen: its supervisor kills it.
+FROZEN_HEARTBEAT_TTLS = 2.0
 
 
 def hostname() -> str:
@@ -80,6 +84,30 @@ def worker_alive(worker: "WorkerRecord", *, stale_after: float, now: float | Non
         return process_alive(worker.pid, worker.proc_started_at)
     now = time.time() if now is None else now
     return worker.heartbeat_at >= now - stale_after
+
+
+def heartbeat_age(worker: "WorkerRecord", *, now: float | None = None) -> float:
+    """Seconds since the worker's last heartbeat.
+
+    For a row of this host identity, from its ``heartbeat_mono`` and this
+    host's monotonic clock (immune to wall-clock jumps); otherwise, or for a
+    row written before ``heartbeat_mono`` existed, from ``heartbeat_at`` and
+    the wall clock ``now``.
+    """
+    if worker.heartbeat_mono is not None and on_this_host(worker):
+        return max(time.monotonic() - worker.heartbeat_mono, 0.0)
+    return max((time.time() if now is None else now) - worker.heartbeat_at, 0.0)
+
+
+def heartbeat_stale(worker: "WorkerRecord", *, default_ttl: float, now: float | None = None) -> bool:
+    """True when a running or draining worker's heartbeat is more than ``STALE_HEARTBEAT_TTLS`` TTLs old.
+
+    Uses the row's own ``ttl``, or ``default_ttl`` for rows that stored none.
+    """
+    if worker.state not in ("running", "draining"):
+        return False
+    ttl = worker.ttl or default_ttl
+    return heartbeat_age(worker, now=now) > STALE_HEARTBEAT_TTLS * ttl
 
 
 def reap_dead_workers(

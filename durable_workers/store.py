@@ -624,6 +624,7 @@ class Store:
                 Workflow.id == workflow_id
             ).execute()
             self._release_lease(workflow_id, bump=True)
+            self._clear_step_deadlines(workflow_id)
             return WorkflowRecord.from_row(Workflow.get_by_id(workflow_id))
 
         return self.write(body)
@@ -744,6 +745,7 @@ class Store:
                 status=Status.FAILED.value, error=message, updated_at=now, attempts=values["attempts"] - 1
             ).where(Workflow.id == workflow_id).execute()
             self._release_lease(workflow_id, bump=True)
+            self._clear_step_deadlines(workflow_id)
             return None
         expires = held_from + ttl
         mono = time.monotonic()
@@ -1151,33 +1153,57 @@ class Store:
             raise LeaseLost(f"workflow {workflow_id}: the lease is no longer held")
 
     def note_step_timeout(
-        self, workflow_id: str, step_key: str, *, worker_id: str | None, now: float | None = None
-    ) -> None:
+        self,
+        workflow_id: str,
+        step_key: str,
+        *,
+        worker_id: str | None,
+        token: int | None = None,
+        overrun: float | None = None,
+        now: float | None = None,
+    ) -> bool:
         """Record on a RUNNING step that its worker was killed for overrunning its timeout.
 
         Written by the supervisor (not fenced): the step stays RUNNING and its
-        next start counts the killed attempt. Nothing is written when the row
-        now belongs to another worker (a later attempt already started it).
+        next start counts the killed attempt. ``overrun`` is the seconds the
+        supervisor saw it run (its own monotonic clock); without it, the wall
+        clock since ``started_at``. Nothing is written, and ``False`` returned,
+        unless the row is still RUNNING under ``worker_id`` and that worker
+        still holds the workflow's lease (with ``token``, when given and the
+        row records one): a later attempt or a cancel leaves it alone.
         """
         now = time.time() if now is None else now
 
-        def body() -> None:
+        def body() -> bool:
             row = Step.get_or_none((Step.workflow_id == workflow_id) & (Step.step_key == step_key))
             if row is None or row.status != StepStatus.RUNNING.value or row.worker_id != worker_id:
-                return
-            overrun = now - (row.started_at or now)
+                return False
+            lease = Lease.get_or_none(Lease.workflow_id == workflow_id)
+            if lease is None or lease.worker_id != worker_id:
+                return False
+            if token is not None and row.token is not None and row.token != token:
+                return False
+            ran = overrun if overrun is not None else now - (row.started_at or now)
             error = json.dumps(
                 {
                     "type": "durable_workers.errors.StepTimeoutError",
-                    "message": f"step {step_key} ran {overrun:.1f}s, past its timeout; its worker was killed",
+                    "message": f"step {step_key} ran {ran:.1f}s, past its timeout; its worker was killed",
                     "args": None,
                 }
             )
             Step.update(error=error, deadline=None).where(
                 (Step.workflow_id == workflow_id) & (Step.step_key == step_key)
             ).execute()
+            return True
 
-        self.write(body)
+        return self.write(body)
+
+    def _clear_step_deadlines(self, workflow_id: str, worker_id: str | None = None) -> None:
+        """Inside a write: no RUNNING step of the workflow (of ``worker_id``'s attempts) has a deadline now."""
+        condition = (Step.workflow_id == workflow_id) & (Step.status == StepStatus.RUNNING.value)
+        if worker_id is not None:
+            condition &= Step.worker_id == worker_id
+        Step.update(deadline=None).where(condition & Step.deadline.is_null(False)).execute()
 
     def _finish(
         self, workflow_id: str, status: Status, result_json: str | None, error: str | None, now: float
@@ -1313,7 +1339,8 @@ class Store:
     def expire_worker(self, worker_id: str, *, state: str = "dead") -> list[str]:
         """Mark a worker gone and make its leases immediately reclaimable.
 
-        Returns the ids of the workflows whose lease was expired.
+        The deadlines of the RUNNING steps it held are cleared (their attempts
+        are over). Returns the ids of the workflows whose lease was expired.
         """
 
         def body() -> list[str]:
@@ -1324,6 +1351,8 @@ class Store:
             ]
             if held:
                 Lease.update(expires_at=0).where(Lease.worker_id == worker_id).execute()
+                for workflow_id in held:  # its attempts are over: no deadline of theirs can be enforced
+                    self._clear_step_deadlines(workflow_id, worker_id)
             return held
 
         return self.write(body)
@@ -1359,17 +1388,88 @@ class Store:
 
         return self.read(body)
 
-    def overdue_steps(self, *, now: float | None = None) -> list[StepRecord]:
-        """RUNNING steps past their deadline."""
-        now = time.time() if now is None else now
+    def timed_steps(self, *, overdue_at: float | None = None) -> list[StepRecord]:
+        """RUNNING steps with a deadline whose attempt still holds the workflow's lease.
+
+        Held means the lease's ``worker_id`` is the step row's, and its token is
+        the row's (a row that records no token matches on ``worker_id`` only).
+        With ``overdue_at``, only the steps whose deadline is before it.
+        """
 
         def body() -> list[StepRecord]:
-            query = Step.select().where(
-                (Step.status == StepStatus.RUNNING.value) & (Step.deadline < now)
+            condition = (
+                (Step.status == StepStatus.RUNNING.value)
+                & Step.deadline.is_null(False)
+                & (Lease.worker_id == Step.worker_id)
+                & (Step.token.is_null() | (Step.token == Lease.token))
             )
+            if overdue_at is not None:
+                condition &= Step.deadline < overdue_at
+            query = Step.select(Step).join(Lease, on=(Lease.workflow_id == Step.workflow_id)).where(condition)
             return [StepRecord.from_row(row) for row in query]
 
         return self.read(body)
+
+    def overdue_steps(self, *, now: float | None = None) -> list[StepRecord]:
+        """RUNNING steps past their deadline (wall clock) whose attempt still holds the lease."""
+        return self.timed_steps(overdue_at=time.time() if now is None else now)
+
+    def interrupt_workers(self, worker_ids: Sequence[str], *, now: float | None = None) -> list[str]:
+        """Record a forced stop of these workers, just before they are SIGKILLed.
+
+        In one transaction, for every lease they hold: the RUNNING step of that
+        attempt (same worker, same token or no token recorded) gets
+        ``interruptions += 1`` and no deadline, so its next start does not count
+        this one against ``max_attempts``; the workflow's claim is uncounted
+        (``attempts - 1``, as :meth:`release` does; the next claim counts it
+        again); the lease expires at once (``expires_at = 0``), so any worker
+        can claim the workflow, and its next claim's new token fences the
+        killed workers out. Returns the workflow ids. Raises
+        ``StoreUnavailable`` like any write.
+        """
+        now = time.time() if now is None else now
+        ids = list(worker_ids)
+        if not ids:
+            return []
+
+        def body() -> list[str]:
+            held = list(Lease.select(Lease.workflow_id, Lease.worker_id, Lease.token).where(Lease.worker_id.in_(ids)).tuples())
+            for workflow_id, worker_id, token in held:
+                Step.update(interruptions=Step.interruptions + 1, deadline=None).where(
+                    (Step.workflow_id == workflow_id)
+                    & (Step.status == StepStatus.RUNNING.value)
+                    & (Step.worker_id == worker_id)
+                    & (Step.token.is_null() | (Step.token == token))
+                ).execute()
+                Workflow.update(attempts=fn.MAX(Workflow.attempts - 1, 0), updated_at=now).where(
+                    (Workflow.id == workflow_id) & (Workflow.status == Status.RUNNING.value)
+                ).execute()
+                Lease.update(expires_at=0).where(
+                    (Lease.workflow_id == workflow_id) & (Lease.worker_id == worker_id)
+                ).execute()
+            return [workflow_id for workflow_id, _, _ in held]
+
+        return self.write(body)
+
+    def prune_workers(self, *, older_than: float, now: float | None = None) -> int:
+        """Delete ``dead`` and ``stopped`` worker rows whose last heartbeat is older than ``older_than`` s.
+
+        Live-looking rows (running, draining) are kept whatever their age: the
+        reaper decides about those. Returns the number of rows deleted.
+        """
+        cutoff = (time.time() if now is None else now) - older_than
+        return self.write(
+            lambda: Worker.delete()
+            .where(Worker.state.in_(["dead", "stopped"]) & (Worker.heartbeat_at < cutoff))
+            .execute()
+        )
+
+    def stall_grace(self, ttl: float, *, now: float | None = None) -> float:
+        """Seconds this process saw the database's write lock stall recently (see ``_stall_grace``).
+
+        A heartbeat may be that much late without its worker being frozen.
+        """
+        return self._stall_grace(time.time() if now is None else now, ttl)
 
     # ----------------------------------------------------------------- chaos experiment
     # Used only by ``durable chaos`` (durable_workers/chaos/, checkflows.py) and its

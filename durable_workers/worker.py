@@ -8,7 +8,11 @@ row and all its leases from a heartbeat thread every ``ttl / 3`` seconds.
 
 Stopping: SIGTERM (or the supervisor's death) stops claiming; running
 workflows finish their current step and are released back to PENDING; the
-worker row is marked ``stopped``. SIGINT is ignored: the supervisor decides.
+worker row is marked ``stopped``. Under a supervisor SIGINT is ignored (the
+supervisor decides); a worker started by hand drains on Ctrl+C and exits at
+once on a second one. Signal handlers only write to a self-pipe
+(:mod:`durable_workers.signals`). Claim errors are logged once per distinct
+error and backed off (:mod:`durable_workers.backoff`).
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .backoff import ErrorBackoff
 from .context import AttemptControl, Listener, StepEvent
 from .engine import Outcome, run_claim
 from .errors import StoreUnavailable
 from .heartbeat import Heartbeat, LiveAttempts
 from .registry import Registry
+from .signals import SignalDispatcher
 from .liveness import hostname, reap_dead_workers
 from .store import Claim, Store
 
@@ -127,6 +133,7 @@ class WorkerProcess:
         self._heartbeat: Heartbeat | None = None
         self._wake = threading.Event()  # set when an attempt ends: a slot is free
         self.outcomes: deque[Outcome] = deque(maxlen=256)  # most recent attempts, for tests and logs
+        self._claim_errors = ErrorBackoff(log, f"claim worker_id={self.worker_id}")
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -260,9 +267,12 @@ class WorkerProcess:
                 if self.free_slots() > 0:
                     try:
                         claimed = self.loop_once()
-                    except (Exception, StoreUnavailable):
-                        log.exception("claim failed worker_id=%s", self.worker_id)
-                        claimed = False
+                    except (Exception, StoreUnavailable) as exc:
+                        # One log line per distinct error, then a jittered, bounded pause
+                        # (a full disk once gave a traceback per poll: 3.6 MB in 7 s).
+                        self.stop_claiming.wait(self._claim_errors.failed(exc))
+                        continue
+                    self._claim_errors.succeeded()
                     last_poll = time.monotonic()
                     if claimed:
                         idle = self.options.poll_min
@@ -305,22 +315,42 @@ def _ask_for_sigterm_on_parent_death() -> None:
         pass
 
 
-def install_signal_handlers(worker: WorkerProcess) -> None:
-    """SIGTERM: graceful stop (a second one is the supervisor's SIGKILL). SIGINT: ignored.
+def install_signal_handlers(worker: WorkerProcess) -> SignalDispatcher:
+    """Route SIGTERM and SIGINT to graceful (then forced) stops; returns the dispatcher.
 
-    A worker with a supervisor also gets SIGTERM when the supervisor dies.
+    The handlers only write to a self-pipe (:mod:`durable_workers.signals`);
+    the stop runs on the dispatcher thread. SIGTERM: graceful stop (a
+    supervisor's second step is SIGKILL). SIGINT: ignored under a supervisor
+    (it decides); a worker started by hand stops gracefully on the first
+    Ctrl+C and exits at once on the second. A worker with a supervisor also
+    gets SIGTERM when the supervisor dies.
     """
-
-    def on_term(signum: int, frame: object) -> None:
-        worker.request_stop()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    dispatcher = SignalDispatcher("worker-signals")
+    dispatcher.on(signal.SIGTERM, lambda count: worker.request_stop())
     supervisor_pid = worker.options.supervisor_pid
-    if supervisor_pid is not None:
+    if supervisor_pid is None:
+        dispatcher.on(signal.SIGINT, lambda count: _on_interrupt(worker, count))
+    else:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         _ask_for_sigterm_on_parent_death()
         if os.getppid() != supervisor_pid:  # it died before the request took effect
             worker.request_stop()
+    return dispatcher
+
+
+#: Exit status of a worker forced to stop by a second Ctrl+C (128 + SIGINT, as shells report it).
+FORCED_EXIT = 128 + signal.SIGINT
+
+
+def _on_interrupt(worker: WorkerProcess, count: int) -> None:
+    """Ctrl+C of a worker started by hand: drain on the first, exit now on the second."""
+    if count == 1:
+        log.warning("interrupted: finishing the current steps (Ctrl+C again to stop at once)")
+        worker.request_stop()
+        return
+    log.warning("interrupted twice: exiting now; leases expire or are reaped")
+    logging.shutdown()
+    os._exit(FORCED_EXIT)
 
 
 def run_here(

@@ -2,15 +2,23 @@
 
 Each worker is a child process ``python -m durable_workers worker`` in its own
 process group. When a child dies (any cause, ``kill -9`` included) the
-supervisor expires its leases at once, so its workflows resume on another
+supervisor kills what is left of its process group (subprocesses its steps
+started), expires its leases at once, so its workflows resume on another
 worker within one poll, and respawns it with exponential backoff when it keeps
 crashing. It also reaps dead workers of other processes on this host
-(killed ``durable run``s, an earlier supervisor's fleet) and kills a worker
-whose step ran past its timeout.
+(killed ``durable run``s, an earlier supervisor's fleet), kills a worker whose
+step ran past its timeout or whose heartbeat stopped (a frozen process), and
+prunes old rows of dead and stopped workers.
+
+Local durations (step timeouts, heartbeat ages, respawn backoff, the shutdown
+deadline) are measured on the monotonic clock. A store error in one turn of
+the loop is logged once per distinct error and backed off; the workers keep
+running.
 
 First SIGTERM/SIGINT: workers are told to drain (finish the current step,
-release, exit). A second signal, or ``shutdown_timeout``: SIGKILL every
-worker's process group.
+release, exit). A second signal, or ``shutdown_timeout``: the running steps
+are recorded as interrupted (not counted against ``max_attempts``) and every
+worker's process group is SIGKILLed.
 """
 
 from __future__ import annotations
@@ -23,14 +31,27 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from durable_workers.backoff import ErrorBackoff
 from durable_workers.config import Config
-from durable_workers.liveness import reap_dead_workers
-from durable_workers.liveness import hostname
+from durable_workers.errors import StoreUnavailable
+from durable_workers.liveness import (
+    FROZEN_HEARTBEAT_TTLS,
+    heartbeat_age,
+    hostname,
+    on_this_host,
+    reap_dead_workers,
+)
+from durable_workers.signals import SignalDispatcher
 from durable_workers.store import Store
 
+from .fleet import Slot, StepWatch, describe_exit, kill_group, kill_group_if_exited
+
 log = logging.getLogger("durable_workers.supervisor")
+
+#: Seconds between two turns of the loop when nothing wakes it earlier.
+LOOP_INTERVAL = 0.2
 
 
 @dataclass(frozen=True)
@@ -40,7 +61,11 @@ class SupervisorOptions:
     ``workers``: processes kept alive. ``concurrency``: workflows per worker.
     ``ttl``: lease lifetime. ``shutdown_timeout``: seconds a graceful stop may
     take before SIGKILL. ``timeout_grace``: extra seconds a step may overrun
-    its ``timeout`` before its worker is killed.
+    its ``timeout`` before its worker is killed. ``frozen_after_ttls``: a
+    worker whose heartbeat is older than that many of its TTLs (plus any
+    recent database stall) is killed and replaced. ``worker_retention``:
+    seconds a dead or stopped worker row is kept; ``prune_interval``: seconds
+    between two prunes.
     """
 
     workers: int = 4
@@ -52,31 +77,10 @@ class SupervisorOptions:
     stable_after: float = 10.0
     reap_interval: float = 1.0
     timeout_grace: float = 2.0
+    frozen_after_ttls: float = FROZEN_HEARTBEAT_TTLS
+    worker_retention: float = 3600.0
+    prune_interval: float = 60.0
     log_level: str = "INFO"
-
-
-@dataclass
-class Slot:
-    """One place in the fleet and the process currently filling it."""
-
-    index: int
-    process: subprocess.Popen[bytes] | None = None
-    worker_id: str | None = None
-    started: float = 0.0
-    backoff: float = 0.0
-    respawn_at: float = 0.0
-    deaths: int = 0
-    killed_for: str | None = field(default=None)
-
-
-def describe_exit(code: int) -> str:
-    """``exit code 3`` or ``signal 9 (SIGKILL)``."""
-    if code < 0:
-        try:
-            return f"signal {-code} ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
 
 
 class Supervisor:
@@ -89,9 +93,14 @@ class Supervisor:
         self.slots = [Slot(i) for i in range(self.options.workers)]
         self.wake = threading.Event()
         self.stop_requests = 0
-        self._stop_deadline: float | None = None
+        self.signals: SignalDispatcher | None = None
+        self._stop_deadline: float | None = None  # monotonic
         self._terms_sent = False
-        self._last_reap = 0.0
+        self._forced = False
+        self._last_reap: float | None = None  # monotonic
+        self._last_prune: float | None = None  # monotonic
+        self._steps = StepWatch()
+        self._errors = ErrorBackoff(log, "supervisor loop")
 
     # ----------------------------------------------------------------- processes
 
@@ -117,132 +126,208 @@ class Supervisor:
             self.options.log_level,
         ]
 
-    def spawn(self, slot: Slot, now: float) -> None:
-        """Start a worker process in ``slot`` (its own process group)."""
+    def spawn(self, slot: Slot, mono: float) -> None:
+        """Start a worker process in ``slot`` (its own session and process group)."""
         worker_id = f"{hostname()}:w{slot.index}:{uuid.uuid4().hex[:6]}"
         env = dict(os.environ, DURABLE_SYNCHRONOUS=self.config.synchronous)
         # Its own session and process group: a terminal's Ctrl+C reaches only the
         # supervisor (which decides), and a forced stop can SIGKILL the whole group.
         slot.process = subprocess.Popen(self._command(worker_id), env=env, start_new_session=True)
         slot.worker_id = worker_id
-        slot.started = now
+        slot.started = mono
         slot.killed_for = None
         log.info("spawned worker pid=%s slot=%s worker_id=%s", slot.process.pid, slot.index, worker_id)
 
     def _signal_group(self, slot: Slot, signum: int) -> None:
-        if slot.process is None or slot.process.poll() is not None:
-            return
-        try:
-            os.killpg(slot.process.pid, signum)
-        except ProcessLookupError:
-            pass
+        if slot.alive():
+            assert slot.process is not None
+            kill_group(slot.process.pid, signum)
 
     def live_pids(self) -> list[int]:
         """PIDs of the worker processes currently running."""
-        return [s.process.pid for s in self.slots if s.process is not None and s.process.poll() is None]
+        return [s.process.pid for s in self.slots if s.process is not None and s.alive()]
 
     # ----------------------------------------------------------------- loop
 
-    def _reap_children(self, now: float) -> None:
+    def _reap_children(self, mono: float) -> None:
         for slot in self.slots:
             proc = slot.process
-            if proc is None or proc.poll() is None:
+            if proc is None:
+                continue
+            # Whatever its steps started dies with it (an orphan would run beside the re-executed step).
+            kill_group_if_exited(proc)
+            if proc.poll() is None:
                 continue
             code = proc.returncode
             # A worker that got as far as registering its row was not crash-looping at
             # start-up; killed later (kill -9, OOM), it is replaced without backoff.
             registered = slot.worker_id is not None and self.store.get_worker(slot.worker_id) is not None
-            reason = slot.killed_for or describe_exit(code)
-            level = logging.INFO if code == 0 or self.stop_requests else logging.WARNING
-            verb = "exited" if code == 0 else "died"
-            log.log(level, "worker pid=%s slot=%s %s (%s)", proc.pid, slot.index, verb, reason)
             if slot.worker_id is not None:
                 for workflow_id in self.store.expire_worker(slot.worker_id, state="dead" if code else "stopped"):
                     log.info("reclaimed workflow %s from worker %s (pid %s)", workflow_id, slot.worker_id, proc.pid)
+            reason = slot.killed_for or describe_exit(code)
+            level = logging.INFO if code == 0 or self.stop_requests else logging.WARNING
+            log.log(level, "worker pid=%s slot=%s %s (%s)", proc.pid, slot.index, "exited" if code == 0 else "died", reason)
             slot.process = None
             slot.deaths += 1
             if self.stop_requests:
                 continue
-            lived = now - slot.started
-            if code == 0 or lived >= self.options.stable_after or registered:
+            if code == 0 or mono - slot.started >= self.options.stable_after or registered:
                 slot.backoff = 0.0
             else:
                 slot.backoff = min(
                     max(slot.backoff * 2, self.options.respawn_backoff), self.options.respawn_backoff_max
                 )
-            slot.respawn_at = now + slot.backoff
+            slot.respawn_at = mono + slot.backoff
             if slot.backoff:
                 log.info("respawning slot=%s in %.1fs (crash loop backoff)", slot.index, slot.backoff)
 
-    def _kill_overdue(self, now: float) -> None:
-        by_worker = {s.worker_id: s for s in self.slots if s.process is not None}
-        for row in self.store.overdue_steps(now=now - self.options.timeout_grace):
+    def _kill(self, slot: Slot, reason: str, *, logged: str | None = None) -> None:
+        """SIGKILL a slot's process group; the reap that follows logs ``reason``."""
+        slot.killed_for = f"killed: {reason}"
+        log.warning("killing worker pid=%s: %s", slot.process.pid if slot.process else "?", logged or reason)
+        self._signal_group(slot, signal.SIGKILL)
+
+    def _kill_overdue(self, now: float, mono: float) -> None:
+        by_worker = {s.worker_id: s for s in self.slots if s.alive()}
+        late = self._steps.overdue(self.store.timed_steps(), mono=mono, grace=self.options.timeout_grace)
+        for row, ran in late:
             slot = by_worker.get(row.worker_id)
             if slot is None or slot.killed_for:
                 continue
-            slot.killed_for = f"killed: step {row.step_key} of {row.workflow_id} ran past its timeout"
-            log.warning(
-                "killing worker pid=%s: step %s of workflow %s ran past its timeout",
-                slot.process.pid if slot.process else "?",
-                row.step_key,
-                row.workflow_id,
-            )
             # Kill first, then write the note: a worker frozen inside a write transaction holds
             # the database's write lock until it dies, so noting first waited on the very
-            # process about to be killed, until StoreBusyError ended the supervisor.
-            self._signal_group(slot, signal.SIGKILL)
-            self.store.note_step_timeout(row.workflow_id, row.step_key, worker_id=row.worker_id, now=now)
+            # process about to be killed, until StoreUnavailable ended the supervisor.
+            self._kill(
+                slot,
+                f"step {row.step_key} of {row.workflow_id} ran past its timeout",
+                logged=f"step {row.step_key} of workflow {row.workflow_id} ran past its timeout",
+            )
+            self.store.note_step_timeout(
+                row.workflow_id, row.step_key, worker_id=row.worker_id, token=row.token, overrun=ran, now=now
+            )
+
+    def _kill_frozen(self) -> None:
+        """Kill own workers whose heartbeat has not advanced for ``frozen_after_ttls`` TTLs (+ stall grace)."""
+        rows = {w.id: w for w in self.store.list_workers(alive_only=True)}
+        for slot in self.slots:
+            row = rows.get(slot.worker_id or "")
+            if not slot.alive() or slot.killed_for or row is None or row.heartbeat_mono is None:
+                continue
+            if not on_this_host(row):
+                continue
+            ttl = row.ttl or self.options.ttl
+            limit = self.options.frozen_after_ttls * ttl + self.store.stall_grace(ttl)
+            age = heartbeat_age(row)
+            if age > limit:
+                self._kill(slot, f"its heartbeat is {age:.1f}s old (frozen? limit {limit:.1f}s)")
+
+    def _reap_others(self, now: float) -> None:
+        own = {s.worker_id for s in self.slots}
+        for worker, workflows in reap_dead_workers(self.store, stale_after=self.options.ttl * 3, now=now):
+            if worker.id in own:
+                continue
+            log.info("reaped dead worker %s (pid %s)", worker.id, worker.pid)
+            for workflow_id in workflows:
+                log.info("reclaimed workflow %s from worker %s (pid %s)", workflow_id, worker.id, worker.pid)
+
+    def _prune(self, now: float, mono: float) -> None:
+        if self._last_prune is not None and mono - self._last_prune < self.options.prune_interval:
+            return
+        self._last_prune = mono
+        pruned = self.store.prune_workers(older_than=self.options.worker_retention, now=now)
+        if pruned:
+            log.info("pruned %d dead or stopped worker rows older than %.0fs", pruned, self.options.worker_retention)
 
     def loop_once(self, now: float | None = None) -> None:
-        """Reap, reclaim, respawn, enforce timeouts, and advance a stop in progress."""
+        """Reap, reclaim, respawn, enforce timeouts and heartbeats, prune, advance a stop.
+
+        ``now`` is the wall time used for database comparisons (reclaim of
+        other hosts' workers, pruning); a test may pass a jumped clock. Local
+        durations use ``time.monotonic()`` whatever ``now`` says. Store errors
+        propagate (see :meth:`tick`).
+        """
         now = time.time() if now is None else now
-        self._reap_children(now)
-        if now - self._last_reap >= self.options.reap_interval:
-            self._last_reap = now
-            own = {s.worker_id for s in self.slots}
-            for worker, workflows in reap_dead_workers(self.store, stale_after=self.options.ttl * 3, now=now):
-                if worker.id in own:
-                    continue
-                log.info("reaped dead worker %s (pid %s)", worker.id, worker.pid)
-                for workflow_id in workflows:
-                    log.info("reclaimed workflow %s from worker %s (pid %s)", workflow_id, worker.id, worker.pid)
-            self._kill_overdue(now)
+        mono = time.monotonic()
+        self._reap_children(mono)
+        if self._last_reap is None or mono - self._last_reap >= self.options.reap_interval:
+            self._reap_others(now)
+            self._kill_overdue(now, mono)
+            self._kill_frozen()
+            self._prune(now, mono)
+            self._last_reap = mono  # only once it all went through: a failed turn is retried next turn
         if self.stop_requests:
-            self._advance_stop(now)
+            self._advance_stop(mono)
             return
         for slot in self.slots:
-            if slot.process is None and now >= slot.respawn_at:
-                self.spawn(slot, now)
+            if slot.process is None and mono >= slot.respawn_at:
+                self.spawn(slot, mono)
 
-    def _advance_stop(self, now: float) -> None:
+    def tick(self, now: float | None = None) -> float:
+        """One guarded turn of the loop; returns the seconds to wait before the next.
+
+        A store error (``StoreUnavailable``, a database error) or a failed
+        spawn does not end the supervisor: it is logged once per distinct
+        error, the next turn is backed off (jittered, bounded), and the
+        workers keep running. A stop in progress still advances.
+        """
+        try:
+            self.loop_once(now)
+        except (Exception, StoreUnavailable) as exc:
+            pause = self._errors.failed(exc)
+            if self.stop_requests:
+                self._advance_stop(time.monotonic())
+            return min(pause, LOOP_INTERVAL) if self.stop_requests else pause
+        self._errors.succeeded()
+        return LOOP_INTERVAL
+
+    def _advance_stop(self, mono: float) -> None:
         if not self._terms_sent:
             self._terms_sent = True
-            self._stop_deadline = now + self.options.shutdown_timeout
+            self._stop_deadline = mono + self.options.shutdown_timeout
             log.info("stopping: workers finish their current step, release their work and exit")
             for slot in self.slots:
                 self._signal_group(slot, signal.SIGTERM)
-        forced = self.stop_requests > 1 or (self._stop_deadline is not None and now >= self._stop_deadline)
+        forced = self.stop_requests > 1 or (self._stop_deadline is not None and mono >= self._stop_deadline)
         if forced and self.live_pids():
+            self._force_stop()
+
+    def _force_stop(self) -> None:
+        """Record the running steps as interrupted, then SIGKILL every worker's process group."""
+        if not self._forced:
+            self._forced = True
             log.warning("forced stop: SIGKILL to worker process groups %s", self.live_pids())
-            for slot in self.slots:
-                self._signal_group(slot, signal.SIGKILL)
+            ids = [s.worker_id for s in self.slots if s.alive() and s.worker_id is not None]
+            try:
+                for workflow_id in self.store.interrupt_workers(ids):
+                    log.info("interrupted workflow %s (its step does not count as a crash)", workflow_id)
+            except (Exception, StoreUnavailable):  # the kill must happen anyway
+                log.exception("could not record the interruption of workers %s", ids)
+        for slot in self.slots:
+            self._signal_group(slot, signal.SIGKILL)
 
     # ----------------------------------------------------------------- run
 
     def request_stop(self) -> None:
-        """Count a stop request (signal-safe: only sets flags)."""
+        """Count a stop request and wake the loop (not for a signal handler: see install_signal_handlers)."""
         self.stop_requests += 1
         self.wake.set()
 
     def done(self) -> bool:
         """True once a stop was requested and every worker has exited."""
-        return bool(self.stop_requests) and all(s.process is None for s in self.slots)
+        return bool(self.stop_requests) and not any(s.alive() for s in self.slots)
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT: stop (twice: force). SIGCHLD: wake the loop."""
-        signal.signal(signal.SIGTERM, lambda signum, frame: self.request_stop())
-        signal.signal(signal.SIGINT, lambda signum, frame: self.request_stop())
-        signal.signal(signal.SIGCHLD, lambda signum, frame: self.wake.set())
+    def install_signal_handlers(self) -> SignalDispatcher:
+        """SIGTERM/SIGINT: stop (twice: force). SIGCHLD: wake the loop.
+
+        The handlers only write to a self-pipe; the calls run on the
+        dispatcher thread (:mod:`durable_workers.signals`).
+        """
+        self.signals = SignalDispatcher("supervisor-signals")
+        self.signals.on(signal.SIGTERM, lambda count: self.request_stop())
+        self.signals.on(signal.SIGINT, lambda count: self.request_stop())
+        self.signals.on(signal.SIGCHLD, lambda count: self.wake.set())
+        return self.signals
 
     def run(self) -> int:
         """Supervise until stopped; returns the exit status (0)."""
@@ -255,15 +340,21 @@ class Supervisor:
         )
         try:
             while not self.done():
-                self.loop_once()
-                self.wake.wait(0.2)
+                pause = self.tick()
+                self.wake.wait(pause)
                 self.wake.clear()
         finally:
-            for slot in self.slots:
-                self._signal_group(slot, signal.SIGKILL)
-                if slot.process is not None:
-                    slot.process.wait()
-                    self._reap_children(time.time())
-            self.store.close()
+            self._shutdown()
         log.info("supervisor stopped")
         return 0
+
+    def _shutdown(self) -> None:
+        for slot in self.slots:
+            self._signal_group(slot, signal.SIGKILL)
+            if slot.process is not None:
+                slot.process.wait()
+        try:
+            self._reap_children(time.monotonic())
+        except (Exception, StoreUnavailable):
+            log.exception("could not record the workers' exit; their leases expire after the TTL")
+        self.store.close()
