@@ -127,7 +127,7 @@ def test_claim_errors_are_logged_once_with_a_repeat_count_and_ctrl_c_stops_the_w
 
     text = worker.log()
     # One traceback in all (the last line of a traceback names the exception's full class name).
-    assert len(re.findall(r"^durable_workers\.errors\.DatabaseError: .*no such table", text, re.MULTILINE)) == 1
+    assert len(re.findall(r"^durable_workers\.errors\.StoreUnavailable: .*no such table", text, re.MULTILINE)) == 1
     assert len(re.findall(r"WARNING claim worker_id=\S+ failed: .*backing off", text)) == 1
     assert re.search(r"WARNING claim worker_id=\S+ failed: .* \(repeated \d+ more times\)", text)
     submit(db_path, "fleet_steps", "wf-after", {"ledger": str(tmp_path / "ledger.txt"), "n": 1})
