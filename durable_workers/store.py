@@ -14,7 +14,9 @@ and nothing is written.
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import os
 import random
 import sqlite3
@@ -586,7 +588,15 @@ class Store:
     # ----------------------------------------------------------------- claim and lease
 
     def _runnable(self, names: Sequence[str], now: float, stale_before: float | None = None) -> str | None:
-        """Id of the oldest runnable workflow among ``names``: under an expired lease, else PENDING."""
+        """Id of a runnable workflow among ``names``: the oldest under an expired lease, else the PENDING one due first.
+
+        The pending probe is one range scan of ``workflows(status, name, run_at)``
+        per name (first row only) and the earliest of those heads, so its cost
+        does not grow with PENDING rows of names this worker does not serve, nor
+        with rows whose ``run_at`` is in the future. PENDING work is therefore
+        taken in due order (``run_at``; for a workflow submitted to run now that is
+        its creation time), not strictly by ``created_at``.
+        """
         names = list(names)
         stale_before = now if stale_before is None else stale_before
         running, pending = Status.RUNNING.value, Status.PENDING.value
@@ -606,13 +616,29 @@ class Store:
         ).fetchone()
         if row is not None:
             return row[0]
+
+        def due_first() -> peewee.Select:
+            heads = [
+                peewee.Select(
+                    [
+                        Workflow.select(Workflow.id, Workflow.run_at)
+                        .where((Workflow.status == pending) & (Workflow.name == name) & (Workflow.run_at <= now))
+                        .order_by(Workflow.run_at)
+                        .limit(1)
+                        .alias(f"head{i}")
+                    ],
+                    [SQL("*")],
+                )
+                for i, name in enumerate(names)
+            ]
+            union = functools.reduce(operator.add, heads)  # UNION ALL
+            # SQLite returns the bare column (id) of the row that gives MIN(run_at).
+            return peewee.Select([union.alias("heads")], [SQL("id"), fn.MIN(SQL("run_at"))]).bind(self.db)
+
         row = self._execute(
             f"runnable_pending/{len(names)}",
-            lambda: Workflow.select(Workflow.id)
-            .where((Workflow.status == pending) & (Workflow.name.in_(names)) & (Workflow.run_at <= now))
-            .order_by(Workflow.created_at)
-            .limit(1),
-            [pending, *names, now, 1],
+            due_first,
+            [value for name in names for value in (pending, name, now, 1)],
         ).fetchone()
         return row[0] if row is not None else None
 
