@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, NoReturn, Sequence, TypeVar
 
 import peewee
 from peewee import SQL, Value, fn
@@ -34,10 +34,12 @@ from peewee import SQL, Value, fn
 from .liveness import host_identity, hostname, process_start_time
 from .errors import (
     DatabaseError,
+    DatabaseReplacedError,
     InvalidStateError,
     LeaseLost,
     SchemaVersionError,
     StoreBusyError,
+    StoreUnavailable,
     WorkflowAborted,
     WorkflowNotFound,
 )
@@ -248,6 +250,74 @@ def summarize_error(error: str | None) -> str:
     return f"{str(data.get('type', 'Error')).rsplit('.', 1)[-1]}: {data.get('message', '')}"
 
 
+# --------------------------------------------------------------------------- database identity
+
+#: Reads the database's own id (written once, at creation) on a raw connection.
+_DB_ID_SQL = "SELECT value FROM meta WHERE key = 'db_id'"
+#: ``db_id`` read from a file whose ``meta`` table is missing.
+_NO_DB_ID = "<none>"
+
+
+@dataclass
+class _IdentityGuard:
+    """The database file this process opened: path, device + inode, ``db_id`` (see Store.check_identity).
+
+    Installed on the process-wide database (``models.database.guard``) by the
+    first Store that opens the path; every new pooled connection passes it.
+    Once the file is found deleted or replaced, ``replaced`` keeps the reason.
+    """
+
+    path: str
+    device: int
+    inode: int
+    db_id: str | None
+    replaced: str | None = None
+
+    def _replaced(self, how: str) -> NoReturn:
+        self.replaced = self.replaced or f"database {self.path} {how} while this process had it open"
+        raise DatabaseReplacedError(self.replaced)
+
+    def check_file(self) -> None:
+        """Raise DatabaseReplacedError when the path is gone or names another file (device + inode)."""
+        if self.replaced is not None:
+            raise DatabaseReplacedError(self.replaced)
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._replaced("was deleted")
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot stat database {self.path}: {exc}", cause=str(exc)) from exc
+        if (st.st_dev, st.st_ino) != (self.device, self.inode):
+            self._replaced(f"was replaced by another file (inode {self.inode} -> {st.st_ino})")
+
+    def check_db_id(self, db_id: str | None) -> None:
+        """Raise DatabaseReplacedError when the file holds another database than the one opened."""
+        if self.db_id is not None and db_id != self.db_id:
+            self._replaced(f"now holds another database (db_id {db_id} instead of {self.db_id})")
+
+    def before_open(self) -> None:
+        """Refuse a new connection to a path that no longer names the file (an interrupt for attempts)."""
+        try:
+            self.check_file()
+        except DatabaseReplacedError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def after_open(self, conn: sqlite3.Connection) -> None:
+        """Refuse a new connection whose file holds another ``db_id`` (an interrupt for attempts)."""
+        if self.db_id is None:
+            return
+        try:
+            row = conn.execute(_DB_ID_SQL).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            row = (_NO_DB_ID,)
+        try:
+            self.check_db_id(row[0] if row else _NO_DB_ID)
+        except DatabaseReplacedError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+
 # --------------------------------------------------------------------------- store
 
 
@@ -304,6 +374,7 @@ class Store:
         except DatabaseError:
             self.close()
             raise
+        self._guard_identity()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -363,6 +434,83 @@ class Store:
         """Close this thread's connection (safe to call when none is open)."""
         if not self.db.is_closed():
             self.db.close()
+
+    # ----------------------------------------------------------------- database identity
+
+    def _read_db_id(self) -> str:
+        try:
+            row = self.db.execute_sql(_DB_ID_SQL).fetchone()
+        except peewee.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return _NO_DB_ID
+        return row[0] if row else _NO_DB_ID
+
+    def _guard_identity(self) -> None:
+        """Remember which file this process opened, or check that it is still the one remembered.
+
+        The first Store on a path (per initialisation of the process-wide
+        database) installs the guard that every new pooled connection passes;
+        a later Store on the same path checks it, so it never mixes
+        connections to two files. Raises DatabaseReplacedError (after closing).
+        """
+        try:
+            guard = database.guard
+            path = os.path.abspath(self.path)
+            if isinstance(guard, _IdentityGuard) and guard.path == path:
+                self.check_identity()
+                return
+            st = os.stat(path)
+            db_id = self.read(self._read_db_id)
+            database.guard = _IdentityGuard(path, st.st_dev, st.st_ino, None if db_id == _NO_DB_ID else db_id)
+        except (DatabaseError, OSError, StoreUnavailable) as exc:
+            self.close()
+            if isinstance(exc, OSError):
+                raise DatabaseError(f"database {self.path}: {exc}") from exc
+            raise
+
+    def check_identity(self) -> None:
+        """Check that the file at this Store's path is still the database this process opened.
+
+        Compares the path's device + inode with those seen when it was opened,
+        and the ``db_id`` in ``meta`` (read through this thread's connection).
+        Cheap (a ``stat`` and one indexed read): workers run it on every
+        heartbeat, the supervisor every reap interval. Raises
+        :class:`DatabaseReplacedError` when the file was deleted, renamed over
+        or rewritten with another database (and on every call after that);
+        :class:`StoreUnavailable` when the database cannot be read at all.
+        """
+        guard = database.guard
+        if not isinstance(guard, _IdentityGuard):
+            return
+        guard.check_file()
+        if guard.db_id is None:
+            return
+        try:
+            db_id = self.read(self._read_db_id)
+        except StoreUnavailable:
+            if guard.replaced is not None:
+                raise DatabaseReplacedError(guard.replaced) from None
+            raise
+        guard.check_db_id(db_id)
+
+    def abandon_replaced_file(self) -> None:
+        """After :class:`DatabaseReplacedError`: empty the old file's write-ahead log, then close.
+
+        SQLite keeps the ``-wal`` of a database file that was deleted or renamed
+        over (it never deletes the log of a file that moved), and the next
+        process to open the path would replay that log into whatever file is
+        there now: the replacement would lose rows and show the old ones.
+        Checkpointing through a connection still on the old file with
+        ``wal_checkpoint(TRUNCATE)`` leaves nothing to replay. Run it as the
+        last use of the store; it never raises (a busy log is left as it is).
+        """
+        try:
+            self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # a new connection is refused by the guard
+        except (peewee.DatabaseError, sqlite3.Error, StoreUnavailable):
+            pass
+        finally:
+            self.close()
 
     # ----------------------------------------------------------------- transactions
 

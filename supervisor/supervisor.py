@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from durable_workers.config import Config
+from durable_workers.errors import DatabaseReplacedError
 from durable_workers.liveness import reap_dead_workers
 from durable_workers.liveness import hostname
 from durable_workers.store import Store
@@ -81,6 +82,10 @@ def describe_exit(code: int) -> str:
 
 class Supervisor:
     """Keeps ``options.workers`` worker processes running on one database."""
+
+    #: Why the fleet stopped: its database file was deleted or replaced (then run() exits non-zero).
+    database_replaced: str | None = None
+    _last_identity_check = 0.0
 
     def __init__(self, config: Config, options: SupervisorOptions | None = None) -> None:
         self.config = config
@@ -156,6 +161,8 @@ class Supervisor:
             level = logging.INFO if code == 0 or self.stop_requests else logging.WARNING
             verb = "exited" if code == 0 else "died"
             log.log(level, "worker pid=%s slot=%s %s (%s)", proc.pid, slot.index, verb, reason)
+            if code == DatabaseReplacedError.exit_code:
+                self._check_database(now, worker_pid=proc.pid)
             if slot.worker_id is not None:
                 for workflow_id in self.store.expire_worker(slot.worker_id, state="dead" if code else "stopped"):
                     log.info("reclaimed workflow %s from worker %s (pid %s)", workflow_id, slot.worker_id, proc.pid)
@@ -193,10 +200,35 @@ class Supervisor:
             self._signal_group(slot, signal.SIGKILL)
             self.store.note_step_timeout(row.workflow_id, row.step_key, worker_id=row.worker_id, now=now)
 
+    def _check_database(self, now: float, *, worker_pid: int | None = None) -> None:
+        """Every reap interval, before a spawn, and when a worker reports it: is the database file still ours?
+
+        A deleted or replaced file stops the fleet (one error line); no worker
+        is ever started on the file that took its place.
+        """
+        due = any(s.process is None and now >= s.respawn_at for s in self.slots) and not self.stop_requests
+        if self.database_replaced is not None or not (
+            due or worker_pid is not None or now - self._last_identity_check >= self.options.reap_interval
+        ):
+            return
+        self._last_identity_check = now
+        try:
+            self.store.check_identity()
+            if worker_pid is None:
+                return
+            reason = f"worker pid={worker_pid} found database {self.config.db} deleted or replaced"
+        except DatabaseReplacedError as exc:
+            reason = str(exc)
+        self.database_replaced = reason
+        log.error("%s; stopping the fleet (no worker is started on another database)", reason)
+        self.stop_requests = max(self.stop_requests, 1)
+        self.wake.set()
+
     def loop_once(self, now: float | None = None) -> None:
         """Reap, reclaim, respawn, enforce timeouts, and advance a stop in progress."""
         now = time.time() if now is None else now
         self._reap_children(now)
+        self._check_database(now)
         if now - self._last_reap >= self.options.reap_interval:
             self._last_reap = now
             own = {s.worker_id for s in self.slots}
@@ -245,7 +277,11 @@ class Supervisor:
         signal.signal(signal.SIGCHLD, lambda signum, frame: self.wake.set())
 
     def run(self) -> int:
-        """Supervise until stopped; returns the exit status (0)."""
+        """Supervise until stopped; returns the exit status.
+
+        0, or ``DatabaseReplacedError.exit_code`` when the fleet stopped because
+        its database file was deleted or replaced.
+        """
         log.info(
             "supervisor pid=%s: %s workers on %s (app %s)",
             os.getpid(),
@@ -264,6 +300,8 @@ class Supervisor:
                 if slot.process is not None:
                     slot.process.wait()
                     self._reap_children(time.time())
+            if self.database_replaced is not None:
+                self.store.abandon_replaced_file()  # after every worker: the last writer to the old file
             self.store.close()
         log.info("supervisor stopped")
-        return 0
+        return DatabaseReplacedError.exit_code if self.database_replaced is not None else 0

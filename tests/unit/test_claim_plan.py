@@ -104,8 +104,12 @@ def _downgrade_to_v1(path: Path) -> None:
 
 
 def test_v1_migration_creates_the_claim_index_and_drops_the_old_one(tmp_path: Path) -> None:
-    path = tmp_path / "v1.db"
-    Store(path).close()
+    fresh, path = tmp_path / "fresh.db", tmp_path / "v1.db"
+    Store(fresh).close()
+    source, copy = sqlite3.connect(fresh), sqlite3.connect(path)
+    source.backup(copy)
+    source.close()
+    copy.close()
     _downgrade_to_v1(path)
     migrated = Store(path)
     try:
