@@ -256,6 +256,8 @@ def summarize_error(error: str | None) -> str:
 _DB_ID_SQL = "SELECT value FROM meta WHERE key = 'db_id'"
 #: ``db_id`` read from a file whose ``meta`` table is missing.
 _NO_DB_ID = "<none>"
+#: Set by the supervisor for its workers (Store.identity_env): the file their Store must find at the path.
+EXPECT_DB_ENV = "DURABLE_EXPECT_DB"
 
 
 @dataclass
@@ -272,9 +274,10 @@ class _IdentityGuard:
     inode: int
     db_id: str | None
     replaced: str | None = None
+    since: str = "while this process had it open"
 
     def _replaced(self, how: str) -> NoReturn:
-        self.replaced = self.replaced or f"database {self.path} {how} while this process had it open"
+        self.replaced = self.replaced or f"database {self.path} {how} {self.since}"
         raise DatabaseReplacedError(self.replaced)
 
     def check_file(self) -> None:
@@ -343,6 +346,7 @@ class Store:
     ) -> None:
         self.path = str(path)
         self.synchronous = synchronous.upper()
+        expected = self._expected_identity()
         self._check_path(create)
         # SQLite waits only LOCK_POLL_MS for a lock; Store._run then polls every few ms
         # until ``busy_timeout_ms * (LOCK_RETRIES + 1)`` has passed. SQLite's own busy
@@ -374,7 +378,7 @@ class Store:
         except DatabaseError:
             self.close()
             raise
-        self._guard_identity()
+        self._guard_identity(expected)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -446,13 +450,49 @@ class Store:
             return _NO_DB_ID
         return row[0] if row else _NO_DB_ID
 
-    def _guard_identity(self) -> None:
+    def _expected_identity(self) -> _IdentityGuard | None:
+        """The file a parent process requires at this path (``EXPECT_DB_ENV``), checked before opening it.
+
+        A worker started by a supervisor whose database was just replaced or
+        deleted must not open (or create) whatever is at the path now.
+        """
+        try:
+            wanted = json.loads(os.environ.get(EXPECT_DB_ENV) or "null")
+        except ValueError:
+            return None
+        if not isinstance(wanted, dict) or wanted.get("path") != os.path.abspath(self.path):
+            return None
+        try:
+            expected = _IdentityGuard(
+                wanted["path"], int(wanted["device"]), int(wanted["inode"]), wanted.get("db_id"),
+                since="after the process that started this one opened it",
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+        expected.check_file()
+        return expected
+
+    def identity_env(self) -> dict[str, str]:
+        """Environment for a child process: its Store on this path refuses any file but this one.
+
+        Empty before the identity is known. A child whose path names another
+        file raises :class:`DatabaseReplacedError` from ``Store()`` instead of
+        opening or creating it.
+        """
+        guard = database.guard
+        if not isinstance(guard, _IdentityGuard):
+            return {}
+        wanted = {"path": guard.path, "device": guard.device, "inode": guard.inode, "db_id": guard.db_id}
+        return {EXPECT_DB_ENV: json.dumps(wanted)}
+
+    def _guard_identity(self, expected: _IdentityGuard | None = None) -> None:
         """Remember which file this process opened, or check that it is still the one remembered.
 
         The first Store on a path (per initialisation of the process-wide
         database) installs the guard that every new pooled connection passes;
         a later Store on the same path checks it, so it never mixes
-        connections to two files. Raises DatabaseReplacedError (after closing).
+        connections to two files. ``expected`` (from ``_expected_identity``)
+        must match too. Raises DatabaseReplacedError (after closing).
         """
         try:
             guard = database.guard
@@ -462,7 +502,11 @@ class Store:
                 return
             st = os.stat(path)
             db_id = self.read(self._read_db_id)
-            database.guard = _IdentityGuard(path, st.st_dev, st.st_ino, None if db_id == _NO_DB_ID else db_id)
+            guard = _IdentityGuard(path, st.st_dev, st.st_ino, None if db_id == _NO_DB_ID else db_id)
+            if expected is not None:
+                expected.check_file()
+                expected.check_db_id(guard.db_id)
+            database.guard = guard
         except (DatabaseError, OSError, StoreUnavailable) as exc:
             self.close()
             if isinstance(exc, OSError):
@@ -736,9 +780,10 @@ class Store:
     # ----------------------------------------------------------------- claim and lease
 
     def _runnable(self, names: Sequence[str], now: float, stale_before: float | None = None) -> str | None:
-        """Id of a runnable workflow among ``names``: the oldest under an expired lease, else the PENDING one due first.
+        """Id of a runnable workflow among ``names``: under the longest-expired lease, else the PENDING one due first.
 
-        The pending probe is one range scan of ``workflows(status, name, run_at)``
+        The stale probe walks only expired leases (``leases(expires_at)``), so
+        RUNNING rows under live leases cost nothing. The pending probe is one range scan of ``workflows(status, name, run_at)``
         per name (first row only) and the earliest of those heads, so its cost
         does not grow with PENDING rows of names this worker does not serve, nor
         with rows whose ``run_at`` is in the future. PENDING work is therefore
@@ -748,17 +793,20 @@ class Store:
         names = list(names)
         stale_before = now if stale_before is None else stale_before
         running, pending = Status.RUNNING.value, Status.PENDING.value
+        # Driven from leases (CROSS JOIN fixes the loop order in SQLite): only expired leases
+        # are visited, in expiry order, never the RUNNING rows that live workers hold.
         row = self._execute(
             f"runnable_stale/{len(names)}",
-            lambda: Workflow.select(Workflow.id)
-            .join(Lease, on=(Lease.workflow_id == Workflow.id))
+            lambda: Lease.select(Workflow.id)
+            .join(Workflow, peewee.JOIN.CROSS)
             .where(
-                (Lease.expires_at < stale_before)
+                (Workflow.id == Lease.workflow_id)
+                & (Lease.expires_at < stale_before)
                 & (Lease.worker_id.is_null(False))
                 & (Workflow.status == running)
                 & (Workflow.name.in_(names))
             )
-            .order_by(Workflow.created_at)
+            .order_by(Lease.expires_at)
             .limit(1),
             [stale_before, running, *names, 1],
         ).fetchone()

@@ -126,6 +126,7 @@ class Supervisor:
         """Start a worker process in ``slot`` (its own process group)."""
         worker_id = f"{hostname()}:w{slot.index}:{uuid.uuid4().hex[:6]}"
         env = dict(os.environ, DURABLE_SYNCHRONOUS=self.config.synchronous)
+        env.update(self.store.identity_env())  # the worker refuses any other file at the path
         # Its own session and process group: a terminal's Ctrl+C reaches only the
         # supervisor (which decides), and a forced stop can SIGKILL the whole group.
         slot.process = subprocess.Popen(self._command(worker_id), env=env, start_new_session=True)

@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from durable_workers.errors import DatabaseReplacedError
+from durable_workers.store import EXPECT_DB_ENV
 from tests.conftest import cli_env, run_cli
 from tests.integration.fleet_support import (
     APP,
@@ -143,3 +144,30 @@ def test_worker_alone_sees_its_database_deleted_and_exits_with_the_distinct_code
     assert len(errors) == 1 and "was deleted" in errors[0], log
     assert not db_path.exists()
     assert tables_at(db_path) == {}
+
+
+@pytest.mark.parametrize("change", ["deleted", "renamed over"])
+def test_worker_started_for_a_changed_database_refuses_to_open_it(tmp_path: Path, db_path: Path, change: str) -> None:
+    """The supervisor passes the identity it checked; a worker spawned just as the file changed opens nothing."""
+    submit(db_path, "fleet_steps", "one", {"ledger": str(tmp_path / "ledger.txt")})
+    st = db_path.stat()
+    db_id = query(db_path, "SELECT value FROM meta WHERE key = 'db_id'")[0]["value"]
+    expect = {"path": str(db_path), "device": st.st_dev, "inode": st.st_ino, "db_id": db_id}
+    other = tmp_path / "other.db"
+    done = run_cli("submit", "fleet_steps", "other-only", "--input", json.dumps({"ledger": str(tmp_path / "o")}),
+                   db=other, app=APP)
+    assert done.returncode == 0, done.stderr
+    if change == "deleted":
+        os.unlink(db_path)
+    else:
+        os.rename(other, db_path)
+        before = tables_at(db_path)
+    worker = run_cli("worker", "--ttl", str(TTL), db=db_path, app=APP, env={EXPECT_DB_ENV: json.dumps(expect)})
+    assert worker.returncode != 0
+    assert "Traceback" not in worker.stderr, worker.stderr
+    errors = [line for line in worker.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and ("was deleted" if change == "deleted" else "was replaced") in errors[0], worker.stderr
+    if change == "deleted":
+        assert not db_path.exists()
+    else:
+        assert tables_at(db_path) == before

@@ -86,6 +86,37 @@ def test_claim_takes_the_due_workflow_past_the_unrunnable_backlog(store: Store, 
     assert later is not None and later.workflow.id == "later-0"
 
 
+def test_stale_probe_visits_expired_leases_only(store: Store, db_path: Path) -> None:
+    """RUNNING rows under live leases (other workers' work) must not be walked by every claim."""
+    now = time.time()
+    for i in range(50):
+        store.submit(f"live-{i}", SERVED[0], json.dumps({}), now=now - 100 + i)
+        assert store.claim_next(f"other-{i}", SERVED, ttl=3600, now=now) is not None
+    assert store.claim_next("w-probe", SERVED, ttl=30, now=now) is None
+    sql = store_module._STATEMENTS[f"runnable_stale/{len(SERVED)}"]
+    plan = _plan(db_path, sql, [now, "RUNNING", *SERVED, 1])
+    assert any("USING INDEX leases_expires_at (expires_at<?)" in line for line in plan), plan
+    assert any("workflows" in line or line.startswith("SEARCH t1") for line in plan), plan
+    for line in plan:
+        if line.startswith(("SEARCH t1", "SCAN t1")) or "workflows" in line:
+            assert "(id=?)" in line, plan  # workflows reached by primary key from each expired lease
+    assert not [line for line in plan if "TEMP B-TREE" in line or line.startswith("SCAN")], plan
+
+
+def test_stale_claim_takes_the_longest_expired_lease_first(store: Store, db_path: Path) -> None:
+    now = time.time()
+    for workflow_id in ("first-submitted", "second-submitted"):
+        store.submit(workflow_id, SERVED[0], json.dumps({}), now=now - 100)
+        assert store.claim_next(f"dead-{workflow_id}", SERVED, ttl=10, now=now - 100) is not None
+    con = sqlite3.connect(db_path)
+    con.execute("UPDATE leases SET expires_at = ? WHERE workflow_id = 'second-submitted'", (now - 50,))
+    con.execute("UPDATE leases SET expires_at = ? WHERE workflow_id = 'first-submitted'", (now - 20,))
+    con.commit()
+    con.close()
+    taken = store.claim_next("heir", SERVED, ttl=30, now=now)
+    assert taken is not None and taken.workflow.id == "second-submitted" and taken.token == 2
+
+
 def _downgrade_to_v1(path: Path) -> None:
     """Turn a fresh database back into schema v1: no v2 columns, no meta table, the v1 indexes."""
     con = sqlite3.connect(path, isolation_level=None)
