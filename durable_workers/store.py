@@ -26,11 +26,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, NoReturn, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import peewee
 from peewee import SQL, Value, fn
 
+from .identity import NO_DB_ID, FileIdentity
 from .liveness import host_identity, hostname, process_start_time
 from .errors import (
     DatabaseError,
@@ -250,75 +251,15 @@ def summarize_error(error: str | None) -> str:
     return f"{str(data.get('type', 'Error')).rsplit('.', 1)[-1]}: {data.get('message', '')}"
 
 
-# --------------------------------------------------------------------------- database identity
-
-#: Reads the database's own id (written once, at creation) on a raw connection.
-_DB_ID_SQL = "SELECT value FROM meta WHERE key = 'db_id'"
-#: ``db_id`` read from a file whose ``meta`` table is missing.
-_NO_DB_ID = "<none>"
-#: Set by the supervisor for its workers (Store.identity_env): the file their Store must find at the path.
-EXPECT_DB_ENV = "DURABLE_EXPECT_DB"
-
-
-@dataclass
-class _IdentityGuard:
-    """The database file this process opened: path, device + inode, ``db_id`` (see Store.check_identity).
-
-    Installed on the process-wide database (``models.database.guard``) by the
-    first Store that opens the path; every new pooled connection passes it.
-    Once the file is found deleted or replaced, ``replaced`` keeps the reason.
-    """
-
-    path: str
-    device: int
-    inode: int
-    db_id: str | None
-    replaced: str | None = None
-    since: str = "while this process had it open"
-
-    def _replaced(self, how: str) -> NoReturn:
-        self.replaced = self.replaced or f"database {self.path} {how} {self.since}"
-        raise DatabaseReplacedError(self.replaced)
-
-    def check_file(self) -> None:
-        """Raise DatabaseReplacedError when the path is gone or names another file (device + inode)."""
-        if self.replaced is not None:
-            raise DatabaseReplacedError(self.replaced)
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self._replaced("was deleted")
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot stat database {self.path}: {exc}", cause=str(exc)) from exc
-        if (st.st_dev, st.st_ino) != (self.device, self.inode):
-            self._replaced(f"was replaced by another file (inode {self.inode} -> {st.st_ino})")
-
-    def check_db_id(self, db_id: str | None) -> None:
-        """Raise DatabaseReplacedError when the file holds another database than the one opened."""
-        if self.db_id is not None and db_id != self.db_id:
-            self._replaced(f"now holds another database (db_id {db_id} instead of {self.db_id})")
-
-    def before_open(self) -> None:
-        """Refuse a new connection to a path that no longer names the file (an interrupt for attempts)."""
-        try:
-            self.check_file()
-        except DatabaseReplacedError as exc:
-            raise StoreUnavailable(str(exc)) from exc
-
-    def after_open(self, conn: sqlite3.Connection) -> None:
-        """Refuse a new connection whose file holds another ``db_id`` (an interrupt for attempts)."""
-        if self.db_id is None:
-            return
-        try:
-            row = conn.execute(_DB_ID_SQL).fetchone()
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
-            row = (_NO_DB_ID,)
-        try:
-            self.check_db_id(row[0] if row else _NO_DB_ID)
-        except DatabaseReplacedError as exc:
-            raise StoreUnavailable(str(exc)) from exc
+def _read_db_id(conn: sqlite3.Connection) -> str:
+    """The ``db_id`` in ``meta`` read on a raw connection (``NO_DB_ID`` when there is none)."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'db_id'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return NO_DB_ID
+    return row[0] if row else NO_DB_ID
 
 
 # --------------------------------------------------------------------------- store
@@ -441,35 +382,15 @@ class Store:
 
     # ----------------------------------------------------------------- database identity
 
-    def _read_db_id(self) -> str:
-        try:
-            row = self.db.execute_sql(_DB_ID_SQL).fetchone()
-        except peewee.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
-            return _NO_DB_ID
-        return row[0] if row else _NO_DB_ID
-
-    def _expected_identity(self) -> _IdentityGuard | None:
+    def _expected_identity(self) -> FileIdentity | None:
         """The file a parent process requires at this path (``EXPECT_DB_ENV``), checked before opening it.
 
         A worker started by a supervisor whose database was just replaced or
         deleted must not open (or create) whatever is at the path now.
         """
-        try:
-            wanted = json.loads(os.environ.get(EXPECT_DB_ENV) or "null")
-        except ValueError:
-            return None
-        if not isinstance(wanted, dict) or wanted.get("path") != os.path.abspath(self.path):
-            return None
-        try:
-            expected = _IdentityGuard(
-                wanted["path"], int(wanted["device"]), int(wanted["inode"]), wanted.get("db_id"),
-                since="after the process that started this one opened it",
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-        expected.check_file()
+        expected = FileIdentity.expected_at(os.path.abspath(self.path))
+        if expected is not None:
+            expected.check_file()
         return expected
 
     def identity_env(self) -> dict[str, str]:
@@ -480,12 +401,9 @@ class Store:
         opening or creating it.
         """
         guard = database.guard
-        if not isinstance(guard, _IdentityGuard):
-            return {}
-        wanted = {"path": guard.path, "device": guard.device, "inode": guard.inode, "db_id": guard.db_id}
-        return {EXPECT_DB_ENV: json.dumps(wanted)}
+        return guard.to_env() if isinstance(guard, FileIdentity) else {}
 
-    def _guard_identity(self, expected: _IdentityGuard | None = None) -> None:
+    def _guard_identity(self, expected: FileIdentity | None = None) -> None:
         """Remember which file this process opened, or check that it is still the one remembered.
 
         The first Store on a path (per initialisation of the process-wide
@@ -497,12 +415,10 @@ class Store:
         try:
             guard = database.guard
             path = os.path.abspath(self.path)
-            if isinstance(guard, _IdentityGuard) and guard.path == path:
+            if isinstance(guard, FileIdentity) and guard.path == path:
                 self.check_identity()
                 return
-            st = os.stat(path)
-            db_id = self.read(self._read_db_id)
-            guard = _IdentityGuard(path, st.st_dev, st.st_ino, None if db_id == _NO_DB_ID else db_id)
+            guard = FileIdentity.of_file(path, self.read(lambda: _read_db_id(self.db.connection())), _read_db_id)
             if expected is not None:
                 expected.check_file()
                 expected.check_db_id(guard.db_id)
@@ -525,13 +441,13 @@ class Store:
         :class:`StoreUnavailable` when the database cannot be read at all.
         """
         guard = database.guard
-        if not isinstance(guard, _IdentityGuard):
+        if not isinstance(guard, FileIdentity):
             return
         guard.check_file()
         if guard.db_id is None:
             return
         try:
-            db_id = self.read(self._read_db_id)
+            db_id = self.read(lambda: _read_db_id(self.db.connection()))
         except StoreUnavailable:
             if guard.replaced is not None:
                 raise DatabaseReplacedError(guard.replaced) from None

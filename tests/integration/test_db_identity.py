@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from durable_workers.errors import DatabaseReplacedError
-from durable_workers.store import EXPECT_DB_ENV
+from durable_workers.identity import EXPECT_DB_ENV
 from tests.conftest import cli_env, run_cli
 from tests.integration.fleet_support import (
     APP,
