@@ -17,13 +17,15 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psutil
 import pytest
 
-from durable_workers.errors import DatabaseReplacedError
+from durable_workers.errors import DatabaseReplacedError, StoreUnavailable
 from durable_workers.identity import EXPECT_DB_ENV
+from durable_workers.store import Store
 from tests.conftest import cli_env, run_cli
 from tests.integration.fleet_support import (
     APP,
@@ -171,3 +173,64 @@ def test_worker_started_for_a_changed_database_refuses_to_open_it(tmp_path: Path
         assert not db_path.exists()
     else:
         assert tables_at(db_path) == before
+
+
+# --------------------------------------------------------------------------- in one process
+
+
+def _other_database(tmp_path: Path) -> Path:
+    """A second durable database, built and closed by another process (no -wal left)."""
+    other = tmp_path / "other.db"
+    done = run_cli("submit", "fleet_steps", "other-only", "--input", json.dumps({"ledger": str(tmp_path / "o")}),
+                   db=other, app=APP)
+    assert done.returncode == 0, done.stderr
+    return other
+
+
+def _connect_in_new_thread(store: Store) -> BaseException | None:
+    """What a new thread (so a new pooled connection) gets from one read, or None."""
+    box: list[BaseException | None] = [None]
+
+    def body() -> None:
+        try:
+            store.count_by_status()
+        except BaseException as exc:  # handed to the test
+            box[0] = exc
+        finally:
+            store.close()
+
+    held = store.db.connection()  # keep this thread's connection out of the pool,
+    store.db.close_idle()  # and drop idle ones: the new thread must open a connection of its own
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join(30)
+    assert held is not None
+    return box[0]
+
+
+@pytest.mark.parametrize("change", ["deleted", "renamed over", "rewritten in place"])
+def test_check_identity_and_new_connections_refuse_a_changed_file(tmp_path: Path, db_path: Path, change: str) -> None:
+    store = Store(db_path)
+    try:
+        store.submit("mine", "fleet_steps", "{}")
+        store.check_identity()  # unchanged: nothing raised
+        assert _connect_in_new_thread(store) is None
+        if change == "deleted":
+            os.unlink(db_path)
+        elif change == "renamed over":
+            os.rename(_other_database(tmp_path), db_path)
+        else:  # same inode, another database's id: what copying a file over it in place leaves
+            query(db_path, "UPDATE meta SET value = 'someone-else' WHERE key = 'db_id'")
+        with pytest.raises(DatabaseReplacedError, match="was deleted|was replaced|holds another database"):
+            store.check_identity()
+        with pytest.raises(DatabaseReplacedError):
+            store.check_identity()  # and on every later call
+        refused = _connect_in_new_thread(store)
+        if change != "rewritten in place":  # in place, the old connection's file *is* the path's
+            assert isinstance(refused, StoreUnavailable), refused
+        if change == "deleted":
+            assert not db_path.exists()  # the refused connection did not create the file anew
+        with pytest.raises(DatabaseReplacedError):
+            Store(db_path)  # a second Store in this process must not mix the two files either
+    finally:
+        store.abandon_replaced_file()
