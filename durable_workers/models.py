@@ -29,7 +29,6 @@ from playhouse.pool import PooledSqliteDatabase
 SCHEMA_VERSION = 2
 
 
-
 class ConnectionGuard(Protocol):
     """What the database asks before and after it opens a new connection (see ``Store._guard_identity``)."""
 
