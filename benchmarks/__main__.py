@@ -49,6 +49,7 @@ class Sizes:
     recovery_samples: int = 10
     restart_samples: int = 5
     scale_sizes: tuple[int, ...] = (1_000, 100_000, 1_000_000)
+    backlog: int = 100_000  # unrunnable PENDING rows in the scale benchmark's backlog part
     claims: int = 100
     empty_claims: int = 50
     extra: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +72,7 @@ QUICK = Sizes(
     recovery_samples=1,
     restart_samples=1,
     scale_sizes=(1_000,),
+    backlog=2_000,
     claims=10,
     empty_claims=5,
 )
@@ -133,7 +135,7 @@ def plan(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> list[tuple[st
     from .floor import bench_floor
     from .latency import bench_latency
     from .recovery import bench_recovery
-    from .scale import bench_scale
+    from .scale import bench_backlog, bench_scale
     from .step import bench_step
     from .throughput import bench_throughput
 
@@ -202,6 +204,14 @@ def plan(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> list[tuple[st
                     workdir,
                     args.sync,
                     sizes=list(sizes.scale_sizes),
+                    claims=sizes.claims,
+                    empty_claims=sizes.empty_claims,
+                    repeat=sizes.repeat,
+                )
+                + bench_backlog(
+                    workdir,
+                    args.sync,
+                    backlog=sizes.backlog,
                     claims=sizes.claims,
                     empty_claims=sizes.empty_claims,
                     repeat=sizes.repeat,

@@ -15,6 +15,13 @@ then timed:
 - ``claim (empty)``: E calls once none is left — what every idle worker polls.
 
 Each figure's samples are the per-repetition medians.
+
+Backlog the claimer cannot run (``bench_backlog``, part of the same family):
+on a 1k-row history, claims are timed without backlog, then again after
+adding ``backlog`` PENDING rows older than the claimable ones — either of a
+name no worker serves (``unserved``) or of the served name but due a day
+from now (``future``). Each repetition measures both states on one fresh
+database, back to back, and reports the ratio with/without.
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ from .measure import Figure, stopwatch
 
 NAME = "bench_onboarding"
 LIVE_RUNNING = 100  # workflows held by live leases of other workers
+UNSERVED = "bench_nobody_serves_this"
+BACKLOG_HISTORY = 1_000  # history rows under the backlog benchmark
+#: Kinds of unrunnable backlog: (name of its rows, seconds from now to their run_at).
+BACKLOG_KINDS = {"unserved": (UNSERVED, -60.0), "future": (NAME, 86_400.0)}
 
 
 def _columns(conn: sqlite3.Connection, table: str, values: dict[str, Any]) -> list[str]:
@@ -159,4 +170,83 @@ def bench_scale(
             figures += [hit, empty]
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return figures
+
+
+def add_backlog(path: Path, start: int, count: int, name: str, due_in: float) -> None:
+    """``count`` PENDING rows of ``name`` due ``due_in`` s from now, created before every claimable row."""
+    now = time.time()
+
+    def row(j: int) -> dict[str, Any]:
+        values = _workflow(start + j, "PENDING", now - 3600.0 + j * 1e-3)
+        values.update(name=name, run_at=now + due_in)
+        return values
+
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
+    conn.execute("BEGIN IMMEDIATE")
+    _insert(conn, "workflows", row(0), (row(j) for j in range(count)))
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def _time_claims(path: Path, synchronous: str, worker: str, claims: int, empty_claims: int) -> tuple[float, float]:
+    """Median ms of ``claims`` claims that hit, then of ``empty_claims`` that find nothing."""
+    store = Store(path, synchronous=synchronous)
+    try:
+        medians = []
+        for count, expect_hit in ((claims, True), (empty_claims, False)):
+            timings = []
+            for _ in range(count):
+                with stopwatch() as t:
+                    claim = store.claim_next(worker, [NAME], ttl=3600.0)
+                if (claim is not None) != expect_hit:
+                    raise RuntimeError(f"scale backlog: claim {'missed' if expect_hit else 'hit'} unexpectedly")
+                timings.append(t[0] * 1000.0)
+            medians.append(statistics.median(timings))
+        return medians[0], medians[1]
+    finally:
+        store.close()
+
+
+def bench_backlog(
+    workdir: Path, syncs: list[str], *, backlog: int, claims: int, empty_claims: int, repeat: int
+) -> list[Figure]:
+    """Claim cost with and without ``backlog`` unrunnable PENDING rows, and their ratio, per kind."""
+    figures: list[Figure] = []
+    for kind, (name, due_in) in BACKLOG_KINDS.items():
+        for synchronous in syncs:
+            params = {"rows": BACKLOG_HISTORY, "backlog": backlog, "kind": kind, "claims": claims}
+            label = f"+{backlog:,} {kind}"
+            states = {"none": f"before {label}", label: f"with {label}", "ratio": f"{label} / before"}
+            made = {
+                (what, state): Figure(
+                    "scale",
+                    f"claim ({what}) {metric}",
+                    "×" if state == "ratio" else "ms",
+                    synchronous,
+                    params=params,
+                    note="same database, back to back; flat = 1" if state == "ratio" else "",
+                )
+                for what in ("hit", "empty")
+                for state, metric in states.items()
+            }
+            for rep in range(repeat):
+                path = workdir / f"backlog-{kind}-{synchronous}-{rep}.db"
+                next_index, _ = populate(path, BACKLOG_HISTORY, synchronous)
+                worker = f"backlog:{kind}:{synchronous}:{rep}"
+                results = {}
+                for state in ("none", label):
+                    if state == label:
+                        add_backlog(path, next_index, backlog, name, due_in)
+                        next_index += backlog
+                    add_pending(path, next_index, claims)
+                    next_index += claims
+                    results[state] = _time_claims(path, synchronous, worker, claims, empty_claims)
+                for i, what in enumerate(("hit", "empty")):
+                    made[(what, "none")].samples.append(results["none"][i])
+                    made[(what, label)].samples.append(results[label][i])
+                    made[(what, "ratio")].samples.append(results[label][i] / results["none"][i])
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+            figures += list(made.values())
     return figures

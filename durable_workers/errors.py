@@ -154,3 +154,19 @@ class CorruptRecordError(DurableInterrupt):
         self.workflow_id = workflow_id
         self.step_key = step_key
         self.column = column
+
+
+class DatabaseReplacedError(DatabaseError):
+    """The file at the database path is no longer the database this process opened.
+
+    It was deleted, or another file (another database) took its place, or its
+    ``db_id`` changed. Raised by ``Store.check_identity`` (and by ``Store()`` on a
+    path whose file changed under connections this process still holds). A
+    worker that sees it stops claiming and exits with :attr:`exit_code`; the
+    supervisor stops the fleet instead of respawning workers onto another
+    database. (Inside an attempt a new connection to such a file raises
+    :class:`StoreUnavailable` instead, so that nothing is recorded as a failure.)
+    """
+
+    #: Exit status of a worker (and of the supervisor) that stopped because of it.
+    exit_code = 66  # EX_NOINPUT: the input (the database) is gone

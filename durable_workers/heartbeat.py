@@ -137,15 +137,20 @@ class Heartbeat:
         return self
 
     def beat(self) -> None:
-        """Renew once now; stop attempts whose lease is gone; retry pending hand-backs."""
-        pairs = self.attempts.pairs()
-        tokens = dict(pairs)
-        for workflow_id in self.store.heartbeat(self.worker_id, ttl=self.ttl, leases=pairs):
-            if self.attempts.mark_lost(workflow_id, tokens[workflow_id]):
-                log.warning("lease lost workflow_id=%s token=%s; stopping that attempt", workflow_id, tokens[workflow_id])
-        self.attempts.retry_releases(self.store, self.worker_id)
-        if self.on_beat is not None:
-            self.on_beat()
+        """Renew once now; stop attempts whose lease is gone; retry pending hand-backs.
+
+        ``on_beat`` runs afterwards, also when the renewal failed (it may explain why).
+        """
+        try:
+            pairs = self.attempts.pairs()
+            tokens = dict(pairs)
+            for workflow_id in self.store.heartbeat(self.worker_id, ttl=self.ttl, leases=pairs):
+                if self.attempts.mark_lost(workflow_id, tokens[workflow_id]):
+                    log.warning("lease lost workflow_id=%s token=%s; stopping that attempt", workflow_id, tokens[workflow_id])
+            self.attempts.retry_releases(self.store, self.worker_id)
+        finally:
+            if self.on_beat is not None:
+                self.on_beat()
 
     def _run(self) -> None:
         try:
@@ -157,10 +162,14 @@ class Heartbeat:
                         self._failures = 0
                 except (Exception, StoreUnavailable) as exc:  # keep beating; the next renewal may succeed
                     self._failures += 1
-                    if self._failures == 1:
+                    if self._failures == 1 and not self._stop.is_set():  # halted: explained by on_beat
                         log.warning("heartbeat failed worker_id=%s: %s", self.worker_id, getattr(exc, "cause", exc))
         finally:
             self.store.close()
+
+    def halt(self) -> None:
+        """Renew no more after the current beat (callable from ``on_beat``, in the heartbeat thread)."""
+        self._stop.set()
 
     def stop(self) -> None:
         """Stop beating and wait for the thread."""

@@ -6,7 +6,9 @@ Times are UNIX epoch seconds (REAL). JSON columns hold text produced by
 
 from __future__ import annotations
 
+import sqlite3
 from enum import Enum
+from typing import Any, Protocol
 
 from peewee import (
     AutoField,
@@ -15,19 +17,59 @@ from peewee import (
     IntegerField,
     Model,
     SQL,
+    SqliteDatabase,
     TextField,
 )
 from playhouse.pool import PooledSqliteDatabase
 
 #: Bumped whenever the schema changes; stored in ``PRAGMA user_version``.
 #: 2: workflows.interruption, steps.seq/token/interruptions, leases.renewed_mono,
-#:    workers.host_id/heartbeat_mono/ttl, the meta table.
+#:    workers.host_id/heartbeat_mono/ttl, the meta table; index workflows(status, name, run_at)
+#:    replaces workflows(name, status).
 SCHEMA_VERSION = 2
+
+
+class ConnectionGuard(Protocol):
+    """What the database asks before and after it opens a new connection (see ``Store._guard_identity``)."""
+
+    def before_open(self) -> None:
+        """Raise (an interrupt) instead of letting a connection be opened at the path."""
+
+    def after_open(self, conn: sqlite3.Connection) -> None:
+        """Raise (an interrupt) when the new connection is not on the expected database."""
+
+
+class _GuardedSqliteDatabase(SqliteDatabase):
+    """SQLite whose new connections pass ``guard`` (``None``: no check) before and after opening."""
+
+    guard: ConnectionGuard | None = None
+
+    def init(self, database: Any, **kwargs: Any) -> None:
+        self.guard = None  # another file (or the same one anew): its opener installs a guard
+        super().init(database, **kwargs)
+
+    def _connect(self) -> sqlite3.Connection:
+        guard = self.guard
+        if guard is not None:
+            guard.before_open()  # before sqlite3.connect, which would create a deleted file anew
+        conn = super()._connect()
+        if guard is not None:
+            try:
+                guard.after_open(conn)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+
+class GuardedPooledSqliteDatabase(PooledSqliteDatabase, _GuardedSqliteDatabase):
+    """The pool; only connections it opens anew (not reused ones) go through the guard."""
+
 
 #: The process-wide database, initialised later by ``Store`` (peewee deferred init).
 #: Pooled: a thread that ends hands its connection to the next one (parallel
 #: branches would otherwise open a connection each); no size limit.
-database = PooledSqliteDatabase(None, max_connections=None, stale_timeout=None)
+database = GuardedPooledSqliteDatabase(None, max_connections=None, stale_timeout=None)
 
 
 class Status(str, Enum):
@@ -72,7 +114,9 @@ class Workflow(BaseModel):
         table_name = "workflows"
         indexes = (
             (("status", "created_at"), False),
-            (("name", "status"), False),
+            # The claim's pending probe: one range scan per served name, in due order
+            # (Store._runnable); rows of other names and future run_at are never visited.
+            (("status", "name", "run_at"), False),
         )
 
 
@@ -159,6 +203,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE workers ADD COLUMN heartbeat_mono REAL",
         "ALTER TABLE workers ADD COLUMN ttl REAL",
         'CREATE TABLE IF NOT EXISTS "meta" ("key" TEXT NOT NULL PRIMARY KEY, "value" TEXT NOT NULL)',
+        'CREATE INDEX IF NOT EXISTS "workflows_status_name_run_at" ON "workflows" ("status", "name", "run_at")',
+        'DROP INDEX IF EXISTS "workflows_name_status"',
     ),
 }
 

@@ -14,7 +14,9 @@ and nothing is written.
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import os
 import random
 import sqlite3
@@ -31,9 +33,11 @@ import peewee
 from peewee import SQL, Value, fn
 
 from .codec import error_message, summarize_error
+from .identity import NO_DB_ID, FileIdentity
 from .liveness import host_identity, hostname, process_alive, process_start_time
 from .errors import (
     DatabaseError,
+    DatabaseReplacedError,
     InvalidStateError,
     LeaseLost,
     SchemaVersionError,
@@ -270,6 +274,17 @@ def _describe(path: str, exc: BaseException) -> DatabaseError:
     return DatabaseError(f"database {path}: {text}")
 
 
+def _read_db_id(conn: sqlite3.Connection) -> str:
+    """The ``db_id`` in ``meta`` read on a raw connection (``NO_DB_ID`` when there is none)."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'db_id'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return NO_DB_ID
+    return row[0] if row else NO_DB_ID
+
+
 # --------------------------------------------------------------------------- store
 
 
@@ -306,6 +321,7 @@ class Store:
         self.synchronous = synchronous.upper()
         self.readonly = readonly
         create = create and not readonly
+        expected = self._expected_identity()
         self._check_path(create)
         # SQLite waits only LOCK_POLL_MS for a lock; Store._run then polls every few ms
         # until ``lock_patience`` s (default ``busy_timeout_ms * (LOCK_RETRIES + 1)``) have
@@ -342,6 +358,7 @@ class Store:
         except DatabaseError:
             self.close()
             raise
+        self._guard_identity(expected)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -423,6 +440,98 @@ class Store:
         """Close this thread's connection (safe to call when none is open)."""
         if not self.db.is_closed():
             self.db.close()
+
+    # ----------------------------------------------------------------- database identity
+
+    def _expected_identity(self) -> FileIdentity | None:
+        """The file a parent process requires at this path (``EXPECT_DB_ENV``), checked before opening it.
+
+        A worker started by a supervisor whose database was just replaced or
+        deleted must not open (or create) whatever is at the path now.
+        """
+        expected = FileIdentity.expected_at(os.path.abspath(self.path))
+        if expected is not None:
+            expected.check_file()
+        return expected
+
+    def identity_env(self) -> dict[str, str]:
+        """Environment for a child process: its Store on this path refuses any file but this one.
+
+        Empty before the identity is known. A child whose path names another
+        file raises :class:`DatabaseReplacedError` from ``Store()`` instead of
+        opening or creating it.
+        """
+        guard = database.guard
+        return guard.to_env() if isinstance(guard, FileIdentity) else {}
+
+    def _guard_identity(self, expected: FileIdentity | None = None) -> None:
+        """Remember which file this process opened, or check that it is still the one remembered.
+
+        The first Store on a path (per initialisation of the process-wide
+        database) installs the guard that every new pooled connection passes;
+        a later Store on the same path checks it, so it never mixes
+        connections to two files. ``expected`` (from ``_expected_identity``)
+        must match too. Raises DatabaseReplacedError (after closing).
+        """
+        try:
+            guard = database.guard
+            path = os.path.abspath(self.path)
+            if isinstance(guard, FileIdentity) and guard.path == path:
+                self.check_identity()
+                return
+            guard = FileIdentity.of_file(path, self.read(lambda: _read_db_id(self.db.connection())), _read_db_id)
+            if expected is not None:
+                expected.check_file()
+                expected.check_db_id(guard.db_id)
+            database.guard = guard
+        except (DatabaseError, OSError, StoreUnavailable) as exc:
+            self.close()
+            if isinstance(exc, OSError):
+                raise DatabaseError(f"database {self.path}: {exc}") from exc
+            raise
+
+    def check_identity(self) -> None:
+        """Check that the file at this Store's path is still the database this process opened.
+
+        Compares the path's device + inode with those seen when it was opened,
+        and the ``db_id`` in ``meta`` (read through this thread's connection).
+        Cheap (a ``stat`` and one indexed read): workers run it on every
+        heartbeat, the supervisor every reap interval. Raises
+        :class:`DatabaseReplacedError` when the file was deleted, renamed over
+        or rewritten with another database (and on every call after that);
+        :class:`StoreUnavailable` when the database cannot be read at all.
+        """
+        guard = database.guard
+        if not isinstance(guard, FileIdentity):
+            return
+        guard.check_file()
+        if guard.db_id is None:
+            return
+        try:
+            db_id = self.read(lambda: _read_db_id(self.db.connection()))
+        except StoreUnavailable:
+            if guard.replaced is not None:
+                raise DatabaseReplacedError(guard.replaced) from None
+            raise
+        guard.check_db_id(db_id)
+
+    def abandon_replaced_file(self) -> None:
+        """After :class:`DatabaseReplacedError`: empty the old file's write-ahead log, then close.
+
+        SQLite keeps the ``-wal`` of a database file that was deleted or renamed
+        over (it never deletes the log of a file that moved), and the next
+        process to open the path would replay that log into whatever file is
+        there now: the replacement would lose rows and show the old ones.
+        Checkpointing through a connection still on the old file with
+        ``wal_checkpoint(TRUNCATE)`` leaves nothing to replay. Run it as the
+        last use of the store; it never raises (a busy log is left as it is).
+        """
+        try:
+            self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # a new connection is refused by the guard
+        except (peewee.DatabaseError, sqlite3.Error, StoreUnavailable):
+            pass
+        finally:
+            self.close()
 
     # ----------------------------------------------------------------- transactions
 
@@ -684,33 +793,61 @@ class Store:
     # ----------------------------------------------------------------- claim and lease
 
     def _runnable(self, names: Sequence[str], now: float, stale_before: float | None = None) -> str | None:
-        """Id of the oldest runnable workflow among ``names``: under an expired lease, else PENDING."""
+        """Id of a runnable workflow among ``names``: under the longest-expired lease, else the PENDING one due first.
+
+        The stale probe walks only expired leases (``leases(expires_at)``), so
+        RUNNING rows under live leases cost nothing. The pending probe is one range scan of ``workflows(status, name, run_at)``
+        per name (first row only) and the earliest of those heads, so its cost
+        does not grow with PENDING rows of names this worker does not serve, nor
+        with rows whose ``run_at`` is in the future. PENDING work is therefore
+        taken in due order (``run_at``; for a workflow submitted to run now that is
+        its creation time), not strictly by ``created_at``.
+        """
         names = list(names)
         stale_before = now if stale_before is None else stale_before
         running, pending = Status.RUNNING.value, Status.PENDING.value
+        # Driven from leases (CROSS JOIN fixes the loop order in SQLite): only expired leases
+        # are visited, in expiry order, never the RUNNING rows that live workers hold.
         row = self._execute(
             f"runnable_stale/{len(names)}",
-            lambda: Workflow.select(Workflow.id)
-            .join(Lease, on=(Lease.workflow_id == Workflow.id))
+            lambda: Lease.select(Workflow.id)
+            .join(Workflow, peewee.JOIN.CROSS)
             .where(
-                (Lease.expires_at < stale_before)
+                (Workflow.id == Lease.workflow_id)
+                & (Lease.expires_at < stale_before)
                 & (Lease.worker_id.is_null(False))
                 & (Workflow.status == running)
                 & (Workflow.name.in_(names))
             )
-            .order_by(Workflow.created_at)
+            .order_by(Lease.expires_at)
             .limit(1),
             [stale_before, running, *names, 1],
         ).fetchone()
         if row is not None:
             return row[0]
+
+        def due_first() -> peewee.Select:
+            heads = [
+                peewee.Select(
+                    [
+                        Workflow.select(Workflow.id, Workflow.run_at)
+                        .where((Workflow.status == pending) & (Workflow.name == name) & (Workflow.run_at <= now))
+                        .order_by(Workflow.run_at)
+                        .limit(1)
+                        .alias(f"head{i}")
+                    ],
+                    [SQL("*")],
+                )
+                for i, name in enumerate(names)
+            ]
+            union = functools.reduce(operator.add, heads)  # UNION ALL
+            # SQLite returns the bare column (id) of the row that gives MIN(run_at).
+            return peewee.Select([union.alias("heads")], [SQL("id"), fn.MIN(SQL("run_at"))]).bind(self.db)
+
         row = self._execute(
             f"runnable_pending/{len(names)}",
-            lambda: Workflow.select(Workflow.id)
-            .where((Workflow.status == pending) & (Workflow.name.in_(names)) & (Workflow.run_at <= now))
-            .order_by(Workflow.created_at)
-            .limit(1),
-            [pending, *names, now, 1],
+            due_first,
+            [value for name in names for value in (pending, name, now, 1)],
         ).fetchone()
         return row[0] if row is not None else None
 

@@ -34,7 +34,7 @@ from typing import Callable
 from .backoff import ErrorBackoff
 from .context import AttemptControl, Listener, StepEvent
 from .engine import Outcome, run_claim
-from .errors import StoreUnavailable
+from .errors import DatabaseReplacedError, StoreUnavailable
 from .heartbeat import Heartbeat, LiveAttempts
 from .registry import Registry
 from .signals import SignalDispatcher
@@ -110,6 +110,9 @@ class _WalWatch:
 class WorkerProcess:
     """One worker: registry of workflow names, a claim loop, a heartbeat."""
 
+    #: Why this worker stopped using its database file (deleted or replaced), once seen.
+    database_replaced: DatabaseReplacedError | None = None
+
     def __init__(
         self,
         store: Store,
@@ -158,10 +161,30 @@ class WorkerProcess:
         )
 
     def _check_parent(self) -> None:
+        self._check_database()
         pid = self.options.supervisor_pid
         if pid is not None and os.getppid() != pid and not self.stop_claiming.is_set():
             log.warning("supervisor pid=%s is gone; stopping gracefully", pid)
             self.request_stop()
+
+    def _check_database(self) -> None:
+        """On each heartbeat: once the database file was deleted or replaced, stop claiming (see run)."""
+        if self.database_replaced is not None:
+            return
+        try:
+            self.store.check_identity()
+        except DatabaseReplacedError as exc:
+            self.database_replaced = exc
+            log.error("%s; worker %s stops claiming and exits", exc, self.worker_id)
+            if self._heartbeat is not None:
+                self._heartbeat.halt()  # renewing the leases of a deleted or replaced file is pointless
+            self.request_stop()
+
+    def _exit_if_database_replaced(self) -> None:
+        """Last act of run() after a replaced database: empty the old file's log, exit with the distinct code."""
+        if self.database_replaced is not None:
+            self.store.abandon_replaced_file()
+            raise SystemExit(DatabaseReplacedError.exit_code)
 
     def request_stop(self) -> None:
         """Graceful stop: claim nothing more; running workflows stop before their next step."""
@@ -257,7 +280,11 @@ class WorkerProcess:
             self.request_stop()
 
     def run(self) -> None:
-        """Claim and run workflows until asked to stop; then drain and exit."""
+        """Claim and run workflows until asked to stop; then drain and exit.
+
+        Raises ``SystemExit(DatabaseReplacedError.exit_code)`` after the drain when
+        the database file was deleted or replaced under the worker.
+        """
         self.initialize()
         watch = _WalWatch(self.store.path)
         idle = self.options.poll_min
@@ -302,6 +329,7 @@ class WorkerProcess:
             except (Exception, StoreUnavailable):
                 log.exception("could not mark worker draining worker_id=%s", self.worker_id)
             self.shutdown()
+        self._exit_if_database_replaced()
 
 
 def _ask_for_sigterm_on_parent_death() -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from durable_workers.backoff import ErrorBackoff
 from durable_workers.config import Config
-from durable_workers.errors import StoreUnavailable
+from durable_workers.errors import DatabaseReplacedError, StoreUnavailable
 from durable_workers.liveness import (
     FROZEN_HEARTBEAT_TTLS,
     heartbeat_age,
@@ -86,6 +86,10 @@ class SupervisorOptions:
 class Supervisor:
     """Keeps ``options.workers`` worker processes running on one database."""
 
+    #: Why the fleet stopped: its database file was deleted or replaced (then run() exits non-zero).
+    database_replaced: str | None = None
+    _last_identity_check = 0.0
+
     def __init__(self, config: Config, options: SupervisorOptions | None = None) -> None:
         self.config = config
         self.options = options or SupervisorOptions()
@@ -130,6 +134,7 @@ class Supervisor:
         """Start a worker process in ``slot`` (its own session and process group)."""
         worker_id = f"{hostname()}:w{slot.index}:{uuid.uuid4().hex[:6]}"
         env = dict(os.environ, DURABLE_SYNCHRONOUS=self.config.synchronous)
+        env.update(self.store.identity_env())  # the worker refuses any other file at the path
         # Its own session and process group: a terminal's Ctrl+C reaches only the
         # supervisor (which decides), and a forced stop can SIGKILL the whole group.
         slot.process = subprocess.Popen(self._command(worker_id), env=env, start_new_session=True)
@@ -162,6 +167,8 @@ class Supervisor:
             # A worker that got as far as registering its row was not crash-looping at
             # start-up; killed later (kill -9, OOM), it is replaced without backoff.
             registered = slot.worker_id is not None and self.store.get_worker(slot.worker_id) is not None
+            if code == DatabaseReplacedError.exit_code:
+                self._check_database(mono, worker_pid=proc.pid)
             if slot.worker_id is not None:
                 for workflow_id in self.store.expire_worker(slot.worker_id, state="dead" if code else "stopped"):
                     log.info("reclaimed workflow %s from worker %s (pid %s)", workflow_id, slot.worker_id, proc.pid)
@@ -239,6 +246,30 @@ class Supervisor:
         if pruned:
             log.info("pruned %d dead or stopped worker rows older than %.0fs", pruned, self.options.worker_retention)
 
+    def _check_database(self, mono: float, *, worker_pid: int | None = None) -> None:
+        """Every reap interval, before a spawn, and when a worker reports it: is the database file still ours?
+
+        A deleted or replaced file stops the fleet (one error line); no worker
+        is ever started on the file that took its place.
+        """
+        due = any(s.process is None and mono >= s.respawn_at for s in self.slots) and not self.stop_requests
+        if self.database_replaced is not None or not (
+            due or worker_pid is not None or mono - self._last_identity_check >= self.options.reap_interval
+        ):
+            return
+        self._last_identity_check = mono
+        try:
+            self.store.check_identity()
+            if worker_pid is None:
+                return
+            reason = f"worker pid={worker_pid} found database {self.config.db} deleted or replaced"
+        except DatabaseReplacedError as exc:
+            reason = str(exc)
+        self.database_replaced = reason
+        log.error("%s; stopping the fleet (no worker is started on another database)", reason)
+        self.stop_requests = max(self.stop_requests, 1)
+        self.wake.set()
+
     def loop_once(self, now: float | None = None) -> None:
         """Reap, reclaim, respawn, enforce timeouts and heartbeats, prune, advance a stop.
 
@@ -250,6 +281,7 @@ class Supervisor:
         now = time.time() if now is None else now
         mono = time.monotonic()
         self._reap_children(mono)
+        self._check_database(mono)
         if self._last_reap is None or mono - self._last_reap >= self.options.reap_interval:
             self._reap_others(now)
             self._kill_overdue(now, mono)
@@ -330,7 +362,11 @@ class Supervisor:
         return self.signals
 
     def run(self) -> int:
-        """Supervise until stopped; returns the exit status (0)."""
+        """Supervise until stopped; returns the exit status.
+
+        0, or ``DatabaseReplacedError.exit_code`` when the fleet stopped because
+        its database file was deleted or replaced.
+        """
         log.info(
             "supervisor pid=%s: %s workers on %s (app %s)",
             os.getpid(),
@@ -346,7 +382,7 @@ class Supervisor:
         finally:
             self._shutdown()
         log.info("supervisor stopped")
-        return 0
+        return DatabaseReplacedError.exit_code if self.database_replaced is not None else 0
 
     def _shutdown(self) -> None:
         for slot in self.slots:
@@ -357,4 +393,6 @@ class Supervisor:
             self._reap_children(time.monotonic())
         except (Exception, StoreUnavailable):
             log.exception("could not record the workers' exit; their leases expire after the TTL")
+        if self.database_replaced is not None:
+            self.store.abandon_replaced_file()  # after every worker: the last writer to the old file
         self.store.close()
