@@ -198,9 +198,12 @@ class WorkerProcess:
         self._pool.shutdown(wait=True)
         if self._heartbeat is not None:
             self._heartbeat.stop()
-        if self.attempts.retry_releases(self.store, self.worker_id):
-            log.warning("some workflows could not be handed back; their leases expire now instead")
-        self.store.expire_worker(self.worker_id, state="stopped")
+        try:
+            if self.attempts.retry_releases(self.store, self.worker_id):
+                log.warning("some workflows could not be handed back; their leases expire now instead")
+            self.store.expire_worker(self.worker_id, state="stopped")
+        except StoreUnavailable as exc:
+            log.warning("could not record the stop (%s); this worker's leases expire after the TTL", exc.cause)
         log.info("worker stopped worker_id=%s", self.worker_id)
         self.store.close()
 
