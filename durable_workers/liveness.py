@@ -73,6 +73,14 @@ def process_alive(pid: int, proc_started_at: float) -> bool:
         return True
 
 
+def process_stopped(pid: int) -> bool:
+    """True when ``pid`` is stopped by a signal (SIGSTOP, SIGTSTP): frozen for certain."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_STOPPED
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
 def on_this_host(worker: "WorkerRecord") -> bool:
     """True when the worker row was written by a process of this host identity."""
     return worker.host_id == host_identity()

@@ -535,7 +535,7 @@ class Store:
 
     # ----------------------------------------------------------------- transactions
 
-    def _run(self, body: Callable[[], T], *, write: bool) -> T:
+    def _run(self, body: Callable[[], T], *, write: bool, patience: float | None = None) -> T:
         """Run ``body`` in a transaction, retrying ``database is locked``.
 
         SQLite waits ``LOCK_POLL_MS`` per try; between tries the store pauses a
@@ -561,7 +561,7 @@ class Store:
                     self._drop_connection()
                     raise StoreUnavailable(f"database {self.path}: {cause}", cause=str(cause)) from exc
                 waited = time.monotonic() - asked
-                if waited >= self._patience:
+                if waited >= (self._patience if patience is None else patience):
                     raise StoreUnavailable(
                         f"database {self.path} stayed locked for {waited:.0f} s", cause="database is locked"
                     ) from exc
@@ -1600,6 +1600,19 @@ class Store:
             .where(Worker.state.in_(["dead", "stopped"]) & (Worker.heartbeat_at < cutoff))
             .execute()
         )
+
+    def writable(self, within: float) -> bool:
+        """True when this process can take the write lock within ``within`` seconds (writes nothing).
+
+        The supervisor asks before it kills a worker for a late heartbeat: when
+        the database itself cannot be written, heartbeats are late everywhere
+        and the worker is not frozen.
+        """
+        try:
+            self._run(lambda: None, write=True, patience=within)
+        except StoreUnavailable:
+            return False
+        return True
 
     def stall_grace(self, ttl: float, *, now: float | None = None) -> float:
         """Seconds this process saw the database's write lock stall recently (see ``_stall_grace``).

@@ -41,6 +41,7 @@ from durable_workers.liveness import (
     heartbeat_age,
     hostname,
     on_this_host,
+    process_stopped,
     reap_dead_workers,
 )
 from durable_workers.signals import SignalDispatcher
@@ -88,6 +89,7 @@ class Supervisor:
 
     #: Why the fleet stopped: its database file was deleted or replaced (then run() exits non-zero).
     database_replaced: str | None = None
+    _unwritable_noted = False  # _kill_frozen logged that late heartbeats are the store's fault
     _last_identity_check = 0.0
 
     def __init__(self, config: Config, options: SupervisorOptions | None = None) -> None:
@@ -226,8 +228,17 @@ class Supervisor:
             ttl = row.ttl or self.options.ttl
             limit = self.options.frozen_after_ttls * ttl + self.store.stall_grace(ttl)
             age = heartbeat_age(row)
-            if age > limit:
-                self._kill(slot, f"its heartbeat is {age:.1f}s old (frozen? limit {limit:.1f}s)")
+            if age <= limit:
+                continue
+            if not process_stopped(slot.process.pid) and not self.store.writable(within=ttl / 3):
+                # Nobody can write: every heartbeat is late, and this worker is waiting, not frozen.
+                if not self._unwritable_noted:
+                    log.warning("heartbeats are late but the database is not writable either; "
+                                "no worker is killed for it until it is")
+                self._unwritable_noted = True
+                return
+            self._kill(slot, f"its heartbeat is {age:.1f}s old (frozen? limit {limit:.1f}s)")
+        self._unwritable_noted = False
 
     def _reap_others(self, now: float) -> None:
         own = {s.worker_id for s in self.slots}

@@ -255,3 +255,32 @@ def test_a_cancelled_timed_step_does_not_get_the_worker_killed_while_it_runs_ano
     finally:
         release.touch()
     wait_for(lambda: workflow_row(db_path, "wf-other")["status"] == "COMPLETED", 60, "the other workflow to finish")
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_late_heartbeats_during_a_store_outage_do_not_get_workers_killed_as_frozen(
+    supervisor_factory, db_path: Path
+) -> None:
+    """The write lock is held elsewhere past 2 x TTL: every heartbeat is late, nobody is frozen."""
+    import sqlite3
+
+    from durable_workers.liveness import heartbeat_age
+
+    supervisor = supervisor_factory(workers=1, ttl=1.5, reap_interval=0.0)
+    supervisor.loop_once()
+    (worker,) = wait_for(lambda: registered_workers(db_path, supervisor), 60, "the worker to register")
+    holder = sqlite3.connect(db_path, timeout=30, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        row = lambda: supervisor.store.get_worker(worker["id"])  # noqa: E731  (WAL reads still work)
+        wait_for(lambda: heartbeat_age(row()) > 2 * 1.5 + 1, 60, "the heartbeat to be late past the frozen limit")
+        supervisor.loop_once()
+        (slot,) = supervisor.slots
+        assert slot.killed_for is None and slot.alive()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    wait_for(lambda: heartbeat_age(supervisor.store.get_worker(worker["id"])) < 1.5, 60, "the heartbeat to resume")
+    supervisor.loop_once()
+    assert supervisor.slots[0].killed_for is None and supervisor.slots[0].alive()
