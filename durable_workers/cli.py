@@ -156,11 +156,17 @@ def run(
     if values is not None:
         spec.check_input(values)
     click.echo(f"running {name} {workflow_id or ''} (database {client.config.db})".replace("  ", " "))
-    record, outcome = client.run_here(name, workflow_id, values, crash_at=crash_at, listener=_print_event)
+    try:
+        record, outcome = client.run_here(
+            name, workflow_id, values, crash_at=crash_at, listener=_print_event, stop_on_signals=True
+        )
+    finally:
+        client.close()
     if outcome is None:
         click.echo(f"{record.id} had already ended; nothing to run (`durable steps {record.id}` shows its steps)")
-    elif outcome.status == "ABANDONED":
-        click.echo(f"{record.id} interrupted: {outcome.reason}; run the same command again to resume")
+    elif outcome.status in ("ABANDONED", "RELEASED"):
+        reason = outcome.reason or "stopped by a signal before its next step"
+        click.echo(f"{record.id} interrupted: {reason}; run the same command again to resume")
         sys.exit(EXIT_INTERRUPTED)
     _print_end(record)
     if record.status != Status.COMPLETED.value:

@@ -103,7 +103,10 @@ def _print_event(event: StepEvent) -> None:
 
 def _print_end(record: WorkflowRecord) -> None:
     if record.status == Status.COMPLETED.value:
-        click.echo(f"{record.id} COMPLETED: {json.dumps(record.result)}")
+        text = json.dumps(CORRUPT_MARK if "result" in record.corrupt else record.result)
+        if len(text) > PREVIEW_CHARS:
+            text = f"{text[:PREVIEW_CHARS]}… ({len(text):,} characters; `durable status {record.id} --full` shows all)"
+        click.echo(f"{record.id} COMPLETED: {text}")
     else:
         summary = (record.error or "").splitlines()[0] if record.error else ""
         click.echo(f"{record.id} {record.status}: {summary}")

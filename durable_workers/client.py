@@ -119,9 +119,9 @@ class Client:
         return self._registry
 
     def close(self) -> None:
-        """Close this thread's database connection (nothing to do if it was never opened)."""
+        """Close this thread's database connection and the idle pooled ones (nothing to do if never opened)."""
         if self._store is not None:
-            self._store.close()
+            self._store.close_idle()
 
     # ----------------------------------------------------------------- submit
 
@@ -273,15 +273,19 @@ class Client:
         *,
         crash_at: str | None = None,
         listener: Listener | None = None,
+        stop_on_signals: bool = False,
     ) -> tuple[WorkflowRecord, Outcome | None]:
         """Submit (or find) a workflow and run or resume it in this process.
 
         ``input=None`` resumes an existing workflow with its recorded input
         (see :meth:`submit`). Returns the final row and this run's outcome
         (``None`` when the workflow had already ended before this call).
+        ``stop_on_signals`` (main thread only; the CLI's ``durable run``):
+        SIGINT/SIGTERM stop the run before its next step and hand the workflow
+        back (outcome ``RELEASED``); a second one exits the process at once.
         """
         from .worker import run_here
 
         record = self.submit(name, workflow_id, input, crash_at=crash_at)
-        outcome = run_here(self.store, self.registry, record.id, listener=listener)
+        outcome = run_here(self.store, self.registry, record.id, listener=listener, stop_on_signals=stop_on_signals)
         return self.store.get_workflow(record.id), outcome

@@ -20,6 +20,22 @@ from typing import Any
 from .errors import CorruptRecordError, NotSerializableError, StepFailedError
 
 
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when the exception's ``__str__`` itself raises."""
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not hide the failure it describes
+        return f"<{type(exc).__name__}: str() failed>"
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The formatted traceback of ``exc`` (the standard library survives a broken ``__str__``)."""
+    try:
+        return "".join(traceback.format_exception(exc)).rstrip()
+    except Exception:  # pragma: no cover - formatting itself failed
+        return f"{type(exc).__name__}: <traceback unavailable>"
+
+
 def encode_json(value: Any, what: str) -> str:
     """JSON text of ``value``; raises :class:`NotSerializableError` naming ``what``."""
     try:
@@ -71,7 +87,7 @@ def encode_error(exc: BaseException) -> str:
     """
     cls = type(exc)
     attrs = {}
-    for name, value in vars(exc).items():
+    for name, value in getattr(exc, "__dict__", {}).items():
         if not name.startswith("__"):
             encoded = _json_or_none(value)
             if encoded is not None or value is None:
@@ -79,10 +95,10 @@ def encode_error(exc: BaseException) -> str:
     return json.dumps(
         {
             "type": f"{cls.__module__}.{cls.__qualname__}",
-            "message": str(exc),
+            "message": safe_str(exc),
             "args": _json_or_none(list(exc.args)),
             "attrs": attrs,
-            "traceback": "".join(traceback.format_exception(exc)).rstrip(),
+            "traceback": format_traceback(exc),
         }
     )
 

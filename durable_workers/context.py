@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, TypeVar, overload
 
 from . import keys
-from .codec import decode_error, decode_json, encode_error, encode_json, rebuild_error, summarize_error
+from .codec import decode_error, decode_json, encode_error, encode_json, rebuild_error, safe_str, summarize_error
 from .errors import (
     AttemptAbandoned,
     DurableError,
@@ -133,6 +133,10 @@ class Context:
         self._seq_lock = threading.Lock()
         #: The first divergence from the recorded history; it fails the workflow even if caught.
         self.diverged: NonDeterminismError | None = None
+        #: A step of this attempt overran its timeout; its thread may still be running here.
+        self.overran = False
+        #: Exceptions raised into the workflow by failed steps, with the step's key.
+        self._step_failures: list[tuple[BaseException, str]] = []
         self._listener = listener
         self._crash_at = parse_crash_at(crash_at)
         self._control = control or AttemptControl()
@@ -269,6 +273,23 @@ class Context:
             self.diverged = error
         return error
 
+    def _raised_by(self, key: str, error: Exception) -> Exception:
+        """Remember that ``error`` is step ``key``'s failure raised into the workflow; return it."""
+        self._step_failures.append((error, key))
+        return error
+
+    def failed_step_of(self, exc: BaseException) -> str | None:
+        """Key of the step whose failure ``exc`` is (or was caused by), if any."""
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            for error, key in reversed(self._step_failures):
+                if error is current:
+                    return key
+            current = current.__cause__ or current.__context__
+        return None
+
     def _next_seq(self) -> int:
         with self._seq_lock:
             self._seq += 1
@@ -301,7 +322,7 @@ class Context:
         if recorded is not None and recorded.status == StepStatus.FAILED.value:
             data = decode_error(recorded.error, workflow_id=self.workflow_id, step_key=key)
             self._emit("replayed-failure", key, attempt=recorded.attempts, error=summarize_error(recorded.error))
-            raise rebuild_error(key, data)
+            raise self._raised_by(key, rebuild_error(key, data))
         seq = self._next_seq() if recorded is None else recorded.seq
         return self._execute(name, key, scope.path, position, seq, fn, policy)
 
@@ -333,11 +354,12 @@ class Context:
             except DurableInterrupt:
                 raise
             except _Overrun as overrun:
+                self.overran = True
                 self._failed(key, overrun.error, overrun.error, start.attempts, policy, began, timed_out=True)
             except Exception as exc:
                 self._failed(key, exc, exc, start.attempts, policy, began)
             except BaseException as exc:  # foreign: SystemExit, KeyboardInterrupt, CancelledError...
-                error = StepFailedError(key, f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc))
+                error = StepFailedError(key, f"{type(exc).__module__}.{type(exc).__qualname__}", safe_str(exc))
                 self._failed(key, exc, error, start.attempts, replace(policy, retries=0), began)
             else:
                 output = self._encode(key, value)
@@ -368,7 +390,9 @@ class Context:
         """
         error = encode_error(exc)
         final = attempts >= policy.retries + 1
-        self._store.fail_step(self.workflow_id, key, error, final=final, worker_id=self._worker_id, token=self._token)
+        self._store.fail_step(
+            self.workflow_id, key, error, final=final, worker_id=self._worker_id, token=self._token, overran=timed_out
+        )
         self._emit(
             "failed" if final else "retrying",
             key,
@@ -378,13 +402,12 @@ class Context:
             timed_out=timed_out,
         )
         if final and raised is exc:
-            raise raised
+            raise self._raised_by(key, raised)
         if final:
-            raise raised from exc
+            raise self._raised_by(key, raised) from exc
         if timed_out:
             raise AttemptAbandoned(
-                f"step {key} timed out (attempt {attempts}); its retry runs in a fresh worker process",
-                retry_in=policy.delay(attempts),
+                f"step {key} timed out (attempt {attempts}); its retry runs in a fresh worker process"
             ) from exc
 
     def _encode(self, key: str, value: Any) -> str:
@@ -395,7 +418,7 @@ class Context:
                 self.workflow_id, key, encode_error(error), final=True, worker_id=self._worker_id, token=self._token
             )
             self._emit("failed", key, error=str(error))
-            raise
+            raise self._raised_by(key, error)
 
     def _call(self, key: str, fn: Callable[[], T], timeout: float | None) -> T:
         if not timeout:

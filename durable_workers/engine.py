@@ -10,7 +10,8 @@ the workflow returns                      COMPLETED + result, lease released
 it raises (anything, BaseException too)   FAILED + error, lease released
 NonDeterminismError, CorruptRecordError   FAILED + reason (not catchable)
 drain (WorkerStopping)                    PENDING again, lease released
-a step timed out with retries left        PENDING again (retry in a fresh worker)
+a step timed out with retries left        the failed attempt; the lease is held until
+                                          the process exits, then a fresh one retries
 StoreUnavailable                          nothing now; the worker hands the
                                           workflow back once the store answers
 LeaseLost, WorkflowAborted                nothing more (someone else decided)
@@ -20,12 +21,12 @@ LeaseLost, WorkflowAborted                nothing more (someone else decided)
 from __future__ import annotations
 
 import json
-import traceback
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from . import keys
-from .codec import encode_json
+from .codec import encode_json, format_traceback, safe_str
 from .context import AttemptControl, Context, Listener
 from .errors import (
     AttemptAbandoned,
@@ -42,6 +43,9 @@ from .registry import Registry, WorkflowSpec
 from .store import Claim, Store, WorkflowRecord
 
 
+log = logging.getLogger("durable_workers.worker")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How an attempt ended.
@@ -52,7 +56,9 @@ class Outcome:
     attempt gave up (a timed-out step, the store unavailable). ``reason`` says
     why it was abandoned; ``release_pending`` is True when the store could not
     be told yet, so the worker must hand the workflow back later
-    (:meth:`Store.release` with the same token).
+    (:meth:`Store.release` with the same token). ``hold`` is True when a
+    timed-out execution may still run in this process: the worker keeps the
+    lease renewed until it exits, so no retry starts beside it.
     """
 
     workflow_id: str
@@ -61,12 +67,12 @@ class Outcome:
     error: str | None = None
     reason: str | None = None
     release_pending: bool = False
+    hold: bool = False
 
 
 def describe_failure(exc: BaseException) -> str:
     """First line ``Type: message``, then the traceback, as stored in ``workflows.error``."""
-    head = f"{type(exc).__name__}: {exc}"
-    return head + "\n" + "".join(traceback.format_exception(exc)).rstrip()
+    return f"{type(exc).__name__}: {safe_str(exc)}\n{format_traceback(exc)}"
 
 
 def _ending(spec: WorkflowSpec, ctx: Context, record: WorkflowRecord) -> tuple[Status, dict[str, Any]]:
@@ -89,7 +95,8 @@ def _ending(spec: WorkflowSpec, ctx: Context, record: WorkflowRecord) -> tuple[S
     except DurableInterrupt:
         raise
     except BaseException as exc:  # the workflow's own failure, foreign BaseExceptions included
-        return Status.FAILED, {"error": describe_failure(ctx.diverged or exc)}
+        ending = ctx.diverged or exc
+        return Status.FAILED, {"error": describe_failure(ending), "failed_step": ctx.failed_step_of(ending)}
 
 
 def _give_back(store: Store, claim: Claim, worker_id: str, status: str, **release: Any) -> Outcome:
@@ -138,11 +145,37 @@ def run_claim(
     except WorkflowAborted as exc:
         return Outcome(record.id, Status.FAILED.value, error=str(exc))
     except WorkerStopping:
+        if ctx.overran:  # a timed-out step of this attempt may still be running here
+            return _hold(store, claim, worker_id, "stopped after a step timed out")
         return _give_back(store, claim, worker_id, "RELEASED")
     except AttemptAbandoned as exc:
-        return _give_back(store, claim, worker_id, "ABANDONED", reason=str(exc), retry_in=exc.retry_in)
+        return _hold(store, claim, worker_id, str(exc))
     except StoreUnavailable as exc:
         reason = f"store unavailable: {exc.cause}"
         return _give_back(store, claim, worker_id, "ABANDONED", reason=reason)
+    except Exception as exc:  # an engine or store bug: still exactly one outcome
+        return _last_resort(store, claim, worker_id, exc)
     finally:
         keys.activate(None)
+
+
+def _hold(store: Store, claim: Claim, worker_id: str, reason: str) -> Outcome:
+    """Keep the lease (the worker renews it until it exits) and note why; see :class:`Outcome`."""
+    try:
+        store.note_interruption(claim.workflow.id, worker_id, claim.token, reason)
+    except LeaseLost:
+        return Outcome(claim.workflow.id, "LOST")
+    except StoreUnavailable:
+        pass  # the reason is only informative; holding the lease is what matters
+    return Outcome(claim.workflow.id, "ABANDONED", reason=reason, hold=True)
+
+
+def _last_resort(store: Store, claim: Claim, worker_id: str, exc: Exception) -> Outcome:
+    """Record FAILED for an error the engine did not expect; if even that fails, let the lease expire."""
+    error = f"internal error while running the attempt: {describe_failure(exc)}"
+    log.error("attempt failed unexpectedly workflow_id=%s: %s", claim.workflow.id, error.splitlines()[0])
+    try:
+        store.finish_workflow(claim.workflow.id, Status.FAILED, worker_id=worker_id, token=claim.token, error=error)
+    except (Exception, StoreUnavailable, LeaseLost):
+        return Outcome(claim.workflow.id, "ABANDONED", reason=error.splitlines()[0])
+    return Outcome(claim.workflow.id, Status.FAILED.value, error=error)

@@ -108,16 +108,15 @@ class WorkerStopping(DurableInterrupt):
 
 
 class AttemptAbandoned(DurableInterrupt):
-    """The attempt gives its workflow back to run elsewhere (a step timed out with retries left).
+    """The attempt stops because a step timed out with retries left.
 
-    The workflow returns to PENDING (not counted as a crash) with the reason in
-    ``workflows.interruption``; its worker drains and exits, so the retry never
-    runs beside a timed-out execution that may still be running.
+    The timed-out execution may still be running in this process, so the
+    retry must not start until the process is gone: the attempt keeps its
+    lease (renewed, nothing more written) while its worker drains and exits;
+    the supervisor kills it after a grace if it does not. Then the lease
+    expires and a fresh worker runs the retry. The reason is kept in
+    ``workflows.interruption``.
     """
-
-    def __init__(self, message: str, *, retry_in: float = 0.0) -> None:
-        super().__init__(message)
-        self.retry_in = retry_in
 
 
 class StoreUnavailable(DurableInterrupt):

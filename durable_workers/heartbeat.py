@@ -39,6 +39,7 @@ class LiveAttempts:
         self.stopping = stopping
         self._lock = threading.Lock()
         self._live: dict[str, tuple[int, AttemptControl]] = {}
+        self._held: set[tuple[str, int]] = set()
         self._pending: list[PendingRelease] = []
 
     def begin(self, workflow_id: str, token: int) -> AttemptControl:
@@ -51,15 +52,25 @@ class LiveAttempts:
         return control
 
     def end(self, workflow_id: str, token: int) -> None:
-        """Forget an attempt (whatever its outcome): its lease is renewed no more."""
+        """Forget an attempt (whatever its outcome): its lease is renewed no more, unless held."""
         with self._lock:
-            if self._live.get(workflow_id, (None,))[0] == token:
+            if self._live.get(workflow_id, (None,))[0] == token and (workflow_id, token) not in self._held:
                 del self._live[workflow_id]
 
-    def count(self) -> int:
-        """Attempts running now."""
+    def hold(self, workflow_id: str, token: int) -> None:
+        """Keep renewing this ended attempt's lease until the process exits (a timed-out step may still run)."""
         with self._lock:
-            return len(self._live)
+            self._held.add((workflow_id, token))
+
+    def held(self) -> list[str]:
+        """Workflow ids whose leases are held for ended attempts (see :meth:`hold`)."""
+        with self._lock:
+            return [workflow_id for workflow_id, _ in self._held]
+
+    def count(self) -> int:
+        """Attempts running now (held leases of ended attempts not included)."""
+        with self._lock:
+            return len(self._live) - len(self._held)
 
     def pairs(self) -> list[tuple[str, int]]:
         """``(workflow_id, token)`` of every live attempt."""
@@ -75,6 +86,11 @@ class LiveAttempts:
         entry[1].lost.set()
         entry[1].wakeup.set()
         return True
+
+    def stop(self) -> None:
+        """Every attempt stops before its next step (and at once from a retry back-off)."""
+        self.stopping.set()
+        self.wake_all()
 
     def wake_all(self) -> None:
         """Wake every attempt waiting to retry a step (the worker is stopping)."""

@@ -52,21 +52,43 @@ def host_identity() -> str:
     return os.environ.get("DURABLE_HOST_ID") or _kernel_host_identity()
 
 
+def _boot_relative_start(pid: int) -> float | None:
+    """Seconds from boot to the start of ``pid`` (Linux ``/proc/PID/stat``), or None elsewhere.
+
+    The kernel counts it in clock ticks since boot, so unlike psutil's
+    ``create_time()`` (those ticks plus the boot time, re-derived from the wall
+    clock) it does not move when the wall clock jumps.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat(5): starttime
+
+
 def process_start_time(pid: int | None = None) -> float:
-    """Creation time of a process (this one by default), as psutil reports it."""
-    return psutil.Process(pid if pid is not None else os.getpid()).create_time()
+    """When a process (this one by default) started, as recorded in ``workers.proc_started_at``.
+
+    On Linux: seconds since boot, from the kernel's start ticks (immune to wall
+    clock jumps; comparable only within one boot, which the host identity
+    guarantees). Elsewhere: psutil's create time. Raises
+    ``psutil.NoSuchProcess`` when the process does not exist.
+    """
+    pid = os.getpid() if pid is None else pid
+    started = _boot_relative_start(pid)
+    return started if started is not None else psutil.Process(pid).create_time()
 
 
 def process_alive(pid: int, proc_started_at: float) -> bool:
     """True while ``pid`` runs and is the process that was started at ``proc_started_at``.
 
-    A reused PID (different create time) and a zombie count as dead.
+    A reused PID (different start time) and a zombie count as dead.
     """
     try:
-        proc = psutil.Process(pid)
-        if abs(proc.create_time() - proc_started_at) > CREATE_TIME_TOLERANCE:
+        if abs(process_start_time(pid) - proc_started_at) > CREATE_TIME_TOLERANCE:
             return False
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:
@@ -119,14 +141,16 @@ def heartbeat_stale(worker: "WorkerRecord", *, default_ttl: float, now: float | 
 
 
 def reap_dead_workers(
-    store: "Store", *, stale_after: float, now: float | None = None
+    store: "Store", *, stale_after: float, now: float | None = None, exclude: "set[str] | frozenset[str]" = frozenset()
 ) -> list[tuple["WorkerRecord", list[str]]]:
     """Mark dead every live-looking worker whose process is gone; expire its leases.
 
-    Returns each reaped worker with the workflow ids it held.
+    Workers in ``exclude`` (a supervisor's own children, which it reaps
+    itself) are left alone. Returns each reaped worker with the workflow ids
+    it held.
     """
     reaped = []
     for worker in store.list_workers(alive_only=True):
-        if not worker_alive(worker, stale_after=stale_after, now=now):
+        if worker.id not in exclude and not worker_alive(worker, stale_after=stale_after, now=now):
             reaped.append((worker, store.expire_worker(worker.id)))
     return reaped

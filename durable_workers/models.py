@@ -23,7 +23,7 @@ from peewee import (
 from playhouse.pool import PooledSqliteDatabase
 
 #: Bumped whenever the schema changes; stored in ``PRAGMA user_version``.
-#: 2: workflows.interruption, steps.seq/token/interruptions, leases.renewed_mono,
+#: 2: workflows.interruption/failed_step, steps.seq/token/interruptions, leases.renewed_mono,
 #:    workers.host_id/heartbeat_mono/ttl, the meta table; index workflows(status, name, run_at)
 #:    replaces workflows(name, status).
 SCHEMA_VERSION = 2
@@ -109,6 +109,7 @@ class Workflow(BaseModel):
     updated_at = FloatField()
     crash_at = TextField(null=True)  # demo fault injection: "STEP:before|after"
     interruption = TextField(null=True)  # why the last attempt was abandoned (store outage, timeout, ...)
+    failed_step = TextField(null=True)  # key of the step whose failure ended the workflow, if one did
 
     class Meta:
         table_name = "workflows"
@@ -195,6 +196,7 @@ ALL_MODELS = (Workflow, Step, Lease, Worker, DatabaseInfo)
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         "ALTER TABLE workflows ADD COLUMN interruption TEXT",
+        "ALTER TABLE workflows ADD COLUMN failed_step TEXT",
         "ALTER TABLE steps ADD COLUMN token INTEGER",
         "ALTER TABLE steps ADD COLUMN seq INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE steps ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0",

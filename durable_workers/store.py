@@ -103,6 +103,7 @@ class WorkflowRecord:
     updated_at: float
     crash_at: str | None
     interruption: str | None = None
+    failed_step: str | None = None
     #: Columns whose stored JSON does not decode (``input`` must be an object); shown, never run.
     corrupt: tuple[str, ...] = ()
 
@@ -441,6 +442,16 @@ class Store:
         if not self.db.is_closed():
             self.db.close()
 
+    def close_idle(self) -> None:
+        """Close this thread's connection and every idle pooled one (at the end of a command).
+
+        The last connection to close checkpoints the WAL and removes the
+        ``-wal`` and ``-shm`` files; relying on garbage collection at exit does not
+        always get there.
+        """
+        self.close()
+        self.db.close_idle()
+
     # ----------------------------------------------------------------- database identity
 
     def _expected_identity(self) -> FileIdentity | None:
@@ -741,11 +752,12 @@ class Store:
     def retry(self, workflow_id: str, *, now: float | None = None) -> WorkflowRecord:
         """Make a FAILED or CANCELLED workflow PENDING again.
 
-        Everything recorded before the failure that ended the workflow (its
-        latest FAILED step) is kept, failures the workflow caught included, so
-        the run takes the same branches; that failure and every step recorded
-        after it are dropped and run afresh. Unfinished steps start again at
-        attempt 1.
+        Everything recorded before the step failure that ended the workflow
+        (``workflows.failed_step``) is kept, failures the workflow caught
+        included, so the run takes the same branches; that failure and every
+        step first recorded after it are dropped and run afresh. When no step
+        failure ended it, every recorded step is kept. Unfinished steps start
+        again at attempt 1.
         """
         now = time.time() if now is None else now
 
@@ -757,10 +769,11 @@ class Store:
                 raise InvalidStateError(
                     f"workflow {workflow_id} is {row.status}; only FAILED or CANCELLED workflows can be retried"
                 )
-            self._forget_ending_failure(workflow_id)
+            self._forget_ending_failure(workflow_id, row.failed_step)
             Workflow.update(
                 status=Status.PENDING.value,
                 error=None,
+                failed_step=None,
                 result=None,
                 attempts=0,
                 run_at=now,
@@ -771,18 +784,23 @@ class Store:
 
         return self.write(body)
 
-    def _forget_ending_failure(self, workflow_id: str) -> None:
-        """Drop the latest FAILED step and every step first recorded after it (see :meth:`retry`)."""
-        ending = (
-            Step.select(Step.seq)
-            .where((Step.workflow_id == workflow_id) & (Step.status == StepStatus.FAILED.value))
-            .order_by(Step.finished_at.desc(), Step.seq.desc())
-            .limit(1)
-            .scalar()
-        )
+    def _forget_ending_failure(self, workflow_id: str, failed_step: str | None) -> None:
+        """Drop the step whose failure ended the workflow and every step first recorded after it.
+
+        When no step failure ended it (its own exception, a cancel, an
+        integrity error), every recorded result and caught failure stays; only
+        unfinished steps start again at attempt 1.
+        """
+        ending = None
+        if failed_step is not None:
+            ending = (
+                Step.select(Step.seq)
+                .where((Step.workflow_id == workflow_id) & (Step.step_key == failed_step))
+                .scalar()
+            )
         if ending:
             Step.delete().where((Step.workflow_id == workflow_id) & (Step.seq >= ending)).execute()
-        else:  # rows recorded before schema 2 carry no sequence: drop every unfinished one
+        elif failed_step is not None:  # rows recorded before schema 2 carry no sequence
             Step.delete().where(
                 (Step.workflow_id == workflow_id) & (Step.status != StepStatus.COMPLETED.value)
             ).execute()
@@ -937,8 +955,8 @@ class Store:
                 Lease.renewed_mono, Worker.host_id, Worker.pid, Worker.proc_started_at, Worker.ttl
             )
             .join(Worker, on=(Worker.id == Lease.worker_id))
-            .where(Lease.workflow_id == workflow_id),
-            [workflow_id],
+            .where((Lease.workflow_id == workflow_id) & Worker.state.in_(["running", "draining"])),
+            [workflow_id, "running", "draining"],
         ).fetchone()
         if row is None or row[0] is None or row[1] != host_identity():
             return False
@@ -1041,13 +1059,11 @@ class Store:
         token: int,
         *,
         reason: str | None = None,
-        retry_in: float = 0.0,
         now: float | None = None,
     ) -> bool:
-        """Give a workflow back: PENDING again (runnable after ``retry_in`` s), claim not counted.
+        """Give a workflow back: PENDING again, claim not counted.
 
-        Used for a drain, a timed-out step's retry and an attempt the store
-        interrupted; ``reason`` is kept in ``workflows.interruption``. Fenced:
+        Used for a drain and an attempt the store interrupted; ``reason`` is kept in ``workflows.interruption``. Fenced:
         returns ``False`` (writing nothing) when the lease is no longer held.
         Step rows this attempt started and never ended (``finished_at`` unset)
         count the start as an interruption, not a crash, and lose their
@@ -1064,7 +1080,7 @@ class Store:
                 status=Status.PENDING.value,
                 attempts=fn.MAX(Workflow.attempts - 1, 0),
                 updated_at=now,
-                run_at=now + retry_in,
+                run_at=now,
                 crash_at=None,
                 interruption=reason,
             ).where((Workflow.id == workflow_id) & (Workflow.status == Status.RUNNING.value)).execute()
@@ -1236,7 +1252,7 @@ class Store:
         Step.update(status=StepStatus.FAILED.value, error=error, finished_at=now, deadline=None).where(
             (Step.workflow_id == workflow_id) & (Step.step_key == step_key)
         ).execute()
-        self._finish(workflow_id, Status.FAILED, None, message, now)
+        self._finish(workflow_id, Status.FAILED, None, message, now, failed_step=step_key)
         return message
 
     def complete_step(
@@ -1270,18 +1286,44 @@ class Store:
         final: bool,
         worker_id: str,
         token: int,
+        overran: bool = False,
         now: float | None = None,
     ) -> None:
-        """Record a step attempt's error (fenced); ``final`` marks the step FAILED."""
+        """Record a step attempt's error (fenced); ``final`` marks the step FAILED.
+
+        ``overran`` (a timed-out execution that may still be running, retries
+        left) keeps the row's deadline, so the supervisor kills that worker
+        after the grace if it has not exited by then.
+        """
         now = time.time() if now is None else now
         status = StepStatus.FAILED.value if final else StepStatus.RUNNING.value
+        where = lambda: (Step.workflow_id == workflow_id) & (Step.step_key == step_key) & _holds_lease(  # noqa: E731
+            workflow_id, worker_id, token
+        )
+        if overran and not final:
+            self._fenced_write(
+                workflow_id,
+                "fail_step_overran",
+                lambda: Step.update(status=status, error=error_json, finished_at=now).where(where()),
+                [status, error_json, now, workflow_id, step_key, workflow_id, worker_id, token],
+            )
+            return
         self._fenced_write(
             workflow_id,
             "fail_step",
-            lambda: Step.update(status=status, error=error_json, deadline=None, finished_at=now).where(
-                (Step.workflow_id == workflow_id) & (Step.step_key == step_key) & _holds_lease(workflow_id, worker_id, token)
-            ),
+            lambda: Step.update(status=status, error=error_json, deadline=None, finished_at=now).where(where()),
             [status, error_json, None, now, workflow_id, step_key, workflow_id, worker_id, token],
+        )
+
+    def note_interruption(self, workflow_id: str, worker_id: str, token: int, reason: str) -> None:
+        """Record why this attempt gives up without an outcome (fenced; ``workflows.interruption``)."""
+        self._fenced_write(
+            workflow_id,
+            "note_interruption",
+            lambda: Workflow.update(interruption=reason).where(
+                (Workflow.id == workflow_id) & _holds_lease(workflow_id, worker_id, token)
+            ),
+            [reason, workflow_id, workflow_id, worker_id, token],
         )
 
     def _fenced_write(self, workflow_id: str, name: str, build: Callable[[], Any], params: Sequence[Any]) -> None:
@@ -1343,11 +1385,12 @@ class Store:
         Step.update(deadline=None).where(condition & Step.deadline.is_null(False)).execute()
 
     def _finish(
-        self, workflow_id: str, status: Status, result_json: str | None, error: str | None, now: float
-    ) -> None:
-        Workflow.update(status=status.value, result=result_json, error=error, updated_at=now).where(
-            Workflow.id == workflow_id
-        ).execute()
+        self, workflow_id: str, status: Status, result_json: str | None, error: str | None, now: float,
+        failed_step: str | None = None,
+    ) -> None:  # fmt: skip
+        Workflow.update(
+            status=status.value, result=result_json, error=error, failed_step=failed_step, updated_at=now
+        ).where(Workflow.id == workflow_id).execute()
         self._release_lease(workflow_id)
 
     def finish_workflow(
@@ -1357,11 +1400,16 @@ class Store:
         *,
         result_json: str | None = None,
         error: str | None = None,
+        failed_step: str | None = None,
         worker_id: str,
         token: int,
         now: float | None = None,
     ) -> None:
-        """Record a workflow's end (COMPLETED or FAILED) and release its lease (fenced)."""
+        """Record a workflow's end (COMPLETED or FAILED) and release its lease (fenced).
+
+        ``failed_step`` names the step whose failure ended the workflow, if one
+        did (what :meth:`retry` drops).
+        """
         now = time.time() if now is None else now
 
         def body() -> bool:
@@ -1376,10 +1424,10 @@ class Store:
                 return False
             self._execute(
                 "finish_workflow",
-                lambda: Workflow.update(status=status.value, result=result_json, error=error, updated_at=now).where(
-                    Workflow.id == workflow_id
-                ),
-                [status.value, result_json, error, now, workflow_id],
+                lambda: Workflow.update(
+                    status=status.value, result=result_json, error=error, failed_step=failed_step, updated_at=now
+                ).where(Workflow.id == workflow_id),
+                [status.value, result_json, error, now, failed_step, workflow_id],
             )
             return True
 
@@ -1473,23 +1521,29 @@ class Store:
         """Record a worker's lifecycle state (running, draining, stopped, dead)."""
         self.write(lambda: Worker.update(state=state).where(Worker.id == worker_id).execute())
 
-    def expire_worker(self, worker_id: str, *, state: str = "dead") -> list[str]:
+    def expire_worker(self, worker_id: str, *, state: str = "dead", keep: Iterable[str] = ()) -> list[str]:
         """Mark a worker gone and make its leases immediately reclaimable.
 
         The deadlines of the RUNNING steps it held are cleared (their attempts
-        are over). Returns the ids of the workflows whose lease was expired.
+        are over). Leases of the workflows in ``keep`` are left to expire by
+        their TTL (a worker that exits with a timed-out step's thread still
+        alive: only once the process is gone may the retry start). Returns the
+        ids of the workflows whose lease was expired.
         """
+        kept = set(keep)
 
         def body() -> list[str]:
             Worker.update(state=state).where(Worker.id == worker_id).execute()
             held = [
                 row.workflow_id
                 for row in Lease.select(Lease.workflow_id).where(Lease.worker_id == worker_id)
+                if row.workflow_id not in kept
             ]
-            if held:
-                Lease.update(expires_at=0).where(Lease.worker_id == worker_id).execute()
-                for workflow_id in held:  # its attempts are over: no deadline of theirs can be enforced
-                    self._clear_step_deadlines(workflow_id, worker_id)
+            for workflow_id in held:
+                Lease.update(expires_at=0).where(
+                    (Lease.workflow_id == workflow_id) & (Lease.worker_id == worker_id)
+                ).execute()
+                self._clear_step_deadlines(workflow_id, worker_id)  # its attempts are over
             return held
 
         return self.write(body)

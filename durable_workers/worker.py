@@ -18,6 +18,7 @@ error and backed off (:mod:`durable_workers.backoff`).
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import os
 import signal
@@ -130,7 +131,7 @@ class WorkerProcess:
         self.stop_claiming = threading.Event()  # first signal: no new claims
         self.stopping = threading.Event()  # running workflows stop before their next step
         self._pool = ThreadPoolExecutor(max_workers=self.options.concurrency, thread_name_prefix="wf")
-        self._running: dict[str, Future[Outcome]] = {}
+        self._running: dict[tuple[str, int], Future[Outcome]] = {}  # by (workflow_id, token)
         self._lock = threading.Lock()
         self.attempts = LiveAttempts(self.stopping)
         self._heartbeat: Heartbeat | None = None
@@ -189,8 +190,7 @@ class WorkerProcess:
     def request_stop(self) -> None:
         """Graceful stop: claim nothing more; running workflows stop before their next step."""
         self.stop_claiming.set()
-        self.stopping.set()
-        self.attempts.wake_all()
+        self.attempts.stop()
 
     def shutdown(self) -> None:
         """Wait for running attempts, then mark the worker stopped."""
@@ -201,7 +201,9 @@ class WorkerProcess:
         try:
             if self.attempts.retry_releases(self.store, self.worker_id):
                 log.warning("some workflows could not be handed back; their leases expire now instead")
-            self.store.expire_worker(self.worker_id, state="stopped")
+            # A held lease (a timed-out thread may still run here) expires by its TTL, after this
+            # process is gone; or at once when the supervisor reaps this process.
+            self.store.expire_worker(self.worker_id, state="stopped", keep=self.attempts.held())
         except StoreUnavailable as exc:
             log.warning("could not record the stop (%s); this worker's leases expire after the TTL", exc.cause)
         log.info("worker stopped worker_id=%s", self.worker_id)
@@ -237,7 +239,7 @@ class WorkerProcess:
         )
         control = self.attempts.begin(claim.workflow.id, claim.token)
         with self._lock:
-            self._running[claim.workflow.id] = self._pool.submit(self._execute, claim, control)
+            self._running[(claim.workflow.id, claim.token)] = self._pool.submit(self._execute, claim, control)
         return True
 
     def _execute(self, claim: Claim, control: AttemptControl) -> Outcome:
@@ -252,6 +254,9 @@ class WorkerProcess:
             )
             if outcome.release_pending:
                 self.attempts.defer_release(claim.workflow.id, claim.token, outcome.reason)
+            if outcome.hold:  # keep renewing its lease until this process exits (see Outcome.hold)
+                self.attempts.hold(claim.workflow.id, claim.token)
+                self.request_stop()
             log.info(
                 "workflow %s workflow_id=%s%s%s",
                 outcome.status.lower(),
@@ -267,7 +272,7 @@ class WorkerProcess:
         finally:
             self.attempts.end(claim.workflow.id, claim.token)
             with self._lock:
-                self._running.pop(claim.workflow.id, None)
+                self._running.pop((claim.workflow.id, claim.token), None)
             self.store.close()
             self._wake.set()
 
@@ -384,6 +389,24 @@ def _on_interrupt(worker: WorkerProcess, count: int) -> None:
     os._exit(FORCED_EXIT)
 
 
+#: Exit status of a process stopped by a second SIGINT/SIGTERM (128 + SIGINT, as shells report Ctrl+C).
+EXIT_FORCED = 130
+
+
+def _stop_on_signals(attempts: LiveAttempts) -> None:
+    """SIGINT/SIGTERM: the first stops the run before its next step, the second exits at once."""
+    received = itertools.count(1)
+
+    def on_signal(_count: int) -> None:
+        if next(received) == 1:
+            log.warning("stopping before the next step (interrupt again to quit at once)")
+            attempts.stop()
+        else:
+            os._exit(EXIT_FORCED)  # the lease is reaped by PID or expires; nothing is recorded
+
+    SignalDispatcher("run-signals").on(signal.SIGINT, on_signal).on(signal.SIGTERM, on_signal)
+
+
 def run_here(
     store: Store,
     registry: Registry,
@@ -392,6 +415,7 @@ def run_here(
     listener: Listener | None = None,
     ttl: float = 15.0,
     stale_after: float = 45.0,
+    stop_on_signals: bool = False,
 ) -> Outcome | None:
     """Run (or resume) one workflow in this process, as a short-lived worker.
 
@@ -399,12 +423,15 @@ def run_here(
     workflow whose previous runner was killed resumes at once. Returns
     ``None`` when the workflow had already ended. An ``ABANDONED`` outcome
     (a step timed out with retries left, or the store became unavailable)
+    or a ``RELEASED`` one (stopped by a signal, see ``stop_on_signals``)
     means: run it again to resume.
     """
     reap_dead_workers(store, stale_after=stale_after)
     worker_id = new_worker_id()
     store.register_worker(worker_id, names=registry.names(), ttl=ttl)
     attempts = LiveAttempts(threading.Event())
+    if stop_on_signals:
+        _stop_on_signals(attempts)
     heartbeat = Heartbeat(store, worker_id, ttl, attempts).start()
     try:
         claim = store.claim_workflow(workflow_id, worker_id, ttl=ttl)

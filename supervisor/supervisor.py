@@ -89,7 +89,8 @@ class Supervisor:
 
     #: Why the fleet stopped: its database file was deleted or replaced (then run() exits non-zero).
     database_replaced: str | None = None
-    _unwritable_noted = False  # _kill_frozen logged that late heartbeats are the store's fault
+    #: Monotonic time _kill_frozen last found the database unwritable (late heartbeats: the store's fault).
+    _unwritable_at: float | None = None
     _last_identity_check = 0.0
 
     def __init__(self, config: Config, options: SupervisorOptions | None = None) -> None:
@@ -228,23 +229,22 @@ class Supervisor:
             ttl = row.ttl or self.options.ttl
             limit = self.options.frozen_after_ttls * ttl + self.store.stall_grace(ttl)
             age = heartbeat_age(row)
+            if self._unwritable_at is not None:  # a heartbeat cannot be older than the store's recovery
+                age = min(age, time.monotonic() - self._unwritable_at)
             if age <= limit:
                 continue
             if not process_stopped(slot.process.pid) and not self.store.writable(within=ttl / 3):
                 # Nobody can write: every heartbeat is late, and this worker is waiting, not frozen.
-                if not self._unwritable_noted:
+                if self._unwritable_at is None:
                     log.warning("heartbeats are late but the database is not writable either; "
                                 "no worker is killed for it until it is")
-                self._unwritable_noted = True
+                self._unwritable_at = time.monotonic()
                 return
             self._kill(slot, f"its heartbeat is {age:.1f}s old (frozen? limit {limit:.1f}s)")
-        self._unwritable_noted = False
 
     def _reap_others(self, now: float) -> None:
         own = {s.worker_id for s in self.slots}
-        for worker, workflows in reap_dead_workers(self.store, stale_after=self.options.ttl * 3, now=now):
-            if worker.id in own:
-                continue
+        for worker, workflows in reap_dead_workers(self.store, stale_after=self.options.ttl * 3, now=now, exclude=own):
             log.info("reaped dead worker %s (pid %s)", worker.id, worker.pid)
             for workflow_id in workflows:
                 log.info("reclaimed workflow %s from worker %s (pid %s)", workflow_id, worker.id, worker.pid)

@@ -223,3 +223,74 @@ def life_caught_timeout(ctx: Context, calls: str, halt_file: str | None = None) 
     ctx.step("after", lambda: record_call(calls, "after"))
     ctx.step("halt", lambda: halt(halt_file))
     return {"slow": outcome}
+
+
+@workflow
+def life_caught_then_raise(ctx: Context, calls: str, flag: str) -> str:
+    """Catches ``bad``'s failure, runs ``charge``, then fails in its own body while ``flag`` exists."""
+
+    def bad() -> None:
+        record_call(calls, "bad")
+        raise ValueError("bad step")
+
+    try:
+        ctx.step("bad", bad)
+    except ValueError:
+        pass
+    ctx.step("charge", lambda: record_call(calls, "charge"))
+    if Path(flag).exists():
+        raise RuntimeError("the body says no")
+    return "ok"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) is not running anything
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+@workflow
+def life_zombie(ctx: Context, calls: str, timeout_s: float = 0.5, work_s: float = 4.0) -> int:
+    """``charge`` overruns its timeout on its first call; each call records whether an earlier
+    call's process is still alive (it must not be: a retry never runs beside a timed-out execution)."""
+
+    def charge() -> int:
+        earlier = [int(line.split()[1]) for line in Path(calls).read_text().splitlines()] if Path(calls).exists() else []
+        beside = any(_pid_alive(pid) for pid in earlier if pid != os.getpid())
+        with open(calls, "a") as out:
+            out.write(f"start {os.getpid()} beside={beside}\n")
+        if len(earlier) == 0:
+            time.sleep(work_s)
+        return os.getpid()
+
+    return ctx.step("charge", charge, timeout=timeout_s, retries=1, backoff=0.01)
+
+
+@workflow
+def life_long(ctx: Context, seconds: float = 6.0) -> str:
+    """One step that takes ``seconds``."""
+    ctx.step("work", lambda: time.sleep(seconds))
+    return "done"
+
+
+class LifeBrokenStr(Exception):
+    """An exception whose ``__str__`` itself raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+@workflow
+def life_broken_str(ctx: Context, where: str) -> str:
+    """Raises LifeBrokenStr in a step (``where="step"``) or in the body."""
+    if where == "step":
+        ctx.step("boom", lambda: (_ for _ in ()).throw(LifeBrokenStr()))
+    raise LifeBrokenStr()

@@ -212,7 +212,9 @@ def test_durable_run_step_times_out_once_then_succeeds_on_retry(tmp_path, db_pat
     assert re.search(timed_out, first.stdout), first.stdout
     assert "wf-once interrupted: step nap#1 timed out (attempt 1)" in first.stdout, first.stdout
     assert "run the same command again to resume" in first.stdout, first.stdout
-    assert workflow_row(db_path, "wf-once")["status"] == "PENDING"
+    # The attempt kept its lease until the process was gone (its timed-out thread may have run on);
+    # the process has exited, so the lease is free for the next run.
+    assert workflow_row(db_path, "wf-once")["status"] == "RUNNING"
 
     done = run_cli("run", "timeout_once", "wf-once", db=db_path, timeout=90)  # recorded input
     assert done.returncode == 0, done.stdout + done.stderr
@@ -224,7 +226,7 @@ def test_durable_run_step_times_out_once_then_succeeds_on_retry(tmp_path, db_pat
     assert len(runs) == 2 and len(set(runs)) == 2, runs
     assert ledger_count(ledger, "wf-once", "after#1") == 1
     record = workflow_row(db_path, "wf-once")
-    assert record["status"] == "COMPLETED" and record["attempts"] == 1
+    assert record["status"] == "COMPLETED" and record["attempts"] == 2  # two claims: nothing was handed back
     assert json.loads(record["result"]) == {"nap": runs[1], "after": runs[1]}
 
     shown = run_cli("steps", "wf-once", "--json", db=db_path)

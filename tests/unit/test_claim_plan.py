@@ -122,7 +122,7 @@ def _downgrade_to_v1(path: Path) -> None:
     con = sqlite3.connect(path, isolation_level=None)
     try:
         for table, column in [
-            ("workflows", "interruption"), ("steps", "token"), ("steps", "seq"), ("steps", "interruptions"),
+            ("workflows", "interruption"), ("workflows", "failed_step"), ("steps", "token"), ("steps", "seq"), ("steps", "interruptions"),
             ("leases", "renewed_mono"), ("workers", "host_id"), ("workers", "heartbeat_mono"), ("workers", "ttl"),
         ]:
             con.execute(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')

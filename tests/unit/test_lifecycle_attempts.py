@@ -192,17 +192,18 @@ def test_a_replayed_step_timeout_does_not_drain_the_worker(tmp_path, db_path) ->
     client.submit("life_caught_timeout", "wf", {"calls": str(tmp_path / "calls"), "halt_file": str(halt_file)})
 
     def one_attempt() -> WorkerProcess:
-        worker = WorkerProcess(store, default_registry, WorkerOptions(ttl=5))
+        worker = WorkerProcess(store, default_registry, WorkerOptions(ttl=1))
         worker.initialize()
-        try:
-            assert worker.loop_once()
+        try:  # after the live overrun, the held lease expires by its TTL before anyone may claim
+            wait_for(worker.loop_once, 15, "a claim of the workflow")
         finally:
             worker.shutdown()  # waits for the attempt
         return worker
 
     live = one_attempt()
-    # The live overrun drains its worker: the workflow went back to PENDING before its next step.
-    assert live.stopping.is_set() and [o.status for o in live.outcomes] == ["RELEASED"]
+    # The live overrun drains its worker; before its next step the attempt stops and keeps its
+    # lease until the worker is gone (the timed-out thread may still run in that process).
+    assert live.stopping.is_set() and [(o.status, o.hold) for o in live.outcomes] == [("ABANDONED", True)]
     replay = one_attempt()  # replays the recorded timeout, runs `after`, then crashes at `halt`
     assert not replay.stopping.is_set() and list(replay.outcomes) == []
     assert calls_of(str(tmp_path / "calls")) == ["after"]
@@ -332,3 +333,44 @@ def test_read_commands_mark_corrupt_rows_instead_of_crashing(client, tmp_path, d
     assert [s["corrupt"] for s in detail["steps"]] == [["output"], []]
     assert "<corrupt: does not decode>" in run_cli("steps", "wf", db=db_path).stdout
     assert "input: <corrupt: does not decode>" in run_cli("status", "bad", db=db_path).stdout
+
+
+# --------------------------------------------------------------------------- item 16: process identity
+
+
+def test_process_identity_is_counted_from_boot_not_from_the_wall_clock() -> None:
+    """psutil's create time is boot time + start ticks, and boot time is re-derived from the wall
+    clock, so a clock step moved every recorded create time; the kernel's start ticks do not move."""
+    import os
+
+    import psutil
+
+    from durable_workers.liveness import process_alive, process_start_time
+
+    with open("/proc/self/stat", "rb") as handle:
+        ticks = int(handle.read().rsplit(b")", 1)[1].split()[19])
+    started = process_start_time(os.getpid())
+    assert started == ticks / os.sysconf("SC_CLK_TCK")
+    assert started < time.time() - psutil.boot_time() + 1  # seconds since boot, not since the epoch
+    assert process_alive(os.getpid(), started)
+
+
+def test_reaping_leaves_the_workers_a_supervisor_excludes_alone(store: Store) -> None:
+    from durable_workers.liveness import reap_dead_workers
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for worker_id in ("mine", "stranger"):
+        store.register_worker(worker_id, names=["n"])
+        raw(Path(store.path), "UPDATE workers SET pid = ? WHERE id = ?", (dead.pid, worker_id))
+    reaped = reap_dead_workers(store, stale_after=60, exclude={"mine"})
+    assert [worker.id for worker, _ in reaped] == ["stranger"]
+    assert store.get_worker("mine").state == "running"
+
+
+@pytest.mark.parametrize("where", ["step", "body"])
+def test_an_exception_whose_str_raises_still_ends_the_attempt_with_one_outcome(client, db_path, where) -> None:
+    record, outcome = client.run_here("life_broken_str", "wf", {"where": where})
+    assert record.status == "FAILED" and outcome.status == "FAILED"
+    assert "LifeBrokenStr" in record.error.splitlines()[0] and "str() failed" in record.error.splitlines()[0]
+    assert lease_holder(db_path, "wf") is None
