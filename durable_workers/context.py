@@ -28,9 +28,9 @@ from .errors import (
     StepTimeoutError,
     WorkerStopping,
 )
-from .models import StepStatus
+from .records import StepRecord, StepStatus
 from .policy import DEFAULT_POLICY, StepPolicy, current_context, step
-from .store import StepRecord, Store
+from .backends import Store
 
 #: Former name of :func:`durable_workers.codec.summarize_error`.
 error_summary = summarize_error

@@ -37,9 +37,9 @@ from .errors import (
     WorkerStopping,
     WorkflowAborted,
 )
-from .models import Status
+from .records import Claim, Status, WorkflowRecord
 from .registry import Registry, WorkflowSpec
-from .store import Claim, Store, WorkflowRecord
+from .backends import Store
 
 
 @dataclass(frozen=True)

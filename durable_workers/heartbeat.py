@@ -18,7 +18,7 @@ from typing import Callable
 
 from .context import AttemptControl
 from .errors import StoreUnavailable
-from .store import Store
+from .backends import Store
 
 log = logging.getLogger("durable_workers.worker")
 

@@ -12,7 +12,7 @@ import time
 import psutil
 
 from ..errors import DurableError
-from ..store import Store
+from ..backends import Store
 from .disk import SmallDisk
 from .fleet import Fleet, child_env, is_alive
 from .options import ChaosOptions, Fault

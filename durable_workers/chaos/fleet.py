@@ -15,7 +15,7 @@ import psutil
 
 from ..errors import DurableError
 from ..liveness import process_alive
-from ..store import Store
+from ..backends import Store
 from .options import APP, ChaosOptions
 
 #: The folder holding the ``durable_workers`` and ``supervisor`` packages.
