@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from ..errors import ConfigError
-from .base import CONTRACT, Failure, Operation
+from .base import CONTRACT, SKELETON, Failure, Operation
 from .schema import SCHEMA_VERSION
 from .sqlite import BUSY_TIMEOUT_MS, LOCK_RETRIES, SqliteStore
 from .store import Store
@@ -39,6 +39,7 @@ __all__ = [
     "Failure",
     "LOCK_RETRIES",
     "Operation",
+    "SKELETON",
     "SCHEMA_VERSION",
     "SqliteStore",
     "Store",

@@ -106,6 +106,10 @@ CONTRACT: tuple[Operation, ...] = (
 )
 
 
+#: Public names of ``Store`` that are the skeleton or dialect facts, not operations of the contract.
+SKELETON = ("compiled", "dialect", "errors", "now", "read", "wal_path", "write")
+
+
 class Failure(enum.Enum):
     """How a dialect classifies a database error raised inside a transaction."""
 
