@@ -113,6 +113,8 @@ def load_config(
         raise ConfigError(
             f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {config.synchronous!r}"
         )
+    if "://" in config.db:  # a database URL: the backend decides (backends.open_store)
+        return replace(config, synchronous=mode)
     db_path = Path(config.db)
     if not db_path.is_absolute():
         db_path = base / db_path

@@ -23,6 +23,7 @@ class ClaimOps(RowHelpers):
     def _take(
         self, workflow_id: str, worker_id: str, ttl: float, now: float, max_claims: int, *, real_time: bool = False
     ) -> Claim | None:
+        """Inside a claim: take ``workflow_id`` for ``worker_id`` (None: failed past ``max_claims``)."""
         # The lease runs from when the lock was obtained: ``now`` may be from before a long
         # wait for it, and a lease dated from then could be born expired (and taken at once).
         m = self.m
@@ -44,17 +45,36 @@ class ClaimOps(RowHelpers):
             )
         )
         if values["attempts"] > max_claims:
-            message = (
-                f"workflow was claimed {values['attempts'] - 1} times without finishing "
-                f"(max_claims={max_claims}); inspect it with `durable status {workflow_id}`"
-            )
-            m.Workflow.update(
-                status=Status.FAILED.value, error=message, updated_at=now, attempts=values["attempts"] - 1
-            ).where(m.Workflow.id == workflow_id).execute()
-            self._release_lease(workflow_id, bump=True)
-            self._clear_step_deadlines(workflow_id)
+            self._fail_overclaimed(workflow_id, values["attempts"] - 1, max_claims, now)
             return None
-        expires = held_from + ttl
+        token = self._take_lease(workflow_id, worker_id, held_from, held_from + ttl)
+        steps = self._execute(
+            "claim_steps",
+            lambda: m.Step.select().where(m.Step.workflow_id == workflow_id).order_by(m.Step.scope, m.Step.position),
+            [workflow_id],
+        ).fetchall()
+        return Claim(
+            workflow=WorkflowRecord.from_values(values),
+            token=token,
+            steps=tuple(StepRecord.from_tuple(row, m.step_columns) for row in steps),
+        )
+
+    def _fail_overclaimed(self, workflow_id: str, claims: int, max_claims: int, now: float) -> None:
+        """Inside a claim: FAIL a workflow claimed ``claims`` times already, fencing out its last holder."""
+        m = self.m
+        message = (
+            f"workflow was claimed {claims} times without finishing "
+            f"(max_claims={max_claims}); inspect it with `durable status {workflow_id}`"
+        )
+        m.Workflow.update(status=Status.FAILED.value, error=message, updated_at=now, attempts=claims).where(
+            m.Workflow.id == workflow_id
+        ).execute()
+        self._release_lease(workflow_id, bump=True)
+        self._clear_step_deadlines(workflow_id)
+
+    def _take_lease(self, workflow_id: str, worker_id: str, held_from: float, expires: float) -> int:
+        """Inside a claim: upsert the lease for ``worker_id`` with token + 1 (1 for a new row); return the token."""
+        m = self.m
         mono = time.monotonic()
         self._execute(
             "take_lease",
@@ -77,19 +97,10 @@ class ClaimOps(RowHelpers):
             ),
             [workflow_id, worker_id, 1, expires, held_from, mono, worker_id, 1, expires, held_from, mono],
         )
-        token = self._execute(
+        token: int = self._execute(
             "lease_token", lambda: m.Lease.select(m.Lease.token).where(m.Lease.workflow_id == workflow_id), [workflow_id]
         ).fetchone()[0]
-        steps = self._execute(
-            "claim_steps",
-            lambda: m.Step.select().where(m.Step.workflow_id == workflow_id).order_by(m.Step.scope, m.Step.position),
-            [workflow_id],
-        ).fetchall()
-        return Claim(
-            workflow=WorkflowRecord.from_values(values),
-            token=token,
-            steps=tuple(StepRecord.from_tuple(row, m.step_columns) for row in steps),
-        )
+        return token
 
     def _vouch_for_live_holder(self, workflow_id: str, ttl: float, now: float) -> bool:
         """Extend an expired-looking lease whose holder provably lives; True if it did.

@@ -42,6 +42,8 @@ class BaseModel(Model):
 
 
 class Workflow(BaseModel):
+    """One workflow: its input, status, outcome and claim count (``workflows``)."""
+
     id = TextField(primary_key=True)
     name = TextField()
     input = TextField(default="{}")
@@ -66,6 +68,8 @@ class Workflow(BaseModel):
 
 
 class Step(BaseModel):
+    """One recorded step of a workflow, keyed by (workflow_id, step_key) (``steps``)."""
+
     workflow_id = TextField()
     step_key = TextField()
     name = TextField()
@@ -90,6 +94,8 @@ class Step(BaseModel):
 
 
 class Lease(BaseModel):
+    """Who holds a workflow's attempt, with its fencing token and expiry (``leases``)."""
+
     workflow_id = TextField(primary_key=True)
     worker_id = TextField(null=True)
     token = IntegerField(default=0)
@@ -106,6 +112,8 @@ class Lease(BaseModel):
 
 
 class Worker(BaseModel):
+    """One worker process: host identity, pid, heartbeat, the names it serves (``workers``)."""
+
     id = TextField(primary_key=True)
     host = TextField()
     pid = IntegerField()

@@ -77,19 +77,10 @@ class StepOps(RowHelpers):
             row = m.Step.get_or_none((m.Step.workflow_id == workflow_id) & (m.Step.step_key == step_key))
             if row is None:
                 m.Step.insert(
-                    workflow_id=workflow_id,
-                    step_key=step_key,
-                    name=name,
-                    scope=scope,
-                    position=position,
-                    seq=seq,
-                    status=StepStatus.RUNNING.value,
-                    attempts=1,
-                    deadline=deadline,
-                    started_at=now,
-                    worker_id=worker_id,
-                    token=token,
-                ).execute()
+                    workflow_id=workflow_id, step_key=step_key, name=name, scope=scope, position=position, seq=seq,
+                    status=StepStatus.RUNNING.value, attempts=1, deadline=deadline, started_at=now,
+                    worker_id=worker_id, token=token,
+                ).execute()  # fmt: skip
                 return StepStart(1, None)
             if row.attempts - row.interruptions >= max_attempts:
                 message = self._poison(workflow_id, step_key, row, max_attempts, now)
@@ -97,14 +88,9 @@ class StepOps(RowHelpers):
                 # and leave the workflow RUNNING under a lease its worker keeps renewing.
                 return message
             m.Step.update(
-                status=StepStatus.RUNNING.value,
-                attempts=m.Step.attempts + 1,
-                deadline=deadline,
-                started_at=now,
-                finished_at=None,
-                worker_id=worker_id,
-                token=token,
-            ).where((m.Step.workflow_id == workflow_id) & (m.Step.step_key == step_key)).execute()
+                status=StepStatus.RUNNING.value, attempts=m.Step.attempts + 1, deadline=deadline, started_at=now,
+                finished_at=None, worker_id=worker_id, token=token,
+            ).where((m.Step.workflow_id == workflow_id) & (m.Step.step_key == step_key)).execute()  # fmt: skip
             return StepStart(row.attempts + 1, row.error)
 
         started = self.write(body)

@@ -65,3 +65,13 @@ def test_a_worker_whose_step_submits_to_another_database(tmp_path: Path, db_path
     submit(db_path, "backend_submit_elsewhere", "mine", {"other_db": str(other)})
     wait_status(db_path, ["mine"], "COMPLETED", timeout=60)
     _assert_both_sides(db_path, other, "mine")
+
+
+@pytest.mark.parametrize("command", [("status",), ("submit", "backend_other_side", "x")])
+def test_a_postgresql_url_is_one_line_until_that_backend_is_built(db_path: Path, command: tuple[str, ...]) -> None:
+    done = run_cli(*command, db="postgresql://durable@localhost:5432/durable", cwd=db_path.parent)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "Error: PostgreSQL support is not built yet; pass a SQLite file path as --db "
+        "(got postgresql://durable@localhost:5432/durable)"
+    ], done.stderr
