@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import threading
 
 import pytest
 
@@ -147,3 +148,47 @@ def test_two_clients_side_by_side_in_one_thread(backend: Backend) -> None:
     assert [r.id for r in one.list()] == ["shared-id"]
     assert sorted(r.id for r in two.list()) == ["shared-id", "two-only"]
     assert one.counts()[Status.PENDING.value] == 1 and two.counts()[Status.PENDING.value] == 2
+
+
+def test_a_write_to_one_database_does_not_wait_for_a_transaction_open_on_another(backend: Backend) -> None:
+    a, b = backend.open("a"), backend.open("b")
+    inside, release = threading.Event(), threading.Event()
+    still_open: list[bool] = []
+
+    def hold() -> None:
+        def body() -> None:
+            a.submit("held", NAME, "{}")
+            inside.set()
+            release.wait(60)  # bounded: released by the main thread as soon as b's write returned
+
+        try:
+            a.write(body)
+        finally:
+            a.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert inside.wait(30), "the holder never began its transaction"
+        b.submit("free", NAME, "{}")  # another database: no lock of a's may be waited for
+        still_open.append(not release.is_set() and holder.is_alive())
+    finally:
+        release.set()
+        holder.join(60)
+    assert still_open == [True], "b's write waited for a's transaction to end"
+    assert _ids(a) == {"held"} and _ids(b) == {"free"}
+
+
+def test_statements_are_compiled_per_dialect_and_checked(backend: Backend) -> None:
+    store = backend.open("a")
+    store.submit("wf", NAME, "{}")
+    assert store.claim_next("w", [NAME], ttl=TTL) is not None
+    compiled = store.compiled("take_workflow")
+    assert compiled is not None and compiled.lstrip().upper().startswith("UPDATE")
+    if backend.name == "sqlite":  # a second dialect on the same driver, to see the two caches apart
+        other = type("OtherDialect", (type(store),), {"dialect": "sqlite-other"})(backend.target("b"))
+        assert other.compiled("take_workflow") is None  # nothing leaks from the first dialect's cache
+        other.close()
+    m = store.m
+    with pytest.raises(AssertionError, match="peewee binds"):
+        store._execute("mismatched", lambda: m.Workflow.select().where(m.Workflow.id == "wf"), ["not-wf"])
