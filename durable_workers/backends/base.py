@@ -19,6 +19,7 @@ past the store's patience). A test checks that the table and the class agree.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 from dataclasses import dataclass
@@ -158,8 +159,11 @@ class StoreBase:
         """``now`` when a caller gave one (tests, replays), else :meth:`now`."""
         return self.now() if now is None else now
 
+    #: Entered before every write transaction begins (SQLite: the file's in-process writer lock).
+    _writer: ContextManager[Any] = contextlib.nullcontext()
+
     def _begin(self) -> ContextManager[Any]:
-        """Context manager: one write transaction (and any in-process writer lock)."""
+        """Context manager: one write transaction, entered with ``_writer`` held."""
         raise NotImplementedError
 
     def _classify(self, exc: BaseException) -> tuple[Failure, BaseException]:
@@ -248,7 +252,7 @@ class StoreBase:
         while True:
             try:
                 if write:
-                    with self._begin():
+                    with self._writer, self._begin():
                         self._note_wait(time.monotonic() - asked)
                         return body()
                 return body()

@@ -13,7 +13,6 @@ writers, so the portable fencing of ``base.StoreBase._fence`` is safe here).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import operator
 import os
@@ -21,7 +20,7 @@ import random
 import sqlite3
 import time
 import uuid
-from typing import Any, Iterator, Sequence
+from typing import Any, ContextManager, Sequence
 
 import peewee
 from peewee import SQL, fn
@@ -112,6 +111,7 @@ class SqliteStore(Store):
         self.db = open_database(target, pragmas, poll_ms, uri=uri)
         self.m = bind(self.db)
         self._file = shared_file(os.path.abspath(self.path))
+        self._writer = self._file.writer
         self._rng = random.Random()
         #: (wall time it ended, seconds) of the last wait for the write lock, see _note_wait.
         self._stall: tuple[float, float] = (0.0, 0.0)
@@ -260,11 +260,9 @@ class SqliteStore(Store):
 
     # ----------------------------------------------------------------- transaction hooks
 
-    @contextlib.contextmanager
-    def _begin(self) -> Iterator[None]:
-        """The file's writer lock, then ``BEGIN IMMEDIATE`` (nested: a savepoint)."""
-        with self._file.writer, self.db.atomic(lock_type="IMMEDIATE"):
-            yield
+    def _begin(self) -> ContextManager[Any]:
+        """``BEGIN IMMEDIATE`` (nested: a savepoint), entered holding the file's writer lock."""
+        return self.db.atomic(lock_type="IMMEDIATE")
 
     def _classify(self, exc: BaseException) -> tuple[Failure, BaseException]:
         """Locked: BUSY. Another operational error (disk full, I/O, read-only file) or a damaged file: UNAVAILABLE."""

@@ -233,7 +233,7 @@ class WorkerOps(RowHelpers):
         reaper decides about those. Returns the number of rows deleted.
         """
         m = self.m
-        cutoff = (self._clock(now)) - older_than
+        cutoff = self._clock(now) - older_than
         return self.write(
             lambda: m.Worker.delete()
             .where(m.Worker.state.in_(["dead", "stopped"]) & (m.Worker.heartbeat_at < cutoff))
