@@ -46,7 +46,7 @@ class Config:
     app: str = DEFAULT_APP
     synchronous: str = DEFAULT_SYNCHRONOUS
     #: Seconds a transaction waits for a lock held elsewhere before ``StoreUnavailable``;
-    #: None = the store's own default (``store.BUSY_TIMEOUT_MS * (LOCK_RETRIES + 1)``).
+    #: None = the store's own default (``backends.sqlite.BUSY_TIMEOUT_MS * (LOCK_RETRIES + 1)``).
     lock_patience: float | None = None
 
     def with_overrides(self, **values: Any) -> "Config":

@@ -3,7 +3,8 @@
 ``open_store(db, ...)`` is how every part of durable_workers gets a
 :class:`Store`: today a SQLite path (``sqlite.SqliteStore``); a
 ``postgresql://`` URL is recognised and refused until that dialect is built.
-SQL and peewee live in this package alone.
+SQL and peewee live in this package alone. The records the operations
+return (``durable_workers.records``) are re-exported here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,18 @@ import os
 from typing import Any
 
 from ..errors import ConfigError
+from ..records import (
+    TERMINAL,
+    Claim,
+    LeaseRecord,
+    LedgerRecord,
+    Status,
+    StepRecord,
+    StepStart,
+    StepStatus,
+    WorkerRecord,
+    WorkflowRecord,
+)
 from .base import CONTRACT, SKELETON, Failure, Operation
 from .schema import SCHEMA_VERSION
 from .sqlite import BUSY_TIMEOUT_MS, LOCK_RETRIES, SqliteStore
@@ -36,12 +49,22 @@ def open_store(db: str | os.PathLike[str], **options: Any) -> Store:
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "CONTRACT",
+    "Claim",
     "Failure",
     "LOCK_RETRIES",
+    "LeaseRecord",
+    "LedgerRecord",
     "Operation",
-    "SKELETON",
     "SCHEMA_VERSION",
+    "SKELETON",
     "SqliteStore",
+    "Status",
+    "StepRecord",
+    "StepStart",
+    "StepStatus",
     "Store",
+    "TERMINAL",
+    "WorkerRecord",
+    "WorkflowRecord",
     "open_store",
 ]

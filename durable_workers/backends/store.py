@@ -22,6 +22,10 @@ class Store(WorkflowOps, ClaimOps, StepOps, WorkerOps, LedgerOps):
     should call :meth:`close` to hand theirs back.
     """
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        """Refuse: ``Store`` is the contract; a dialect subclass opens a database."""
+        raise TypeError("Store is the store contract; open one with durable_workers.backends.open_store(db, ...)")
+
     def check_identity(self) -> None:
         """Raise DatabaseReplacedError when the database is no longer the one opened (default: never)."""
 
