@@ -51,8 +51,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-from durable_workers.engine import run_claim
 from durable_workers.backends import Store, open_store
+from durable_workers.engine import run_claim
 from durable_workers.records import StepStatus
 from durable_workers.worker import Heartbeat, new_worker_id
 

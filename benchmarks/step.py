@@ -15,9 +15,9 @@ import json
 import threading
 from pathlib import Path
 
+from durable_workers.backends import open_store
 from durable_workers.engine import run_claim
 from durable_workers.registry import Registry, load_app
-from durable_workers.backends import open_store
 from durable_workers.heartbeat import Heartbeat, LiveAttempts
 from durable_workers.worker import new_worker_id
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .backends import Store, open_store
 from .config import Config, load_config
 from .context import Listener
 from .engine import Outcome
@@ -17,7 +18,6 @@ from .errors import ConflictError, InputError, WorkflowFailedError, WorkflowNotF
 from .liveness import worker_alive
 from .records import LeaseRecord, Status, StepRecord, TERMINAL, WorkerRecord, WorkflowRecord
 from .registry import Registry, default_registry, load_app
-from .backends import Store, open_store
 
 
 def _check_same(record: WorkflowRecord, name: str, input_json: str) -> None:

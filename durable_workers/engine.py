@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import keys
+from .backends import Store
 from .codec import encode_json
 from .context import AttemptControl, Context, Listener
 from .errors import (
@@ -39,7 +40,6 @@ from .errors import (
 )
 from .records import Claim, Status, WorkflowRecord
 from .registry import Registry, WorkflowSpec
-from .backends import Store
 
 
 @dataclass(frozen=True)

@@ -31,16 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .backends import Store
 from .backoff import ErrorBackoff
 from .context import AttemptControl, Listener, StepEvent
 from .engine import Outcome, run_claim
 from .errors import DatabaseReplacedError, StoreUnavailable
 from .heartbeat import Heartbeat, LiveAttempts
+from .records import Claim
 from .registry import Registry
 from .signals import SignalDispatcher
 from .liveness import hostname, reap_dead_workers
-from .records import Claim
-from .backends import Store
 
 log = logging.getLogger("durable_workers.worker")
 

@@ -33,6 +33,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from durable_workers.backends import open_store
 from durable_workers.backoff import ErrorBackoff
 from durable_workers.config import Config
 from durable_workers.errors import DatabaseReplacedError, StoreUnavailable
@@ -44,7 +45,6 @@ from durable_workers.liveness import (
     reap_dead_workers,
 )
 from durable_workers.signals import SignalDispatcher
-from durable_workers.backends import open_store
 
 from .fleet import Slot, StepWatch, describe_exit, kill_group, kill_group_if_exited
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ..backends import open_store
 from ..cli_options import (
     AT_LEAST_ONE,
     AT_LEAST_ZERO,
@@ -26,7 +27,6 @@ from ..cli_options import (
 )
 from ..client import Client
 from ..errors import DurableError
-from ..backends import open_store
 from .experiment import Experiment
 from .options import APP, CHECK_NAMES, DEFAULT_FAULTS, FAULT_KINDS, ChaosOptions, unknown_faults
 from .table import render

@@ -11,8 +11,8 @@ import time
 
 import psutil
 
-from ..errors import DurableError
 from ..backends import Store
+from ..errors import DurableError
 from .disk import SmallDisk
 from .fleet import Fleet, child_env, is_alive
 from .options import ChaosOptions, Fault

@@ -15,9 +15,9 @@ from typing import Iterator
 
 import pytest
 
+from durable_workers.backends import open_store
 from durable_workers.client import Client
 from durable_workers.errors import StoreUnavailable
-from durable_workers.backends import open_store
 from tests.conftest import cli_env
 from tests.integration.fleet_support import wait_for
 

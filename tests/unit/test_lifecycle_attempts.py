@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from durable_workers import Client, DurableError, default_registry
+from durable_workers.backends import Store, open_store
 from durable_workers.keys import idempotency_key
 from durable_workers.registry import Registry
-from durable_workers.backends import Store, open_store
 from durable_workers.worker import WorkerOptions, WorkerProcess
 from tests.apps.core_flows import SimulatedCrash, calls_of
 from tests.integration.fleet_support import wait_for

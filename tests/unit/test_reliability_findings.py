@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from durable_workers.backends import Store, open_store
 from durable_workers.config import Config
 from durable_workers.errors import WorkflowAborted
 from durable_workers.records import Status, StepStatus
-from durable_workers.backends import Store, open_store
 from supervisor.supervisor import Supervisor, SupervisorOptions, Slot
 
 NAME = "findings"
