@@ -74,6 +74,10 @@ class SqliteFile:
     ``identity``: the file the first store on the path pinned, checked by the
     later ones so that the process never mixes connections to two files.
     Kept only while some store on the path is alive (see :func:`shared_file`).
+    The lock is re-entrant, but each store has its own connection: a write
+    through one store from inside another store's write body on the same file
+    would wait for its own thread's transaction (nothing does that; within one
+    store a nested write is a savepoint).
     """
 
     def __init__(self, path: str) -> None:
