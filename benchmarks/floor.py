@@ -14,7 +14,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from durable_workers.store import Store
+from durable_workers.backends import open_store
 
 from .measure import Figure
 from .flows import PAYLOAD
@@ -44,7 +44,7 @@ def connect(path: str | Path, synchronous: str) -> sqlite3.Connection:
 
 def create_schema(path: str | Path, synchronous: str) -> None:
     """Create the engine's tables in a new file (through the engine's own Store)."""
-    Store(path, synchronous=synchronous).close()
+    open_store(path, synchronous=synchronous).close()
 
 
 def run_floor(path: str | Path, synchronous: str, steps: int, workflow_id: str = "floor") -> float:

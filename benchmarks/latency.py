@@ -18,7 +18,7 @@ import random
 import time
 from pathlib import Path
 
-from durable_workers.store import Store
+from durable_workers.backends import open_store
 
 from .fleet import Fleet, FleetError, reader, wait_terminal
 from .measure import Figure, percentile
@@ -61,7 +61,7 @@ def bench_latency(
     rng = random.Random(1234)
     for rep in range(repeat):
         db = workdir / f"lat-{synchronous.lower()}-r{rep}.db"
-        Store(db, synchronous=synchronous).close()
+        open_store(db, synchronous=synchronous).close()
         with Fleet(db, workers=workers, synchronous=synchronous, log_level=log_level) as fleet:
             time.sleep(settle_s)  # workers back off to their idle poll interval
             before = fleet.cpu_seconds()
@@ -82,7 +82,7 @@ def bench_latency(
             cpu_worker_max.samples.append(max(per_worker))
             cpu_supervisor.samples.append(100.0 * (after[supervisor_pid] - before[supervisor_pid]) / wall)
 
-            store = Store(db, synchronous=synchronous)
+            store = open_store(db, synchronous=synchronous)
             latencies = []
             try:
                 for i in range(samples):

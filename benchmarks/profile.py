@@ -13,7 +13,7 @@ Sections (all on fresh databases in a temporary folder):
    and COMMIT (timed by wrapping ``database.begin`` / ``database.commit``):
    SQLite time vs everything else (Python: peewee + engine);
 3. cProfile of the same run, self time grouped by where the code lives
-   (peewee, store.py, context.py/engine.py, sqlite3 C calls, json, ...);
+   (peewee, backends/, context.py/engine.py, sqlite3 C calls, json, ...);
 4. the peewee cost of each hot-path query, call by call: the peewee call as
    the engine makes it vs the same SQL on the raw connection (cached
    prepared statement), and ``db.atomic()`` vs a raw BEGIN IMMEDIATE/COMMIT;
@@ -51,9 +51,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
+from durable_workers.backends import Store, open_store
 from durable_workers.engine import run_claim
-from durable_workers.models import Lease, Step, StepStatus, Workflow, database
-from durable_workers.store import Store
+from durable_workers.records import StepStatus
 from durable_workers.worker import Heartbeat, new_worker_id
 
 from .floor import OUTPUT, floor_per_step
@@ -66,7 +66,8 @@ from .step import registry, run_sequential
 class Capture:
     """Records every statement peewee sends (with its sqlite3 execute time), BEGINs and COMMITs."""
 
-    def __init__(self) -> None:
+    def __init__(self, database: Any) -> None:
+        self.database = database  # the store's own peewee database (store.db)
         self.events: list[tuple[str, float]] = []
         self.spans: list[tuple[float, float, float]] = []  # (BEGIN start, BEGIN seconds, COMMIT end) per transaction
         self._open: dict[int, tuple[float, float]] = {}
@@ -76,6 +77,7 @@ class Capture:
         def hook(event: Any) -> None:
             self.events.append((event.sql, event.duration))
 
+        database = self.database
         begin, commit = database.begin, database.commit
 
         def timed_begin(*args: Any, **kwargs: Any) -> Any:
@@ -105,6 +107,7 @@ class Capture:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        database = self.database
         database.query_hooks.remove(self._hook)
         del database.begin
         del database.commit
@@ -143,7 +146,7 @@ def wall_times(workdir: Path, steps: int, repeat: int) -> dict[str, dict[str, fl
 
 def prepared_claim(path: Path, mode: str, steps: int) -> tuple[Store, Any, str]:
     reg = registry()
-    store = Store(path, synchronous=mode)
+    store = open_store(path, synchronous=mode)
     store.submit("sequential", "bench_sequential", json.dumps({"steps": steps}))
     worker_id = new_worker_id()
     store.register_worker(worker_id, names=reg.names())
@@ -154,7 +157,7 @@ def prepared_claim(path: Path, mode: str, steps: int) -> tuple[Store, Any, str]:
 def statements_per_step(workdir: Path, mode: str, steps: int) -> dict[str, Any]:
     store, claim, worker_id = prepared_claim(workdir / f"capture-{mode}.db", mode, steps)
     try:
-        with Capture() as cap:
+        with Capture(store.db) as cap:
             start = time.perf_counter()
             run_claim(store, registry(), claim, worker_id=worker_id)
             total = time.perf_counter() - start
@@ -178,7 +181,7 @@ def statements_per_step(workdir: Path, mode: str, steps: int) -> dict[str, Any]:
 BUCKETS = (
     ("sqlite3 C calls (execute/commit/fetch)", lambda f, fn: f == "~" and "sqlite3" in fn),
     ("peewee.py", lambda f, fn: f.endswith("peewee.py")),
-    ("durable_workers/store.py", lambda f, fn: f.endswith(os.path.join("durable_workers", "store.py"))),
+    ("durable_workers/backends/", lambda f, fn: os.path.join("durable_workers", "backends") in f),
     ("durable_workers/context.py + engine.py", lambda f, fn: f.endswith(("context.py", "engine.py"))),
     ("dataclasses (record construction)", lambda f, fn: f.endswith("dataclasses.py") or f == "<string>"),
     ("json", lambda f, fn: os.sep + "json" + os.sep in f or "json" in fn),
@@ -231,7 +234,7 @@ def best_of(fn: Callable[[], Any], number: int, repeat: int = 5) -> float:
 
 def query_costs(workdir: Path) -> list[dict[str, Any]]:
     """Each hot-path peewee query as the engine calls it vs its SQL on the raw connection."""
-    store = Store(workdir / "queries.db", synchronous="OFF")
+    store = open_store(workdir / "queries.db", synchronous="OFF")
     try:
         now = time.time()
         store.submit("wf", "bench_sequential", "{}")
@@ -239,7 +242,8 @@ def query_costs(workdir: Path) -> list[dict[str, Any]]:
         claim = store.claim_workflow("wf", "w", ttl=15.0)
         assert claim is not None
         token = claim.token
-        conn = database.connection()
+        conn = store.db.connection()
+        Lease, Step, Workflow = store.m.Lease, store.m.Step, store.m.Workflow
         counter = iter(range(10**9))
         rows: list[dict[str, Any]] = []
 
@@ -299,7 +303,7 @@ def query_costs(workdir: Path) -> list[dict[str, Any]]:
         )
         # Transactions: peewee's atomic() vs raw BEGIN IMMEDIATE / COMMIT, both empty.
         def peewee_txn() -> None:
-            with database.atomic(lock_type="IMMEDIATE"):
+            with store.db.atomic(lock_type="IMMEDIATE"):
                 pass
 
         def store_write() -> None:
@@ -321,7 +325,7 @@ def query_costs(workdir: Path) -> list[dict[str, Any]]:
 
 def claim_and_heartbeat(workdir: Path, mode: str) -> dict[str, Any]:
     path = workdir / f"claim-{mode}.db"
-    store = Store(path, synchronous=mode)
+    store = open_store(path, synchronous=mode)
     out: dict[str, Any] = {}
     try:
         for i in range(200):
@@ -330,7 +334,7 @@ def claim_and_heartbeat(workdir: Path, mode: str) -> dict[str, Any]:
 
         def capture(label: str, fn: Callable[[], Any], n: int) -> None:
             times = []
-            with Capture() as cap:
+            with Capture(store.db) as cap:
                 for _ in range(n):
                     start = time.perf_counter()
                     fn()
@@ -359,7 +363,7 @@ def claim_and_heartbeat(workdir: Path, mode: str) -> dict[str, Any]:
         # Opening a connection: what every new thread pays (pool threads and parallel branches).
         def reopen() -> None:
             store.close()
-            database.connect()
+            store.db.connect()
 
         out["connection open (connect + 4 pragmas)"] = {"us_each": best_of(reopen, 200, repeat=3)}
     finally:
@@ -441,7 +445,7 @@ def contention(workdir: Path, mode: str, threads: int, steps: int) -> dict[str, 
     queueing, so a waiter can sleep long after the lock was released.
     """
     reg = registry()
-    store = Store(workdir / f"contention-{mode}.db", synchronous=mode)
+    store = open_store(workdir / f"contention-{mode}.db", synchronous=mode)
     try:
         worker_id = new_worker_id()
         store.register_worker(worker_id, names=reg.names())
@@ -456,7 +460,7 @@ def contention(workdir: Path, mode: str, threads: int, steps: int) -> dict[str, 
             finally:
                 store.close()
 
-        with Capture() as cap:
+        with Capture(store.db) as cap:
             start = time.perf_counter()
             pool = [threading.Thread(target=body, args=(c,)) for c in claims]
             for t in pool:
@@ -490,7 +494,7 @@ class NullStore:
     path = ":memory:"
 
     def start_step(self, *args: Any, **kwargs: Any) -> Any:
-        from durable_workers.store import StepStart
+        from durable_workers.records import StepStart
 
         return StepStart(1, None)
 
@@ -506,7 +510,7 @@ class NullStore:
 
 def engine_without_db(steps: int, repeat: int) -> float:
     """µs per step of Context + run_claim with a store that does nothing."""
-    from durable_workers.store import Claim, WorkflowRecord
+    from durable_workers.records import Claim, WorkflowRecord
 
     record = WorkflowRecord(
         id="wf", name="bench_sequential", input={"steps": steps}, status="RUNNING", result=None, error=None,

@@ -21,7 +21,7 @@ import signal
 import time
 from pathlib import Path
 
-from durable_workers.store import Store
+from durable_workers.backends import Store, open_store
 
 from .fleet import Fleet, FleetError, reader, wait_terminal
 from .measure import Figure
@@ -80,10 +80,10 @@ def bench_recovery(
         )
         alive_max = Figure("recovery", "supervisor alive max", "ms", synchronous, params=params)
         db = workdir / f"rec-alive-{synchronous.lower()}.db"
-        Store(db, synchronous=synchronous).close()
+        open_store(db, synchronous=synchronous).close()
         times = []
         with Fleet(db, workers=workers, synchronous=synchronous, log_level=log_level) as fleet:
-            store = Store(db, synchronous=synchronous)
+            store = open_store(db, synchronous=synchronous)
             try:
                 for i in range(samples):
                     fleet.wait_ready()  # the killed slot is back before the next sample
@@ -107,10 +107,10 @@ def bench_recovery(
         times = []
         for i in range(restart_samples):
             db = workdir / f"rec-restart-{synchronous.lower()}-{i}.db"
-            Store(db, synchronous=synchronous).close()
+            open_store(db, synchronous=synchronous).close()
             first = Fleet(db, workers=workers, synchronous=synchronous, log_level=log_level)
             second = Fleet(db, workers=workers, synchronous=synchronous, log_level=log_level)
-            store = Store(db, synchronous=synchronous)
+            store = open_store(db, synchronous=synchronous)
             try:
                 first.start()
                 workflow_id = f"rst-{i:04d}"

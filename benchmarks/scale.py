@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from durable_workers.store import Store
+from durable_workers.backends import open_store
 
 from .measure import Figure, stopwatch
 
@@ -82,7 +82,7 @@ def _lease(i: int, worker: str | None, expires: float | None, now: float) -> dic
 
 def populate(path: Path, rows: int, synchronous: str) -> tuple[int, float]:
     """Create ``path`` with ``rows`` history rows; return (next free index, seconds taken)."""
-    Store(path, synchronous=synchronous).close()
+    open_store(path, synchronous=synchronous).close()
     now = time.time()
     live = min(LIVE_RUNNING, rows // 10)
     done = rows - live
@@ -146,7 +146,7 @@ def bench_scale(
             for rep in range(repeat):
                 add_pending(path, next_index, claims)
                 next_index += claims
-                store = Store(path, synchronous=synchronous)
+                store = open_store(path, synchronous=synchronous)
                 try:
                     worker = f"scale:{synchronous}:{rep}"
                     timings = []
@@ -191,7 +191,7 @@ def add_backlog(path: Path, start: int, count: int, name: str, due_in: float) ->
 
 def _time_claims(path: Path, synchronous: str, worker: str, claims: int, empty_claims: int) -> tuple[float, float]:
     """Median ms of ``claims`` claims that hit, then of ``empty_claims`` that find nothing."""
-    store = Store(path, synchronous=synchronous)
+    store = open_store(path, synchronous=synchronous)
     try:
         medians = []
         for count, expect_hit in ((claims, True), (empty_claims, False)):

@@ -15,9 +15,9 @@ import json
 import threading
 from pathlib import Path
 
+from durable_workers.backends import open_store
 from durable_workers.engine import run_claim
 from durable_workers.registry import Registry, load_app
-from durable_workers.store import Store
 from durable_workers.heartbeat import Heartbeat, LiveAttempts
 from durable_workers.worker import new_worker_id
 
@@ -35,7 +35,7 @@ def registry() -> Registry:
 def run_sequential(path: Path, synchronous: str, steps: int) -> float:
     """Run one ``bench_sequential`` workflow of ``steps`` steps; return elapsed seconds."""
     reg = registry()
-    store = Store(path, synchronous=synchronous)
+    store = open_store(path, synchronous=synchronous)
     try:
         workflow_id = "sequential"
         store.submit(workflow_id, "bench_sequential", json.dumps({"steps": steps}))

@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from durable_workers.store import Store
+from durable_workers.backends import Store, open_store
 
 from .fleet import Fleet, wait_terminal
 from .measure import Figure
@@ -53,11 +53,11 @@ def run_throughput(
     """(seconds, failed count) per repetition of ``count`` workflows on one fleet."""
     variant = "io" if sleep_ms else "noop"
     db = workdir / f"tp-{variant}-{synchronous.lower()}-w{workers}.db"
-    Store(db, synchronous=synchronous).close()  # the schema exists before workers open it
+    open_store(db, synchronous=synchronous).close()  # the schema exists before workers open it
     input_json = json.dumps({"sleep_ms": sleep_ms}, sort_keys=True)
     runs = []
     with Fleet(db, workers=workers, synchronous=synchronous, concurrency=concurrency, log_level=log_level) as fleet:
-        store = Store(db, synchronous=synchronous)
+        store = open_store(db, synchronous=synchronous)
         try:
             for rep in range(repeat):
                 prefix = f"tp-r{rep:02d}-"

@@ -35,7 +35,7 @@ from .errors import (
     WorkflowFailedError,
     WorkflowNotFound,
 )
-from .models import Status, StepStatus
+from .records import Status, StepStatus
 from .registry import Registry, default_registry, load_app, workflow
 
 __version__ = "0.1.0"

@@ -12,8 +12,7 @@ from .config import PREVIEW_CHARS
 from .codec import CORRUPT_MARK, decode_for_display, summarize_error as error_summary
 from .context import StepEvent
 from .liveness import heartbeat_stale
-from .models import Status, StepStatus
-from .store import StepRecord, WorkflowRecord
+from .records import Status, StepRecord, StepStatus, WorkflowRecord
 
 
 def _emit_json(data: Any) -> None:

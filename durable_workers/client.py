@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .backends import Store, open_store
 from .config import Config, load_config
 from .context import Listener
 from .engine import Outcome
 from .errors import ConflictError, InputError, WorkflowFailedError, WorkflowNotFound
 from .liveness import worker_alive
-from .models import Status
+from .records import LeaseRecord, Status, StepRecord, TERMINAL, WorkerRecord, WorkflowRecord
 from .registry import Registry, default_registry, load_app
-from .store import TERMINAL, LeaseRecord, StepRecord, Store, WorkerRecord, WorkflowRecord
 
 
 def _check_same(record: WorkflowRecord, name: str, input_json: str) -> None:
@@ -102,7 +102,7 @@ class Client:
     def store(self) -> Store:
         """The open database (opened on first use; raises :class:`DatabaseError` if it cannot be)."""
         if self._store is None:
-            self._store = Store(
+            self._store = open_store(
                 self.config.db,
                 synchronous=self.config.synchronous,
                 create=self._create,

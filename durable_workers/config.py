@@ -46,7 +46,7 @@ class Config:
     app: str = DEFAULT_APP
     synchronous: str = DEFAULT_SYNCHRONOUS
     #: Seconds a transaction waits for a lock held elsewhere before ``StoreUnavailable``;
-    #: None = the store's own default (``store.BUSY_TIMEOUT_MS * (LOCK_RETRIES + 1)``).
+    #: None = the store's own default (``backends.sqlite.BUSY_TIMEOUT_MS * (LOCK_RETRIES + 1)``).
     lock_patience: float | None = None
 
     def with_overrides(self, **values: Any) -> "Config":
@@ -113,6 +113,8 @@ def load_config(
         raise ConfigError(
             f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, got {config.synchronous!r}"
         )
+    if "://" in config.db:  # a database URL: the backend decides (backends.open_store)
+        return replace(config, synchronous=mode)
     db_path = Path(config.db)
     if not db_path.is_absolute():
         db_path = base / db_path

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, TypeVar, overload
 
 from . import keys
+from .backends import Store
 from .codec import decode_error, decode_json, encode_error, encode_json, rebuild_error, safe_str, summarize_error
 from .errors import (
     AttemptAbandoned,
@@ -28,9 +29,8 @@ from .errors import (
     StepTimeoutError,
     WorkerStopping,
 )
-from .models import StepStatus
 from .policy import DEFAULT_POLICY, StepPolicy, current_context, step
-from .store import StepRecord, Store
+from .records import StepRecord, StepStatus
 
 #: Former name of :func:`durable_workers.codec.summarize_error`.
 error_summary = summarize_error

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import keys
+from .backends import Store
 from .codec import encode_json, format_traceback, safe_str
 from .context import AttemptControl, Context, Listener
 from .errors import (
@@ -38,9 +39,8 @@ from .errors import (
     WorkerStopping,
     WorkflowAborted,
 )
-from .models import Status
+from .records import Claim, Status, WorkflowRecord
 from .registry import Registry, WorkflowSpec
-from .store import Claim, Store, WorkflowRecord
 
 
 log = logging.getLogger("durable_workers.worker")

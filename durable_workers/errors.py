@@ -159,7 +159,7 @@ class DatabaseReplacedError(DatabaseError):
     """The file at the database path is no longer the database this process opened.
 
     It was deleted, or another file (another database) took its place, or its
-    ``db_id`` changed. Raised by ``Store.check_identity`` (and by ``Store()`` on a
+    ``db_id`` changed. Raised by ``Store.check_identity`` (and by ``open_store()`` on a
     path whose file changed under connections this process still holds). A
     worker that sees it stops claiming and exits with :attr:`exit_code`; the
     supervisor stops the fleet instead of respawning workers onto another

@@ -16,9 +16,9 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from .backends import Store
 from .context import AttemptControl
 from .errors import StoreUnavailable
-from .store import Store
 
 log = logging.getLogger("durable_workers.worker")
 

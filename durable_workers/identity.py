@@ -1,11 +1,13 @@
 """Which database file a process has open, and whether the path still names it.
 
 A database is identified by the device + inode of its file and by the
-``db_id`` written into its ``meta`` table at creation. The first Store of a
-process on a path pins both (:class:`FileIdentity`) and installs it as the
-guard of the process-wide database, which every new pooled connection passes
-(``models.GuardedPooledSqliteDatabase``). Reading the ``db_id`` is the store's
-business (it passes ``read_db_id``); this module only compares.
+``db_id`` written into its ``meta`` table at creation. The first store of a
+process on a path pins both (:class:`FileIdentity`, kept in the path's shared
+``backends.sqlite_file.SqliteFile``) and installs it as the guard of its own
+database object (``GuardedPooledSqliteDatabase``), which every new pooled
+connection passes; later stores on the path get the same guard. Reading the
+``db_id`` is the store's business (it passes ``read_db_id``); this module only
+compares.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import psutil
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .store import Store, WorkerRecord
+    from .records import WorkerRecord
+    from .backends import Store
 
 #: Two create times closer than this are the same process.
 CREATE_TIME_TOLERANCE = 0.05

@@ -32,15 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .backends import Store
 from .backoff import ErrorBackoff
 from .context import AttemptControl, Listener, StepEvent
 from .engine import Outcome, run_claim
 from .errors import DatabaseReplacedError, StoreUnavailable
 from .heartbeat import Heartbeat, LiveAttempts
+from .records import Claim
 from .registry import Registry
 from .signals import SignalDispatcher
 from .liveness import hostname, reap_dead_workers
-from .store import Claim, Store
 
 log = logging.getLogger("durable_workers.worker")
 
@@ -87,13 +88,18 @@ def _log_event(event: StepEvent) -> None:
 
 
 class _WalWatch:
-    """Cheap change detector: the WAL file's size and mtime move on every commit."""
+    """Cheap change detector: the WAL file's size and mtime move on every commit.
 
-    def __init__(self, db_path: str) -> None:
-        self.path = Path(db_path + "-wal")
+    ``wal_path`` is the store's (``None`` when its backend has no such file: never changed).
+    """
+
+    def __init__(self, wal_path: str | None) -> None:
+        self.path = Path(wal_path) if wal_path is not None else None
         self.last = self._signature()
 
     def _signature(self) -> tuple[int, int]:
+        if self.path is None:
+            return (0, 0)
         try:
             st = self.path.stat()
             return (st.st_mtime_ns, st.st_size)
@@ -294,7 +300,7 @@ class WorkerProcess:
         the database file was deleted or replaced under the worker.
         """
         self.initialize()
-        watch = _WalWatch(self.store.path)
+        watch = _WalWatch(self.store.wal_path)
         idle = self.options.poll_min
         last_poll = 0.0
         try:

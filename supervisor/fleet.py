@@ -12,7 +12,7 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 
-from durable_workers.store import StepRecord
+from durable_workers.records import StepRecord
 
 #: (workflow_id, step_key, attempts): one attempt of one step.
 StepAttempt = tuple[str, str, int]

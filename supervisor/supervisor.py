@@ -33,6 +33,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from durable_workers.backends import open_store
 from durable_workers.backoff import ErrorBackoff
 from durable_workers.config import Config
 from durable_workers.errors import DatabaseReplacedError, StoreUnavailable
@@ -45,7 +46,6 @@ from durable_workers.liveness import (
     reap_dead_workers,
 )
 from durable_workers.signals import SignalDispatcher
-from durable_workers.store import Store
 
 from .fleet import Slot, StepWatch, describe_exit, kill_group, kill_group_if_exited
 
@@ -96,7 +96,7 @@ class Supervisor:
     def __init__(self, config: Config, options: SupervisorOptions | None = None) -> None:
         self.config = config
         self.options = options or SupervisorOptions()
-        self.store = Store(config.db, synchronous=config.synchronous, lock_patience=config.lock_patience)
+        self.store = open_store(config.db, synchronous=config.synchronous, lock_patience=config.lock_patience)
         self.slots = [Slot(i) for i in range(self.options.workers)]
         self.wake = threading.Event()
         self.stop_requests = 0

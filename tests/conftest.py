@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from durable_workers.store import Store
+from durable_workers.backends import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -24,7 +24,7 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(db_path: Path):
     """An open Store on a fresh database file."""
-    opened = Store(db_path)
+    opened = open_store(db_path)
     yield opened
     opened.close()
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ..backends import open_store
 from ..cli_options import (
     AT_LEAST_ONE,
     AT_LEAST_ZERO,
@@ -26,7 +27,6 @@ from ..cli_options import (
 )
 from ..client import Client
 from ..errors import DurableError
-from ..store import Store
 from .experiment import Experiment
 from .options import APP, CHECK_NAMES, DEFAULT_FAULTS, FAULT_KINDS, ChaosOptions, unknown_faults
 from .table import render
@@ -122,7 +122,7 @@ helpers.add_command(chaos, "run")
 @click.option("--seconds", type=POSITIVE_SECONDS, default=3.0, show_default=True)
 def lock_command(db: str, seconds: float) -> None:
     """Hold the write lock of DB for SECONDS (prints ``locked T`` and ``released T``)."""
-    store = Store(db, create=False)
+    store = open_store(db, create=False)
     store.hold_write_lock(seconds, on_locked=lambda at: click.echo(f"locked {at!r}"))
     click.echo(f"released {time.time()!r}")
     store.close()

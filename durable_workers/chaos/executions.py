@@ -13,8 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence, TypeGuard
 
-from ..models import Status, StepStatus
-from ..store import LedgerRecord, StepRecord, WorkflowRecord
+from ..records import LedgerRecord, Status, StepRecord, StepStatus, WorkflowRecord
 from .options import BAD_INPUT, CHECK_NAMES, Fault
 
 #: Seconds after SIGCONT within which a stopped worker's in-flight step may still write.

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from ..client import Client
 from ..errors import DurableError
-from ..store import TERMINAL
+from ..records import TERMINAL
 from .faults import Injector
 from .disk import SmallDisk, mount_small_disk
 from .fleet import Fleet, kill_orphans, live_worker_ids

@@ -11,8 +11,8 @@ import time
 
 import psutil
 
+from ..backends import Store
 from ..errors import DurableError
-from ..store import Store
 from .disk import SmallDisk
 from .fleet import Fleet, child_env, is_alive
 from .options import ChaosOptions, Fault

@@ -13,9 +13,9 @@ from typing import Any
 
 import psutil
 
+from ..backends import Store
 from ..errors import DurableError
 from ..liveness import process_alive
-from ..store import Store
 from .options import APP, ChaosOptions
 
 #: The folder holding the ``durable_workers`` and ``supervisor`` packages.

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Collection, Mapping
 
-from ..models import Status, StepStatus
-from ..store import TERMINAL
+from ..records import Status, StepStatus, TERMINAL
 from .executions import Evidence, value_of
 from .options import INFRA_MARKERS
 

@@ -13,8 +13,7 @@ import statistics
 from dataclasses import asdict
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
-from ..models import Status, StepStatus
-from ..store import TERMINAL, LedgerRecord, StepRecord, WorkflowRecord
+from ..records import LedgerRecord, Status, StepRecord, StepStatus, TERMINAL, WorkflowRecord
 from .executions import STORE_FAULTS, Evidence, StepFindings, index, judge_results, judge_steps
 from .outcomes import end_state_section, foreign_section
 from .options import BAD_INPUT, INJECTED_KINDS, POISON_TEXT, UNKNOWN_NAME, ChaosOptions, Fault

@@ -23,9 +23,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from durable_workers.backends import Store, open_store
 from durable_workers.errors import DatabaseReplacedError, StoreUnavailable
 from durable_workers.identity import EXPECT_DB_ENV
-from durable_workers.store import Store
 from tests.conftest import cli_env, run_cli
 from tests.integration.fleet_support import (
     APP,
@@ -210,7 +210,7 @@ def _connect_in_new_thread(store: Store) -> BaseException | None:
 
 @pytest.mark.parametrize("change", ["deleted", "renamed over", "rewritten in place"])
 def test_check_identity_and_new_connections_refuse_a_changed_file(tmp_path: Path, db_path: Path, change: str) -> None:
-    store = Store(db_path)
+    store = open_store(db_path)
     try:
         store.submit("mine", "fleet_steps", "{}")
         store.check_identity()  # unchanged: nothing raised
@@ -231,6 +231,6 @@ def test_check_identity_and_new_connections_refuse_a_changed_file(tmp_path: Path
         if change == "deleted":
             assert not db_path.exists()  # the refused connection did not create the file anew
         with pytest.raises(DatabaseReplacedError):
-            Store(db_path)  # a second Store in this process must not mix the two files either
+            open_store(db_path)  # a second Store in this process must not mix the two files either
     finally:
         store.abandon_replaced_file()

@@ -16,7 +16,7 @@ import pytest
 
 from durable_workers.errors import LeaseLost
 from durable_workers.liveness import process_alive, reap_dead_workers
-from durable_workers.models import Status
+from durable_workers.records import Status
 from durable_workers.registry import Registry
 from durable_workers.worker import WorkerOptions, WorkerProcess
 from tests.apps import fleet_flows

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from durable_workers import Client, default_registry
-from durable_workers.store import Store
+from durable_workers.backends import open_store
 from durable_workers.worker import WorkerOptions, WorkerProcess
 from tests.apps.core_flows import calls_of
 from tests.integration.fleet_support import Fleet, query, submit, wait_for, workflow_row
@@ -105,7 +105,7 @@ def hold_write_lock(db: Path, held: threading.Event, release: threading.Event) -
 def test_a_write_lock_held_past_the_retry_window_is_an_interruption_not_a_failure(tmp_path, db_path):
     calls, gate = tmp_path / "calls", tmp_path / "gate"
     gate.touch()
-    store = Store(db_path, busy_timeout_ms=50)  # patience: 13 × 50 ms
+    store = open_store(db_path, busy_timeout_ms=50)  # patience: 13 × 50 ms
     client = Client(db=str(db_path), registry=default_registry)
     client.submit("life_guarded", "wf", {"calls": str(calls), "gate": str(gate)})
     worker = WorkerProcess(store, default_registry, WorkerOptions(ttl=1.5, poll_max=0.05))

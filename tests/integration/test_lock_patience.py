@@ -15,9 +15,9 @@ from typing import Iterator
 
 import pytest
 
+from durable_workers.backends import open_store
 from durable_workers.client import Client
 from durable_workers.errors import StoreUnavailable
-from durable_workers.store import Store
 from tests.conftest import cli_env
 from tests.integration.fleet_support import wait_for
 
@@ -31,7 +31,7 @@ HOLD_SECONDS = "50"
 def locked_db(tmp_path: Path) -> Iterator[Path]:
     """A database whose write lock a helper process holds for the whole test."""
     db = tmp_path / "locked.db"
-    Store(db).close()
+    open_store(db).close()
     out = tmp_path / "holder.out"
     with open(out, "w") as sink:
         holder = subprocess.Popen(
@@ -47,7 +47,7 @@ def locked_db(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_store_with_a_short_lock_patience_gives_up_with_store_unavailable(locked_db: Path) -> None:
-    store = Store(locked_db, lock_patience=0.5)
+    store = open_store(locked_db, lock_patience=0.5)
     with pytest.raises(StoreUnavailable, match="stayed locked"):
         store.submit("wf-1", "anything", "{}")
     store.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from durable_workers.store import Store
+from durable_workers.backends import open_store
 from tests.conftest import cli_env
 from tests.stress.support import run_chaos
 
@@ -39,7 +39,7 @@ def test_8_workers_2000_short_workflows_no_lock_errors_and_exactly_once_ledger(t
     assert proc.returncode == 0, report
 
     # the ledger itself: every step of every workflow exactly once
-    store = Store(tmp_path / "chaos.db", create=False)
+    store = open_store(tmp_path / "chaos.db", create=False)
     try:
         counts = store.ledger_counts()
     finally:
@@ -82,7 +82,7 @@ def test_4_concurrent_submitters_make_exactly_1000_rows_without_duplicates(tmp_p
     assert sum(existing.values()) == 400  # the resubmissions found the existing row
     assert set(existing) <= ids
 
-    store = Store(db, create=False)
+    store = open_store(db, create=False)
     try:
         rows = store.workflow_ids()
         counts = store.count_by_status()

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from durable_workers.chaos import ChaosOptions, Fault, analyse, render
-from durable_workers.store import LedgerRecord, StepRecord, WorkflowRecord
+from durable_workers.records import LedgerRecord, StepRecord, WorkflowRecord
 
 WF = "chk-00000"
 

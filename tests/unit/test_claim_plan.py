@@ -1,7 +1,7 @@
 """The claim's pending probe stays an index range scan whatever backlog the claimer cannot run.
 
 Timing is not asserted (the `scale` benchmark measures it); the query plan is: SQLite's
-``EXPLAIN QUERY PLAN`` of the statement ``Store._runnable`` actually ran must search the
+``EXPLAIN QUERY PLAN`` of the statement ``SqliteStore._runnable`` actually ran must search the
 ``(status, name, run_at)`` index with all three bounded, per served name, and need no
 temporary B-tree (a sort would mean visiting every due row) and no table scan.
 """
@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from durable_workers import store as store_module
-from durable_workers.models import SCHEMA_VERSION
-from durable_workers.store import Store
+from durable_workers.backends import SCHEMA_VERSION, Store, open_store
 
 SERVED = ["served_a", "served_b"]
 BACKLOG = 2_000
@@ -50,7 +48,8 @@ def _plan(db_path: Path, sql: str, params: list[object]) -> list[str]:
 
 def _pending_probe_plan(store: Store, db_path: Path, now: float) -> list[str]:
     assert store.claim_next("w-probe", SERVED, ttl=30, now=now) is None  # compiles the statement
-    sql = store_module._STATEMENTS[f"runnable_pending/{len(SERVED)}"]
+    sql = store.compiled(f"runnable_pending/{len(SERVED)}")
+    assert sql is not None, "the claim did not run the statement"
     return _plan(db_path, sql, [v for name in SERVED for v in ("PENDING", name, now, 1)])
 
 
@@ -93,7 +92,8 @@ def test_stale_probe_visits_expired_leases_only(store: Store, db_path: Path) -> 
         store.submit(f"live-{i}", SERVED[0], json.dumps({}), now=now - 100 + i)
         assert store.claim_next(f"other-{i}", SERVED, ttl=3600, now=now) is not None
     assert store.claim_next("w-probe", SERVED, ttl=30, now=now) is None
-    sql = store_module._STATEMENTS[f"runnable_stale/{len(SERVED)}"]
+    sql = store.compiled(f"runnable_stale/{len(SERVED)}")
+    assert sql is not None, "the claim did not run the statement"
     plan = _plan(db_path, sql, [now, "RUNNING", *SERVED, 1])
     assert any("USING INDEX leases_expires_at (expires_at<?)" in line for line in plan), plan
     assert any("workflows" in line or line.startswith("SEARCH t1") for line in plan), plan
@@ -136,13 +136,13 @@ def _downgrade_to_v1(path: Path) -> None:
 
 def test_v1_migration_creates_the_claim_index_and_drops_the_old_one(tmp_path: Path) -> None:
     fresh, path = tmp_path / "fresh.db", tmp_path / "v1.db"
-    Store(fresh).close()
+    open_store(fresh).close()
     source, copy = sqlite3.connect(fresh), sqlite3.connect(path)
     source.backup(copy)
     source.close()
     copy.close()
     _downgrade_to_v1(path)
-    migrated = Store(path)
+    migrated = open_store(path)
     try:
         now = time.time()
         _fill(path, now)

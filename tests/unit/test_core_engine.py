@@ -18,7 +18,8 @@ import pytest
 
 from durable_workers import Client, StepPolicy, default_registry
 from durable_workers.context import StepEvent
-from durable_workers.store import WorkflowRecord, summarize_error
+from durable_workers.codec import summarize_error
+from durable_workers.records import WorkflowRecord
 from tests.apps import core_flows
 from tests.apps.core_flows import SimulatedCrash, calls_of
 

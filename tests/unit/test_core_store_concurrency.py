@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from durable_workers.models import Status
-from durable_workers.store import Store
+from durable_workers.backends import Store
+from durable_workers.records import Status
 
 THREADS = 8
 WORKFLOWS_PER_THREAD = 50

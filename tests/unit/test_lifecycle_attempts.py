@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from durable_workers import Client, DurableError, default_registry
+from durable_workers.backends import Store, open_store
 from durable_workers.keys import idempotency_key
 from durable_workers.registry import Registry
-from durable_workers.store import Store
 from durable_workers.worker import WorkerOptions, WorkerProcess
 from tests.apps.core_flows import SimulatedCrash, calls_of
 from tests.integration.fleet_support import wait_for
@@ -102,7 +102,7 @@ def test_heartbeat_renews_exactly_the_given_pairs_and_reports_the_lost_ones(stor
 
 
 def test_an_attempt_whose_lease_is_gone_stops_at_once_even_in_a_long_retry_backoff(tmp_path, db_path) -> None:
-    store = Store(db_path)
+    store = open_store(db_path)
     client = Client(db=str(db_path), registry=default_registry)
     client.submit("life_slow_retry", "wf", {"calls": str(tmp_path / "calls"), "backoff": 60.0})
     worker = WorkerProcess(store, default_registry, WorkerOptions(ttl=0.3, poll_max=0.05))
@@ -125,7 +125,7 @@ def test_an_attempt_whose_lease_is_gone_stops_at_once_even_in_a_long_retry_backo
 
 
 def test_a_corrupt_input_at_the_head_of_the_queue_fails_that_workflow_and_the_queue_flows(tmp_path, db_path) -> None:
-    store = Store(db_path)
+    store = open_store(db_path)
     client = Client(db=str(db_path), registry=default_registry)
     client.submit("life_pair", "bad", {"calls": str(tmp_path / "bad")})
     client.submit("life_pair", "good", {"calls": str(tmp_path / "good")})
@@ -185,7 +185,7 @@ def test_idempotency_keys_are_unambiguous_for_workflow_ids_with_slashes(client) 
 
 
 def test_a_replayed_step_timeout_does_not_drain_the_worker(tmp_path, db_path) -> None:
-    store = Store(db_path)
+    store = open_store(db_path)
     client = Client(db=str(db_path), registry=default_registry)
     halt_file = tmp_path / "halt"
     halt_file.touch()

@@ -17,9 +17,9 @@ from typing import Iterator
 
 import pytest
 
+from durable_workers.backends import Store
 from durable_workers.config import Config
-from durable_workers.models import Status
-from durable_workers.store import Store
+from durable_workers.records import Status
 from supervisor.supervisor import Supervisor, SupervisorOptions
 from tests.integration.fleet_support import APP, query, running_step, wait_for, workflow_row
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from durable_workers.backends import Store, open_store
 from durable_workers.config import Config
 from durable_workers.errors import WorkflowAborted
-from durable_workers.models import Status, StepStatus
-from durable_workers.store import Store
+from durable_workers.records import Status, StepStatus
 from supervisor.supervisor import Supervisor, SupervisorOptions, Slot
 
 NAME = "findings"
@@ -56,7 +56,7 @@ def hold_lock(db: Path, seconds: float, locked: threading.Event) -> threading.Th
     """Hold the write lock from another thread (its own connection) for ``seconds``."""
 
     def body() -> None:
-        other = Store(db)
+        other = open_store(db)
         try:
             other.hold_write_lock(seconds, on_locked=lambda at: locked.set())
         finally:

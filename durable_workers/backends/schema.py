@@ -1,4 +1,9 @@
-"""Tables, as peewee models. No logic lives here; queries are in ``store.py``.
+"""Tables, as peewee models, and the one way to bind them to a database.
+
+The classes here are unbound (no ``Meta.database``): a store calls
+:func:`bind` with its own database and gets per-database subclasses, so two
+stores in one process never share, or re-point, a binding. No logic lives
+here; queries are in the store's operation modules.
 
 Times are UNIX epoch seconds (REAL). JSON columns hold text produced by
 ``json.dumps``. Column names are part of the public contract (docs/architecture.md).
@@ -6,97 +11,39 @@ Times are UNIX epoch seconds (REAL). JSON columns hold text produced by
 
 from __future__ import annotations
 
-import sqlite3
-from enum import Enum
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from peewee import (
     AutoField,
     CompositeKey,
+    Database,
     FloatField,
     IntegerField,
     Model,
     SQL,
-    SqliteDatabase,
     TextField,
 )
-from playhouse.pool import PooledSqliteDatabase
 
-#: Bumped whenever the schema changes; stored in ``PRAGMA user_version``.
+from ..records import Status
+
+#: Bumped whenever the schema changes (SQLite keeps it in ``PRAGMA user_version``).
 #: 2: workflows.interruption/failed_step, steps.seq/token/interruptions, leases.renewed_mono,
 #:    workers.host_id/heartbeat_mono/ttl, the meta table; index workflows(status, name, run_at)
 #:    replaces workflows(name, status).
 SCHEMA_VERSION = 2
 
 
-class ConnectionGuard(Protocol):
-    """What the database asks before and after it opens a new connection (see ``Store._guard_identity``)."""
-
-    def before_open(self) -> None:
-        """Raise (an interrupt) instead of letting a connection be opened at the path."""
-
-    def after_open(self, conn: sqlite3.Connection) -> None:
-        """Raise (an interrupt) when the new connection is not on the expected database."""
-
-
-class _GuardedSqliteDatabase(SqliteDatabase):
-    """SQLite whose new connections pass ``guard`` (``None``: no check) before and after opening."""
-
-    guard: ConnectionGuard | None = None
-
-    def init(self, database: Any, **kwargs: Any) -> None:
-        self.guard = None  # another file (or the same one anew): its opener installs a guard
-        super().init(database, **kwargs)
-
-    def _connect(self) -> sqlite3.Connection:
-        guard = self.guard
-        if guard is not None:
-            guard.before_open()  # before sqlite3.connect, which would create a deleted file anew
-        conn = super()._connect()
-        if guard is not None:
-            try:
-                guard.after_open(conn)
-            except BaseException:
-                conn.close()
-                raise
-        return conn
-
-
-class GuardedPooledSqliteDatabase(PooledSqliteDatabase, _GuardedSqliteDatabase):
-    """The pool; only connections it opens anew (not reused ones) go through the guard."""
-
-
-#: The process-wide database, initialised later by ``Store`` (peewee deferred init).
-#: Pooled: a thread that ends hands its connection to the next one (parallel
-#: branches would otherwise open a connection each); no size limit.
-database = GuardedPooledSqliteDatabase(None, max_connections=None, stale_timeout=None)
-
-
-class Status(str, Enum):
-    """Status of a workflow."""
-
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-
-class StepStatus(str, Enum):
-    """Status of a step row."""
-
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-
-
 class BaseModel(Model):
+    """The unbound base of every table: no database (see :func:`bind`)."""
+
     class Meta:
-        database = database
         legacy_table_names = False
 
 
 class Workflow(BaseModel):
+    """One workflow: its input, status, outcome and claim count (``workflows``)."""
+
     id = TextField(primary_key=True)
     name = TextField()
     input = TextField(default="{}")
@@ -116,12 +63,14 @@ class Workflow(BaseModel):
         indexes = (
             (("status", "created_at"), False),
             # The claim's pending probe: one range scan per served name, in due order
-            # (Store._runnable); rows of other names and future run_at are never visited.
+            # (SqliteStore._runnable); rows of other names and future run_at are never visited.
             (("status", "name", "run_at"), False),
         )
 
 
 class Step(BaseModel):
+    """One recorded step of a workflow, keyed by (workflow_id, step_key) (``steps``)."""
+
     workflow_id = TextField()
     step_key = TextField()
     name = TextField()
@@ -146,6 +95,8 @@ class Step(BaseModel):
 
 
 class Lease(BaseModel):
+    """Who holds a workflow's attempt, with its fencing token and expiry (``leases``)."""
+
     workflow_id = TextField(primary_key=True)
     worker_id = TextField(null=True)
     token = IntegerField(default=0)
@@ -162,6 +113,8 @@ class Lease(BaseModel):
 
 
 class Worker(BaseModel):
+    """One worker process: host identity, pid, heartbeat, the names it serves (``workers``)."""
+
     id = TextField(primary_key=True)
     host = TextField()
     pid = IntegerField()
@@ -190,9 +143,7 @@ class DatabaseInfo(BaseModel):
         table_name = "meta"
 
 
-ALL_MODELS = (Workflow, Step, Lease, Worker, DatabaseInfo)
-
-#: Forward migrations: ``version -> statements`` that take a database from that version to the next.
+#: Forward migrations (SQLite dialect; PostgreSQL brings its own): ``version -> statements`` that take a database from that version to the next.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         "ALTER TABLE workflows ADD COLUMN interruption TEXT",
@@ -238,3 +189,61 @@ class Ledger(BaseModel):
     class Meta:
         table_name = "chaos_ledger"
         indexes = ((("workflow_id", "step_key"), False),)
+
+
+#: The engine's tables (the chaos ledger is created on demand, see ``Ledger``).
+ALL_MODELS: tuple[type[BaseModel], ...] = (Workflow, Step, Lease, Worker, DatabaseInfo)
+
+
+@dataclass(frozen=True)
+class Models:
+    """The tables bound to one database: what a store's queries use (``store.m.Workflow``, ...)."""
+
+    Workflow: Any
+    Step: Any
+    Lease: Any
+    Worker: Any
+    DatabaseInfo: Any
+    Ledger: Any
+    #: Column names of ``workflows`` and ``steps`` in model order (what ``SELECT *`` returns).
+    workflow_columns: tuple[str, ...] = ()
+    step_columns: tuple[str, ...] = ()
+
+    @property
+    def engine_tables(self) -> list[Any]:
+        """The bound engine tables, in ``ALL_MODELS`` order (for ``create_tables``)."""
+        return [self.Workflow, self.Step, self.Lease, self.Worker, self.DatabaseInfo]
+
+
+def _bound(model: type[BaseModel], db: Database) -> Any:
+    """A subclass of ``model`` bound to ``db``, with the same table, columns, keys and indexes.
+
+    peewee copies fields, ``indexes`` and ``primary_key`` to a subclass but not
+    ``table_name`` (it would derive one from the class name), and an inherited
+    ``CompositeKey`` would lose its composite flag; both are therefore restated.
+    """
+    meta: dict[str, Any] = {"database": db, "table_name": model._meta.table_name}
+    if model._meta.composite_key:
+        meta["primary_key"] = CompositeKey(*model._meta.primary_key.field_names)
+    return type(model.__name__, (model,), {"Meta": type("Meta", (), meta), "__module__": __name__})
+
+
+def _columns(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(f.name for f in model._meta.sorted_fields)
+
+
+def bind(db: Database) -> Models:
+    """Per-database subclasses of every table, bound to ``db`` (the shared classes stay unbound).
+
+    Never fails for a database object; nothing is opened until a query runs.
+    """
+    return Models(
+        workflow_columns=_columns(Workflow),
+        step_columns=_columns(Step),
+        Workflow=_bound(Workflow, db),
+        Step=_bound(Step, db),
+        Lease=_bound(Lease, db),
+        Worker=_bound(Worker, db),
+        DatabaseInfo=_bound(DatabaseInfo, db),
+        Ledger=_bound(Ledger, db),
+    )

@@ -1,0 +1,320 @@
+"""The store contract, and the transaction skeleton every dialect fills in.
+
+:class:`Store` is the only API the engine, worker, supervisor, client and CLI
+see. Its operations are written once, against the store's own bound models
+(``self.m``, see ``schema.bind``), in the area modules of this package
+(``workflows``, ``claims``, ``steps``, ``workers``, ``ledger``). A dialect
+(``sqlite.SqliteStore`` today; PostgreSQL later) supplies the database object,
+how a write transaction begins, how an error is classified, the clock
+(:meth:`Store.now`) and the statements where the dialects differ (the claim's
+runnable probe; fencing, see :meth:`Store._fence`).
+
+:data:`CONTRACT` states, for every public operation, what it reads and
+writes, its fencing, whether its body is safe to run again after an
+ambiguous commit (a dropped connection during ``COMMIT``), and what it raises
+besides :class:`~durable_workers.errors.StoreUnavailable` (every operation may
+raise that one: the database cannot be reached, is damaged, or stayed locked
+past the store's patience). A test checks that the table and the class agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Sequence, TypeVar
+
+import peewee
+from peewee import SQL, fn
+
+from ..errors import DatabaseError, LeaseLost, StoreUnavailable
+from .schema import Models
+
+T = TypeVar("T")
+
+#: SQL text of the hot-path statements, keyed by (dialect, statement name); see Store._execute.
+_STATEMENTS: dict[tuple[str, str], str] = {}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation of the contract: its effects, fencing, retry safety and errors."""
+
+    name: str
+    writes: str
+    fencing: str = "none"
+    #: The body may run again after an ambiguous commit without a second effect.
+    retry_safe: bool = True
+    raises: str = ""
+
+
+_F = "the lease (workflow_id, worker_id, token)"
+CONTRACT: tuple[Operation, ...] = (
+    Operation("submit", "inserts a PENDING workflows row unless the id exists", raises="-"),
+    Operation("get_workflow", "reads one workflows row", raises="WorkflowNotFound"),
+    Operation("list_workflows", "reads workflows, newest first"),
+    Operation("count_by_status", "reads workflows counts"),
+    Operation("pending_names", "reads PENDING counts by name"),
+    Operation("cancel", "workflow CANCELLED, lease released with token+1, step deadlines cleared",
+              retry_safe=False, raises="WorkflowNotFound, InvalidStateError (a retried commit: already CANCELLED)"),
+    Operation("retry", "workflow PENDING again; the step failure that ended it (failed_step) and later steps deleted",
+              retry_safe=False, raises="WorkflowNotFound, InvalidStateError (a retried commit: already PENDING)"),
+    Operation("claim_next", "workflow RUNNING with attempts+1, lease upserted with token+1, or FAILED past max_claims",
+              retry_safe=False, raises="- (a retried commit would take a second claim)"),
+    Operation("claim_workflow", "as claim_next, for one given workflow", retry_safe=False,
+              raises="WorkflowNotFound, InvalidStateError (another live lease holds it)"),
+    Operation("release", "workflow PENDING (attempts-1), lease released, unfinished steps interrupted", _F,
+              raises="- (False when the lease is not held: a retry finds it released)"),
+    Operation("get_lease", "reads one leases row"),
+    Operation("load_steps", "reads a workflow's steps rows"),
+    Operation("load_step_table", "reads a workflow's steps rows in start order"),
+    Operation("start_step", "inserts or restarts a RUNNING steps row; FAILED marks past max_attempts", _F,
+              retry_safe=False, raises="LeaseLost, WorkflowAborted"),
+    Operation("complete_step", "steps row COMPLETED with its output", _F, raises="LeaseLost"),
+    Operation("fail_step", "steps row error (FAILED when final; deadline kept for an overrun)", _F, raises="LeaseLost"),
+    Operation("note_interruption", "workflows.interruption", _F, raises="LeaseLost"),
+    Operation("note_step_timeout", "steps row error and no deadline (supervisor, checked against the lease holder)"),
+    Operation("finish_workflow", "workflow COMPLETED or FAILED (with failed_step), lease released", _F,
+              retry_safe=False, raises="LeaseLost (a retried commit finds the lease released)"),
+    Operation("register_worker", "workers row replaced (host identity, pid, create time, ttl)"),
+    Operation("heartbeat", "workers row beat; exactly the given leases renewed", "each lease by (worker_id, token)",
+              raises="- (returns the workflow ids not renewed)"),
+    Operation("set_worker_state", "workers.state"),
+    Operation("expire_worker", "workers.state; its leases (but those kept) expire now, their step deadlines cleared"),
+    Operation("list_workers", "reads workers"),
+    Operation("get_worker", "reads one workers row"),
+    Operation("leases_by_worker", "reads held leases"),
+    Operation("timed_steps", "reads RUNNING steps with a deadline whose attempt holds the lease"),
+    Operation("overdue_steps", "reads timed steps past their deadline"),
+    Operation("interrupt_workers", "their RUNNING steps interrupted, workflows attempts-1, leases expire now",
+              retry_safe=False),
+    Operation("prune_workers", "deletes old dead/stopped workers rows"),
+    Operation("stall_grace", "nothing (this store's memory of lock stalls)"),
+    Operation("check_identity", "reads meta.db_id (and the file's identity, SQLite)", raises="DatabaseReplacedError"),
+    Operation("identity_env", "nothing (environment a child needs to open this very database)"),
+    Operation("abandon_replaced_file", "checkpoints an abandoned file's log, closes (never raises)"),
+    Operation("close", "nothing (hands this thread's connection back)"),
+    Operation("close_idle", "nothing (closes this thread's and the idle pooled connections)"),
+    Operation("writable", "nothing (begins and ends an empty write: can the database be written now?)"),
+    Operation("ledger_create", "creates chaos_ledger (chaos experiment only)"),
+    Operation("ledger_append", "inserts a chaos_ledger row (deliberately unfenced)", retry_safe=False),
+    Operation("ledger_rows", "reads chaos_ledger"),
+    Operation("ledger_executions", "reads chaos_ledger counts"),
+    Operation("ledger_counts", "reads chaos_ledger counts"),
+    Operation("workflows_named", "reads workflows of some names"),
+    Operation("steps_of_workflows_named", "reads steps of workflows of some names"),
+    Operation("status_counts_by_name", "reads workflows counts"),
+    Operation("workflow_ids", "reads workflows ids"),
+    Operation("hold_write_lock", "nothing; holds the write lock (chaos lock fault)", retry_safe=False),
+)
+
+
+#: Public names of ``Store`` that are the skeleton or dialect facts, not operations of the contract.
+SKELETON = ("compiled", "dialect", "errors", "now", "read", "wal_path", "write")
+
+
+class Failure(enum.Enum):
+    """How a dialect classifies a database error raised inside a transaction."""
+
+    #: Locked by another writer: wait and run the whole body again, up to the store's patience.
+    BUSY = "busy"
+    #: Serialization failure or deadlock: run again only a body marked safe (PostgreSQL).
+    CONFLICT = "conflict"
+    #: The database is unreachable or damaged: drop the connection, raise StoreUnavailable.
+    UNAVAILABLE = "unavailable"
+    #: Anything else: a one-line DatabaseError (a bug or a foreign database, not an outage).
+    INVALID = "invalid"
+
+
+#: Shortest and longest pause between two tries of a busy transaction.
+RETRY_PAUSE_MIN = 0.001
+RETRY_PAUSE_MAX = 0.005
+
+
+class StoreBase:
+    """The transaction skeleton and dialect hooks under every store (see ``Store``).
+
+    A dialect subclass sets ``path``, ``db`` (its own database object, never
+    shared), ``m`` (models bound to it), ``_patience`` and ``_rng``, and fills in
+    the hooks below.
+    """
+
+    #: Dialect name, part of the statement cache key.
+    dialect: str = ""
+    #: Exceptions a transaction body may raise that the dialect classifies (``_classify``).
+    errors: tuple[type[BaseException], ...] = (peewee.DatabaseError,)
+
+    path: str
+    db: peewee.Database
+    m: Models
+    readonly: bool
+    _patience: float
+    _rng: Any
+
+    # ----------------------------------------------------------------- dialect hooks
+
+    def now(self) -> float:
+        """The store's clock (UNIX seconds) for leases, deadlines and wake times."""
+        return time.time()
+
+    def _clock(self, now: float | None) -> float:
+        """``now`` when a caller gave one (tests, replays), else :meth:`now`."""
+        return self.now() if now is None else now
+
+    #: Entered before every write transaction begins (SQLite: the file's in-process writer lock).
+    _writer: ContextManager[Any] = contextlib.nullcontext()
+
+    def _begin(self) -> ContextManager[Any]:
+        """Context manager: one write transaction, entered with ``_writer`` held."""
+        raise NotImplementedError
+
+    def _classify(self, exc: BaseException) -> tuple[Failure, BaseException]:
+        """How to handle ``exc`` (one of ``errors``), with the root cause to report."""
+        raise NotImplementedError
+
+    def _describe(self, exc: BaseException) -> DatabaseError:
+        """A one-line DatabaseError for an INVALID failure."""
+        return DatabaseError(f"database {self.path}: {exc}")
+
+    def _note_wait(self, waited: float) -> None:
+        """Called inside every write with the seconds it waited to begin (SQLite: stall grace)."""
+
+    def _stale_before(self, now: float, ttl: float) -> float:
+        """Leases that expired before this instant are claimable (``now``; SQLite: less any stall grace)."""
+        return now
+
+    def stall_grace(self, ttl: float, *, now: float | None = None) -> float:
+        """Seconds this process saw the database's write lock stall recently (0: no stalls seen).
+
+        A heartbeat may be that much late without its worker being frozen.
+        """
+        return 0.0
+
+    def _drop_connection(self) -> None:
+        """Close this thread's connection after an error, so the next try starts afresh."""
+        try:
+            self.close()
+        except self.errors:  # unusable: forget it rather than fail again
+            self.db.dispose()  # type: ignore[attr-defined]
+
+    def _fence(self, workflow_id: str, worker_id: str, token: int) -> None:
+        """Inside a write: raise LeaseLost unless ``worker_id`` holds the lease with ``token``.
+
+        The portable form (a read of the lease row) is safe where writers are
+        serialised (SQLite's ``BEGIN IMMEDIATE``); a dialect with concurrent
+        writers must lock the lease row here instead.
+        """
+        lease = self.m.Lease
+        held = (
+            lease.select(lease.token)
+            .where((lease.workflow_id == workflow_id) & (lease.worker_id == worker_id))
+            .scalar()
+        )
+        if held != token:
+            raise LeaseLost(f"workflow {workflow_id}: lease token {token} is no longer held")
+
+    def _holds_lease(self, workflow_id: str, worker_id: str, token: int) -> Any:
+        """Peewee condition for a one-statement fenced write: the lease is held with ``token``."""
+        lease = self.m.Lease
+        return fn.EXISTS(
+            lease.select(SQL("1")).where(
+                (lease.workflow_id == workflow_id) & (lease.worker_id == worker_id) & (lease.token == token)
+            )
+        )
+
+    # ----------------------------------------------------------------- transactions
+
+    def close(self) -> None:
+        """Close this thread's connection (safe to call when none is open)."""
+        if not self.db.is_closed():
+            self.db.close()
+
+    def close_idle(self) -> None:
+        """Close this thread's connection and every idle pooled one (at the end of a command).
+
+        The last connection to close checkpoints the WAL and removes the
+        ``-wal`` and ``-shm`` files; relying on garbage collection at exit does not
+        always get there.
+        """
+        self.close()
+        self.db.close_idle()
+
+    def writable(self, within: float) -> bool:
+        """True when this process can begin a write within ``within`` seconds (writes nothing).
+
+        The supervisor asks before it kills a worker for a late heartbeat: when
+        the database itself cannot be written, heartbeats are late everywhere
+        and the worker is not frozen.
+        """
+        try:
+            self._run(lambda: None, write=True, safe=True, patience=within)
+        except StoreUnavailable:
+            return False
+        return True
+
+    def write(self, body: Callable[[], T], *, safe: bool = False) -> T:
+        """Run ``body`` inside one write transaction (retried while the database is busy).
+
+        ``safe`` marks a body that may run again after a conflict (see Failure.CONFLICT).
+        """
+        return self._run(body, write=True, safe=safe)
+
+    def read(self, body: Callable[[], T]) -> T:
+        """Run a read-only ``body`` (no transaction is begun; readers never block writers)."""
+        return self._run(body, write=False, safe=True)
+
+    def _run(self, body: Callable[[], T], *, write: bool, safe: bool, patience: float | None = None) -> T:
+        """Run ``body`` (in a write transaction when ``write``), classifying what goes wrong.
+
+        BUSY: pause a few jittered milliseconds and try again, so every waiter
+        keeps asking often and none starves behind newcomers; past
+        ``self._patience`` s, :class:`StoreUnavailable`. CONFLICT: again if
+        ``safe``. UNAVAILABLE: :class:`StoreUnavailable` carrying the real
+        cause. INVALID: a one-line :class:`DatabaseError`.
+        """
+        asked = time.monotonic()
+        pause = RETRY_PAUSE_MIN
+        while True:
+            try:
+                if write:
+                    with self._writer, self._begin():
+                        self._note_wait(time.monotonic() - asked)
+                        return body()
+                return body()
+            except self.errors as exc:
+                failure, cause = self._classify(exc)
+                if failure is Failure.INVALID:
+                    raise self._describe(exc) from exc
+                if failure is Failure.UNAVAILABLE or (failure is Failure.CONFLICT and not safe):
+                    self._drop_connection()
+                    raise StoreUnavailable(f"database {self.path}: {cause}", cause=str(cause)) from exc
+                waited = time.monotonic() - asked
+                if waited >= (self._patience if patience is None else patience):
+                    raise StoreUnavailable(
+                        f"database {self.path} stayed locked for {waited:.0f} s", cause="database is locked"
+                    ) from exc
+                time.sleep(pause * (0.5 + self._rng.random()))
+                pause = min(pause * 2, RETRY_PAUSE_MAX)
+
+    def _execute(self, name: str, build: Callable[[], Any], params: Sequence[Any]) -> Any:
+        """Run a peewee-built statement whose SQL is compiled once per process and dialect.
+
+        ``build()`` returns the peewee query for the current values and
+        ``params`` lists those values in the order peewee binds them. The first
+        call compiles the query and checks that the two agree (AssertionError
+        otherwise); later calls skip query building (the hot path: claim, step
+        start/complete, heartbeat). Returns the cursor.
+        """
+        key = (self.dialect, name)
+        sql = _STATEMENTS.get(key)
+        if sql is None:
+            sql, bound = build().sql()
+            if list(bound) != list(params):
+                raise AssertionError(f"statement {name!r}: peewee binds {bound!r}, the store passes {list(params)!r}")
+            _STATEMENTS[key] = sql
+        return self.db.execute_sql(sql, params)
+
+    def compiled(self, name: str) -> str | None:
+        """The SQL text this dialect compiled for hot-path statement ``name`` (None before first use)."""
+        return _STATEMENTS.get((self.dialect, name))

@@ -1,0 +1,43 @@
+"""``Store``: the whole store contract as one type (the operation areas over the skeleton)."""
+
+from __future__ import annotations
+
+from .claims import ClaimOps
+from .ledger import LedgerOps
+from .steps import StepOps
+from .workers import WorkerOps
+from .workflows import WorkflowOps
+
+
+class Store(WorkflowOps, ClaimOps, StepOps, WorkerOps, LedgerOps):
+    """The durable state of workflows, steps, leases and workers in one database.
+
+    The type the engine, worker, supervisor, client and CLI see; every
+    operation is listed with its effects, fencing, retry safety and errors in
+    ``base.CONTRACT``. Abstract: open one with
+    :func:`durable_workers.backends.open_store` (a dialect subclass such as
+    ``SqliteStore``). Each store owns its database object and its bound models;
+    two stores on two databases work side by side in one process and one
+    thread. One connection per thread, from the store's pool: threads that end
+    should call :meth:`close` to hand theirs back.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        """Refuse: ``Store`` is the contract; a dialect subclass opens a database."""
+        raise TypeError("Store is the store contract; open one with durable_workers.backends.open_store(db, ...)")
+
+    def check_identity(self) -> None:
+        """Raise DatabaseReplacedError when the database is no longer the one opened (default: never)."""
+
+    def identity_env(self) -> dict[str, str]:
+        """Environment for a child process that must open this very database (default: none needed)."""
+        return {}
+
+    def abandon_replaced_file(self) -> None:
+        """The last use of a store whose database was replaced: close it; never raises."""
+        self.close()
+
+    @property
+    def wal_path(self) -> str | None:
+        """A file whose size and mtime move on every commit, if the dialect has one (idle workers watch it)."""
+        return None

@@ -1,0 +1,219 @@
+"""Frozen records of the store's rows, and the status enums.
+
+What every store operation returns (``Store`` in ``backends/``); plain values
+with no database attached, safe to hand across threads. Built from a row's
+column mapping, never from a peewee model, so this module knows no SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Mapping, Sequence
+
+
+class Status(str, Enum):
+    """Status of a workflow."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class StepStatus(str, Enum):
+    """Status of a step row."""
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+#: Workflow statuses no attempt leaves again (``retry`` aside).
+TERMINAL = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value)
+
+
+def _fields(cls: type, row: Any) -> dict[str, Any]:
+    """The dataclass fields of ``cls`` read off a row object's attributes."""
+    return {name: getattr(row, name) for name in cls.__dataclass_fields__}  # type: ignore[attr-defined]
+
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    """One row of ``workflows``."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+    status: str
+    result: Any
+    error: str | None
+    attempts: int
+    run_at: float
+    created_at: float
+    updated_at: float
+    crash_at: str | None
+    interruption: str | None = None
+    failed_step: str | None = None
+    #: Columns whose stored JSON does not decode (``input`` must be an object); shown, never run.
+    corrupt: tuple[str, ...] = ()
+
+    @classmethod
+    def from_row(cls, row: Any) -> "WorkflowRecord":
+        """Build from a model instance of ``workflows`` (its ``__data__`` mapping)."""
+        return cls.from_values(row.__data__)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "WorkflowRecord":
+        """Build from a column-name mapping (JSON columns still encoded).
+
+        A column that does not decode is named in ``corrupt`` (its value is
+        ``{}`` for the input, ``None`` for the result) instead of raising, so a
+        corrupt row can be shown and failed rather than wedging every read.
+        """
+        data = dict(values)
+        corrupt = []
+        try:
+            data["input"] = json.loads(data["input"]) if data.get("input") else {}
+            if not isinstance(data["input"], dict):
+                raise ValueError("not an object")
+        except (TypeError, ValueError):
+            data["input"] = {}
+            corrupt.append("input")
+        try:
+            data["result"] = json.loads(data["result"]) if data.get("result") is not None else None
+        except (TypeError, ValueError):
+            data["result"] = None
+            corrupt.append("result")
+        return cls(**data, corrupt=tuple(corrupt))
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One row of ``steps``. ``output`` and ``error`` are the stored JSON text."""
+
+    workflow_id: str
+    step_key: str
+    name: str
+    scope: str
+    position: int
+    status: str
+    output: str | None
+    error: str | None
+    attempts: int
+    deadline: float | None
+    started_at: float | None
+    finished_at: float | None
+    worker_id: str | None
+    token: int | None = None
+    seq: int = 0
+    interruptions: int = 0
+
+    @classmethod
+    def from_row(cls, row: Any) -> "StepRecord":
+        """Build from a model instance of ``steps``."""
+        return cls(**_fields(cls, row))
+
+    @classmethod
+    def from_tuple(cls, row: Sequence[Any], columns: Sequence[str]) -> "StepRecord":
+        """Build from a ``SELECT`` of every ``steps`` column; ``columns`` names them in order."""
+        return cls(**dict(zip(columns, row)))
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """One row of ``workers``."""
+
+    id: str
+    host: str
+    pid: int
+    proc_started_at: float
+    started_at: float
+    heartbeat_at: float
+    state: str
+    names: tuple[str, ...]
+    concurrency: int
+    supervisor_pid: int | None
+    host_id: str = ""
+    heartbeat_mono: float | None = None
+    ttl: float | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> "WorkerRecord":
+        """Build from a model instance of ``workers`` (``names`` decoded from its JSON list)."""
+        values = _fields(cls, row)
+        values["names"] = tuple(json.loads(row.names or "[]"))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """One row of ``leases``; ``worker_id`` is ``None`` once released."""
+
+    workflow_id: str
+    worker_id: str | None
+    token: int
+    expires_at: float | None
+    heartbeat_at: float | None
+    renewed_mono: float | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> "LeaseRecord":
+        """Build from a model instance of ``leases``."""
+        return cls(**_fields(cls, row))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A workflow this worker now owns, with everything needed to run it."""
+
+    workflow: WorkflowRecord
+    token: int
+    steps: tuple[StepRecord, ...]
+
+
+@dataclass(frozen=True)
+class StepStart:
+    """What ``start_step`` decided: the attempt number now running."""
+
+    attempts: int
+    previous_error: str | None
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    """One row of the chaos experiment's ``chaos_ledger``."""
+
+    id: int
+    workflow_id: str
+    step_key: str
+    pid: int
+    worker_id: str | None
+    token: int | None
+    attempt: int | None
+    value: str | None
+    at: float
+    lease_token: int | None
+    step_status: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> "LedgerRecord":
+        """Build from a model instance of ``chaos_ledger``."""
+        return cls(**_fields(cls, row))
+
+
+__all__ = [
+    "Claim",
+    "LeaseRecord",
+    "LedgerRecord",
+    "Status",
+    "StepRecord",
+    "StepStart",
+    "StepStatus",
+    "TERMINAL",
+    "WorkerRecord",
+    "WorkflowRecord",
+]

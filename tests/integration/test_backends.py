@@ -1,0 +1,77 @@
+"""Two databases in one process, end to end (issue 9, item 1; the reported bug).
+
+A workflow step that opens a ``Client`` on another database file and submits
+there used to re-point the process-wide database: the rest of the attempt wrote
+into the other file, and the workflow vanished from its own. Here it runs both
+in ``durable run`` (the CLI process) and in a supervised worker process, and
+must complete in its own database, with the other file holding only what the
+step submitted. Workflows: tests/apps/backend_flows.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.integration.fleet_support import (
+    fleet,  # noqa: F401  (fixture)
+    query,
+    step_rows,
+    submit,
+    wait_status,
+    workflow_row,
+)
+
+pytestmark = pytest.mark.integration
+
+STEPS = {"before#1", "submit_elsewhere#1", "after#1"}
+
+
+def _other_database(tmp_path: Path) -> Path:
+    """Another app's database with a row of its own (created by another process)."""
+    other = tmp_path / "other-app.db"
+    done = run_cli("submit", "backend_other_side", "theirs", db=other)
+    assert done.returncode == 0, done.stderr
+    return other
+
+
+def _assert_both_sides(db: Path, other: Path, workflow_id: str) -> None:
+    row = workflow_row(db, workflow_id)
+    assert row is not None and row["status"] == "COMPLETED", row
+    result = json.loads(row["result"])
+    assert result["before"] == "before" and result["after"] == "after", result
+    assert result["seen"] == {"id": f"from-{workflow_id}", "status": "PENDING", "count": 2}, result
+    steps = step_rows(db, workflow_id)
+    assert set(steps) == STEPS and all(s["status"] == "COMPLETED" for s in steps.values()), steps
+    # The other file holds its own row and the submitted one; none of this workflow's rows.
+    assert sorted(r["id"] for r in query(other, "SELECT id FROM workflows")) == [f"from-{workflow_id}", "theirs"]
+    assert query(other, "SELECT * FROM steps") == [] and query(other, "SELECT * FROM leases") == []
+    assert [r["id"] for r in query(db, "SELECT id FROM workflows")] == [workflow_id]
+
+
+def test_durable_run_of_a_step_that_submits_to_another_database(tmp_path: Path, db_path: Path) -> None:
+    other = _other_database(tmp_path)
+    done = run_cli("run", "backend_submit_elsewhere", "mine", "--input", json.dumps({"other_db": str(other)}), db=db_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    _assert_both_sides(db_path, other, "mine")
+
+
+def test_a_worker_whose_step_submits_to_another_database(tmp_path: Path, db_path: Path, fleet) -> None:  # noqa: F811
+    other = _other_database(tmp_path)
+    fleet.start(workers=1)
+    submit(db_path, "backend_submit_elsewhere", "mine", {"other_db": str(other)})
+    wait_status(db_path, ["mine"], "COMPLETED", timeout=60)
+    _assert_both_sides(db_path, other, "mine")
+
+
+@pytest.mark.parametrize("command", [("status",), ("submit", "backend_other_side", "x")])
+def test_a_postgresql_url_is_one_line_until_that_backend_is_built(db_path: Path, command: tuple[str, ...]) -> None:
+    done = run_cli(*command, db="postgresql://durable@localhost:5432/durable", cwd=db_path.parent)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "Error: PostgreSQL support is not built yet; pass a SQLite file path as --db "
+        "(got postgresql://durable@localhost:5432/durable)"
+    ], done.stderr
