@@ -46,7 +46,7 @@ from .config import DEFAULT_STATUS_LIMIT, load_config
 from .context import error_summary
 from .errors import CorruptRecordError, DurableError, StoreUnavailable
 from .liveness import heartbeat_age
-from .records import Status, StepRecord, StepStatus, WorkflowRecord
+from .records import Status, StepRecord, StepStatus
 from .worker import WorkerOptions
 
 EXIT_FAILED = 1  # a workflow ended FAILED or CANCELLED

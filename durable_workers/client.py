@@ -284,7 +284,7 @@ class Client:
         SIGINT/SIGTERM stop the run before its next step and hand the workflow
         back (outcome ``RELEASED``); a second one exits the process at once.
         """
-        from .worker import run_here
+        from .runner import run_here
 
         record = self.submit(name, workflow_id, input, crash_at=crash_at)
         outcome = run_here(self.store, self.registry, record.id, listener=listener, stop_on_signals=stop_on_signals)

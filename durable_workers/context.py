@@ -13,21 +13,20 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Callable, Iterable, TypeVar, overload
 
 from . import keys
 from .backends import Store
+from .attempt import AttemptControl, Listener, StepEvent, parse_crash_at
 from .codec import decode_error, decode_json, encode_error, encode_json, rebuild_error, safe_str, summarize_error
 from .errors import (
     AttemptAbandoned,
     DurableError,
     DurableInterrupt,
-    LeaseLost,
     NonDeterminismError,
     StepFailedError,
     StepTimeoutError,
-    WorkerStopping,
 )
 from .policy import DEFAULT_POLICY, StepPolicy, current_context, step
 from .records import StepRecord, StepStatus
@@ -37,65 +36,12 @@ error_summary = summarize_error
 
 T = TypeVar("T")
 
-@dataclass(frozen=True)
-class StepEvent:
-    """What happened to a step, for progress output and logs.
-
-    ``kind`` is one of ``replayed``, ``started``, ``completed``, ``retrying``,
-    ``failed`` (retries exhausted) or ``replayed-failure``. ``timed_out`` is
-    True only on the live event of an execution that overran its timeout (its
-    thread may still be running); never on a replayed failure.
-    """
-
-    kind: str
-    workflow_id: str
-    step_key: str
-    attempt: int = 0
-    duration: float = 0.0
-    error: str | None = None
-    timed_out: bool = False
-
-
-Listener = Callable[[StepEvent], None]
-
-
-@dataclass
-class AttemptControl:
-    """Signals from the worker to one running attempt.
-
-    ``stopping``: the worker drains (shared by its attempts). ``lost``: the
-    heartbeat found this attempt's lease gone. ``wakeup`` is set with either,
-    so a retry back-off wakes at once.
-    """
-
-    stopping: threading.Event = field(default_factory=threading.Event)
-    lost: threading.Event = field(default_factory=threading.Event)
-    wakeup: threading.Event = field(default_factory=threading.Event)
-
-    def check(self, workflow_id: str, before: str) -> None:
-        """Raise :class:`LeaseLost` or :class:`WorkerStopping` when the attempt must stop."""
-        if self.lost.is_set():
-            raise LeaseLost(f"workflow {workflow_id}: the lease was lost before {before}")
-        if self.stopping.is_set():
-            raise WorkerStopping(f"worker stopping before {before}")
-
-
 class _Overrun(Exception):
     """Internal: the step's thread was still running at its timeout."""
 
     def __init__(self, error: StepTimeoutError) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def parse_crash_at(spec: str | None) -> tuple[str, str] | None:
-    """Parse ``STEP:before|after``; raises :class:`DurableError` when malformed."""
-    if not spec:
-        return None
-    target, _, point = spec.rpartition(":")
-    if not target or point not in ("before", "after"):
-        raise DurableError(f"--crash-at must look like STEP:before or STEP:after, got {spec!r}")
-    return target, point
 
 
 class Context:

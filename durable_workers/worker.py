@@ -18,7 +18,6 @@ error and backed off (:mod:`durable_workers.backoff`).
 from __future__ import annotations
 
 import ctypes
-import itertools
 import logging
 import os
 import signal
@@ -30,7 +29,6 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .backends import Store
 from .backoff import ErrorBackoff
@@ -41,7 +39,7 @@ from .heartbeat import Heartbeat, LiveAttempts
 from .records import Claim
 from .registry import Registry
 from .signals import SignalDispatcher
-from .liveness import hostname, reap_dead_workers
+from .liveness import hostname
 
 log = logging.getLogger("durable_workers.worker")
 
@@ -393,65 +391,3 @@ def _on_interrupt(worker: WorkerProcess, count: int) -> None:
     log.warning("interrupted twice: exiting now; leases expire or are reaped")
     logging.shutdown()
     os._exit(FORCED_EXIT)
-
-
-#: Exit status of a process stopped by a second SIGINT/SIGTERM (128 + SIGINT, as shells report Ctrl+C).
-EXIT_FORCED = 130
-
-
-def _stop_on_signals(attempts: LiveAttempts) -> None:
-    """SIGINT/SIGTERM: the first stops the run before its next step, the second exits at once."""
-    received = itertools.count(1)
-
-    def on_signal(_count: int) -> None:
-        if next(received) == 1:
-            log.warning("stopping before the next step (interrupt again to quit at once)")
-            attempts.stop()
-        else:
-            os._exit(EXIT_FORCED)  # the lease is reaped by PID or expires; nothing is recorded
-
-    SignalDispatcher("run-signals").on(signal.SIGINT, on_signal).on(signal.SIGTERM, on_signal)
-
-
-def run_here(
-    store: Store,
-    registry: Registry,
-    workflow_id: str,
-    *,
-    listener: Listener | None = None,
-    ttl: float = 15.0,
-    stale_after: float = 45.0,
-    stop_on_signals: bool = False,
-) -> Outcome | None:
-    """Run (or resume) one workflow in this process, as a short-lived worker.
-
-    Leases held by dead processes on this host are reclaimed first, so a
-    workflow whose previous runner was killed resumes at once. Returns
-    ``None`` when the workflow had already ended. An ``ABANDONED`` outcome
-    (a step timed out with retries left, or the store became unavailable)
-    or a ``RELEASED`` one (stopped by a signal, see ``stop_on_signals``)
-    means: run it again to resume.
-    """
-    reap_dead_workers(store, stale_after=stale_after)
-    worker_id = new_worker_id()
-    store.register_worker(worker_id, names=registry.names(), ttl=ttl)
-    attempts = LiveAttempts(threading.Event())
-    if stop_on_signals:
-        _stop_on_signals(attempts)
-    heartbeat = Heartbeat(store, worker_id, ttl, attempts).start()
-    try:
-        claim = store.claim_workflow(workflow_id, worker_id, ttl=ttl)
-        if claim is None:
-            return None
-        control = attempts.begin(claim.workflow.id, claim.token)
-        try:
-            outcome = run_claim(store, registry, claim, worker_id=worker_id, listener=listener, control=control)
-        finally:
-            attempts.end(claim.workflow.id, claim.token)
-        if outcome.release_pending:
-            attempts.defer_release(claim.workflow.id, claim.token, outcome.reason)
-            attempts.retry_releases(store, worker_id)
-        return outcome
-    finally:
-        heartbeat.stop()
-        store.expire_worker(worker_id, state="stopped")

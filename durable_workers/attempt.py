@@ -1,0 +1,62 @@
+"""What passes between a worker and one running attempt: step events, stop signals, crash points."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .errors import DurableError, LeaseLost, WorkerStopping
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """What happened to a step, for progress output and logs.
+
+    ``kind`` is one of ``replayed``, ``started``, ``completed``, ``retrying``,
+    ``failed`` (retries exhausted) or ``replayed-failure``. ``timed_out`` is
+    True only on the live event of an execution that overran its timeout (its
+    thread may still be running); never on a replayed failure.
+    """
+
+    kind: str
+    workflow_id: str
+    step_key: str
+    attempt: int = 0
+    duration: float = 0.0
+    error: str | None = None
+    timed_out: bool = False
+
+
+Listener = Callable[[StepEvent], None]
+
+
+@dataclass
+class AttemptControl:
+    """Signals from the worker to one running attempt.
+
+    ``stopping``: the worker drains (shared by its attempts). ``lost``: the
+    heartbeat found this attempt's lease gone. ``wakeup`` is set with either,
+    so a retry back-off wakes at once.
+    """
+
+    stopping: threading.Event = field(default_factory=threading.Event)
+    lost: threading.Event = field(default_factory=threading.Event)
+    wakeup: threading.Event = field(default_factory=threading.Event)
+
+    def check(self, workflow_id: str, before: str) -> None:
+        """Raise :class:`LeaseLost` or :class:`WorkerStopping` when the attempt must stop."""
+        if self.lost.is_set():
+            raise LeaseLost(f"workflow {workflow_id}: the lease was lost before {before}")
+        if self.stopping.is_set():
+            raise WorkerStopping(f"worker stopping before {before}")
+
+
+def parse_crash_at(spec: str | None) -> tuple[str, str] | None:
+    """Parse ``STEP:before|after``; raises :class:`DurableError` when malformed."""
+    if not spec:
+        return None
+    target, _, point = spec.rpartition(":")
+    if not target or point not in ("before", "after"):
+        raise DurableError(f"--crash-at must look like STEP:before or STEP:after, got {spec!r}")
+    return target, point

@@ -1,0 +1,83 @@
+"""The in-process runner behind ``durable run`` and :meth:`Client.run_here`.
+
+One workflow, run (or resumed) in this process as a short-lived worker: it
+registers a worker row, reaps dead holders on this host, claims the workflow,
+heartbeats its lease and records the attempt's outcome like a fleet worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import threading
+
+from .backends import Store
+from .engine import Outcome, run_claim
+from .heartbeat import Heartbeat, LiveAttempts
+from .liveness import reap_dead_workers
+from .context import Listener
+from .registry import Registry
+from .signals import SignalDispatcher
+from .worker import FORCED_EXIT, new_worker_id
+
+log = logging.getLogger("durable_workers.worker")
+
+
+def _stop_on_signals(attempts: LiveAttempts) -> None:
+    """SIGINT/SIGTERM: the first stops the run before its next step, the second exits at once."""
+    received = itertools.count(1)
+
+    def on_signal(_count: int) -> None:
+        if next(received) == 1:
+            log.warning("stopping before the next step (interrupt again to quit at once)")
+            attempts.stop()
+        else:
+            os._exit(FORCED_EXIT)  # the lease is reaped by PID or expires; nothing is recorded
+
+    SignalDispatcher("run-signals").on(signal.SIGINT, on_signal).on(signal.SIGTERM, on_signal)
+
+
+def run_here(
+    store: Store,
+    registry: Registry,
+    workflow_id: str,
+    *,
+    listener: Listener | None = None,
+    ttl: float = 15.0,
+    stale_after: float = 45.0,
+    stop_on_signals: bool = False,
+) -> Outcome | None:
+    """Run (or resume) one workflow in this process, as a short-lived worker.
+
+    Leases held by dead processes on this host are reclaimed first, so a
+    workflow whose previous runner was killed resumes at once. Returns
+    ``None`` when the workflow had already ended. An ``ABANDONED`` outcome
+    (a step timed out with retries left, or the store became unavailable)
+    or a ``RELEASED`` one (stopped by a signal, see ``stop_on_signals``)
+    means: run it again to resume.
+    """
+    reap_dead_workers(store, stale_after=stale_after)
+    worker_id = new_worker_id()
+    store.register_worker(worker_id, names=registry.names(), ttl=ttl)
+    attempts = LiveAttempts(threading.Event())
+    if stop_on_signals:
+        _stop_on_signals(attempts)
+    heartbeat = Heartbeat(store, worker_id, ttl, attempts).start()
+    try:
+        claim = store.claim_workflow(workflow_id, worker_id, ttl=ttl)
+        if claim is None:
+            return None
+        control = attempts.begin(claim.workflow.id, claim.token)
+        try:
+            outcome = run_claim(store, registry, claim, worker_id=worker_id, listener=listener, control=control)
+        finally:
+            attempts.end(claim.workflow.id, claim.token)
+        if outcome.release_pending:
+            attempts.defer_release(claim.workflow.id, claim.token, outcome.reason)
+            attempts.retry_releases(store, worker_id)
+        return outcome
+    finally:
+        heartbeat.stop()
+        store.expire_worker(worker_id, state="stopped")
