@@ -221,7 +221,7 @@ class ClaimOps(RowHelpers):
         reason: str | None = None,
         now: float | None = None,
     ) -> bool:
-        """Give a workflow back: PENDING again, claim not counted.
+        """Give a workflow back: PENDING again, claim not counted, its place in the queue kept.
 
         Used for a drain and an attempt the store interrupted; ``reason`` is
         kept in ``workflows.interruption``. Fenced:
@@ -242,7 +242,6 @@ class ClaimOps(RowHelpers):
                 status=Status.PENDING.value,
                 attempts=fn.MAX(m.Workflow.attempts - 1, 0),
                 updated_at=now,
-                run_at=now,
                 crash_at=None,
                 interruption=reason,
             ).where((m.Workflow.id == workflow_id) & (m.Workflow.status == Status.RUNNING.value)).execute()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import threading
+import time
 
 import pytest
 
@@ -192,3 +193,17 @@ def test_statements_are_compiled_per_dialect_and_checked(backend: Backend) -> No
     m = store.m
     with pytest.raises(AssertionError, match="peewee binds"):
         store._execute("mismatched", lambda: m.Workflow.select().where(m.Workflow.id == "wf"), ["not-wf"])
+
+
+def test_a_released_workflow_keeps_its_place_at_the_head_of_the_queue(backend: Backend) -> None:
+    """A drain or an outage hands a workflow back; it must not queue behind the whole backlog."""
+    store = backend.open("queue")
+    now = time.time()
+    for i, workflow_id in enumerate(["first", "second", "third"]):
+        store.submit(workflow_id, "n", "{}", now=now + i)
+    store.register_worker("w", names=["n"])
+    claim = store.claim_next("w", ["n"], ttl=30, now=now + 10)
+    assert claim is not None and claim.workflow.id == "first"
+    assert store.release("first", "w", claim.token, reason="draining", now=now + 20)
+    again = store.claim_next("w", ["n"], ttl=30, now=now + 30)
+    assert again is not None and again.workflow.id == "first"
