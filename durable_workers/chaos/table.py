@@ -54,7 +54,7 @@ def _workflow_rows(verdict: dict[str, Any]) -> list[Row]:
 
 
 def _fault_rows(verdict: dict[str, Any]) -> list[Row]:
-    f = verdict["faults"]
+    f, checks = verdict["faults"], verdict["checks"]
     return [
         _row("FAULTS", ""),
         _row("  kill -9 worker", f["kill"]),
@@ -64,6 +64,8 @@ def _fault_rows(verdict: dict[str, Any]) -> list[Row]:
         _row("  store outage (lock past patience)", f"{f['outage']} ({_rec(f['outage_held_s'])})" if f["outage"] else 0),
         _row("  disk full", _disk_value(f)),
         _row("  faults that hit a running step", f["hit_running_step"]),
+        _row("  healthy workers killed as frozen", len(f["healthy_killed_as_frozen"]),
+             _mark(checks["no_healthy_worker_killed_as_frozen"])),
     ]
 
 

@@ -9,6 +9,8 @@ what each entry means.
 
 from __future__ import annotations
 
+import re
+
 import statistics
 from dataclasses import asdict
 from typing import Any, Collection, Iterable, Mapping, Sequence
@@ -96,6 +98,20 @@ def _held_s(faults: Sequence[Fault], kind: str) -> dict[str, Any]:
     return _summary([f.end - f.start for f in ended if f.end is not None])
 
 
+#: The supervisor's line when it kills a worker whose heartbeat went stale.
+FROZEN_KILL = re.compile(r"killing worker pid=(\d+): its heartbeat is")
+
+
+def healthy_workers_killed_as_frozen(faults: Sequence[Fault], log_text: str) -> list[int]:
+    """PIDs the supervisor killed for a stale heartbeat that no ``stop`` fault had frozen.
+
+    During a store outage every heartbeat is late; a worker killed for that
+    was healthy, and its step re-ran as a crash.
+    """
+    stopped = {f.pid for f in faults if f.kind == "stop"}
+    return [pid for pid in map(int, FROZEN_KILL.findall(log_text)) if pid not in stopped]
+
+
 def _faults_section(
     faults: Sequence[Fault],
     findings: StepFindings,
@@ -104,6 +120,7 @@ def _faults_section(
     starts: int,
     unexpected_exits: int,
     not_sent: Mapping[str, str],
+    log_text: str = "",
 ) -> dict[str, Any]:
     return {
         **{kind: sum(1 for f in faults if f.kind == kind) for kind in INJECTED_KINDS},
@@ -117,6 +134,7 @@ def _faults_section(
         "not_sent": dict(not_sent),
         "supervisor_starts": starts,
         "supervisor_unexpected_exits": unexpected_exits,
+        "healthy_killed_as_frozen": healthy_workers_killed_as_frozen(faults, log_text),
     }
 
 
@@ -235,6 +253,7 @@ def _checks(options: ChaosOptions, sections: dict[str, Any]) -> dict[str, bool]:
         and len(exp["detail"]) == options.bad_inputs * len(BAD_INPUT),
         "no_orphans": not sections["orphans"],
         "supervisor_never_exited_by_itself": sections["faults"]["supervisor_unexpected_exits"] == 0,
+        "no_healthy_worker_killed_as_frozen": not sections["faults"]["healthy_killed_as_frozen"],
         "no_workflow_stuck_running": end["stuck_running"] == 0,
         "ended_workflows_released_their_lease": end["ended_with_lease_held"] == 0,
         "no_workflow_failed_by_infrastructure": end["failed_by_infrastructure"] == 0,
@@ -296,6 +315,7 @@ def analyse(
             starts=supervisor_starts,
             unexpected_exits=unexpected_supervisor_deaths,
             not_sent=not_sent or {},
+            log_text=log_text,
         ),
         "steps": _steps_section(evidence, findings),
         "locks": _locks_section(evidence, log_text),

@@ -328,3 +328,22 @@ def test_a_step_that_raised_and_ran_again_is_explained_only_by_a_fault_before_it
     prompt_kill = end_verdict([workflow(status="RUNNING")], [completed], [raised, again], faults=[Fault("kill", 1, 1.2)])
     assert prompt_kill["steps"]["unexplained"] == 0 and prompt_kill["steps"]["explained_by_kill"] == 1
     assert prompt_kill["foreign"]["run_again_after_a_fault"] == 1
+
+
+def test_a_healthy_worker_killed_as_frozen_fails_the_verdict() -> None:
+    """Only a SIGSTOPped worker may be killed for a stale heartbeat (not one waiting out an outage)."""
+    from durable_workers.chaos.verdict import healthy_workers_killed_as_frozen
+
+    log = (
+        "... WARNING killing worker pid=41: its heartbeat is 5.0s old (frozen? limit 4.0s)\n"
+        "... WARNING killing worker pid=42: its heartbeat is 6.1s old (frozen? limit 4.0s)\n"
+    )
+    faults = [Fault("stop", 41, 1.0, end=5.0), Fault("outage", None, 2.0, end=8.0)]
+    assert healthy_workers_killed_as_frozen(faults, log) == [42]
+    result = analyse(
+        ChaosOptions(workflows=0, bad_inputs=0), seed=1, db="x.db", workflows=[], steps=[], ledger=[],
+        faults=faults, started=0.0, ended=1.0, finished=True, log_text=log, orphans=[], supervisor_starts=1,
+        unexpected_supervisor_deaths=0, supervisor_stopped_in_time=True,
+    )  # fmt: skip
+    assert result["checks"]["no_healthy_worker_killed_as_frozen"] is False
+    assert result["faults"]["healthy_killed_as_frozen"] == [42]
