@@ -152,6 +152,8 @@ def run_claim(
         return _hold(store, claim, worker_id, str(exc))
     except StoreUnavailable as exc:
         reason = f"store unavailable: {exc.cause}"
+        if ctx.overran:  # never hand back while a timed-out step may still run here
+            return _hold(store, claim, worker_id, reason)
         return _give_back(store, claim, worker_id, "ABANDONED", reason=reason)
     except Exception as exc:  # an engine or store bug: still exactly one outcome
         return _last_resort(store, claim, worker_id, exc)
