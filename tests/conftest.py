@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
 from durable_workers.store import Store
+from tests.pg_cluster import PgCluster, PgUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -63,14 +65,12 @@ CI_ENV = "CI"
 
 
 @pytest.fixture(scope="session")
-def pg_server():
+def pg_server() -> Iterator[PgCluster]:
     """The session's PostgreSQL server (a ``PgCluster``): started once, stopped at session end.
 
     Without PostgreSQL (no binaries, no psycopg) the tests using it skip with the reason; with
     ``CI=true`` they fail instead, because CI is expected to have installed it.
     """
-    from tests.pg_cluster import PgCluster, PgUnavailable
-
     try:
         cluster = PgCluster.from_environment()
     except PgUnavailable as exc:
@@ -82,7 +82,7 @@ def pg_server():
 
 
 @pytest.fixture
-def pg_databases(pg_server):
+def pg_databases(pg_server: PgCluster) -> Iterator[Callable[[], str]]:
     """A factory of fresh, empty databases (``new() -> URL``); all are dropped after the test."""
     created: list[str] = []
 
@@ -96,6 +96,6 @@ def pg_databases(pg_server):
 
 
 @pytest.fixture
-def pg_url(pg_databases) -> str:
+def pg_url(pg_databases: Callable[[], str]) -> str:
     """URL of a new, empty PostgreSQL database for this test (dropped afterwards)."""
     return pg_databases()

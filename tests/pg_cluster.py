@@ -19,6 +19,7 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:  # psycopg is imported lazily: this module also runs without it (see main)
+    import psycopg
 
 URL_ENV = "DURABLE_TEST_PG_URL"
 SUPERUSER = "durable"
@@ -36,6 +41,9 @@ DEBIAN_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
 START_ATTEMPTS = 3
+#: Longest Unix socket path the kernel accepts is 107 bytes; leave room for "/.s.PGSQL.NNNNN".
+SOCKET_DIR_MAX = 90
+FALLBACK_TMP = "/tmp"
 SERVER_SETTINGS = {
     "fsync": "off",
     "synchronous_commit": "off",
@@ -106,13 +114,31 @@ def _server_account() -> pwd.struct_passwd | None:
     )
 
 
+def _others_can_enter(folder: Path) -> bool:
+    """True when every folder from / down to ``folder`` lets other users through (o+x)."""
+    return all(part.stat().st_mode & stat.S_IXOTH for part in (folder, *folder.parents))
+
+
+def _cluster_parent(account: pwd.struct_passwd | None) -> str:
+    """Where to make the cluster's folder: the temp folder, unless the server could not use it.
+
+    The server account must be able to reach its folder (a root-only TMPDIR would not do), and the
+    socket path must stay short; otherwise ``/tmp``.
+    """
+    parent = Path(tempfile.gettempdir()).resolve()
+    if len(str(parent)) > SOCKET_DIR_MAX - 20 or (account is not None and not _others_can_enter(parent)):
+        return FALLBACK_TMP
+    return str(parent)
+
+
 def with_database(url: str, dbname: str) -> str:
     """``url`` with its database (the path) replaced by ``dbname``; query options are kept."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
 
 
-def _connect(url: str):  # -> psycopg.Connection
+def _connect(url: str) -> "psycopg.Connection[Any]":
+    """An autocommit connection to ``url``; PgUnavailable when psycopg is not installed."""
     try:
         import psycopg
     except ImportError as exc:
@@ -187,7 +213,7 @@ class PgCluster:
     def start(self) -> None:
         """``initdb`` + ``pg_ctl start -w`` on a free port; raises RuntimeError if it fails."""
         started = time.monotonic()
-        self.root = Path(tempfile.mkdtemp(prefix="durable-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="durable-pg-", dir=_cluster_parent(self._account)))
         if self._account is not None:
             os.chown(self.root, self._account.pw_uid, self._account.pw_gid)
         data = str(self.root / "data")
@@ -204,6 +230,7 @@ class PgCluster:
                 break
         else:
             tail = self._log_tail()
+            self._stop_server()  # a start that timed out may have left a server running
             self._discard()
             raise RuntimeError(f"pg_ctl start failed {START_ATTEMPTS} times:\n{tail}")
         self.admin_url = f"postgresql://{SUPERUSER}@{HOST}:{self.port}/postgres"
@@ -224,12 +251,17 @@ class PgCluster:
         """``pg_ctl stop -m immediate`` and remove the directory; nothing for an external server."""
         if self.external or self.root is None:
             return
+        self._stop_server()
+        self._discard()
+
+    def _stop_server(self) -> None:
+        if self.bindir is None or self.root is None or not (self.root / "data" / "postmaster.pid").exists():
+            return
         self._run(
             str(self.bindir / "pg_ctl"), "stop", "-m", "immediate", "-w",
             "-t", str(STOP_TIMEOUT_S), "-D", str(self.root / "data"),
             timeout=STOP_TIMEOUT_S + 10,
         )
-        self._discard()
 
     def _discard(self) -> None:
         if self.root is not None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
 from urllib.parse import urlsplit
 
 import psutil
 import pytest
+
+from tests.pg_cluster import PgCluster
 
 try:
     import psycopg
@@ -30,7 +33,7 @@ def test_server_answers_with_its_own_clock(pg_url: str) -> None:
     assert superuser is True
 
 
-def test_each_test_database_is_new_and_empty(pg_url: str, pg_databases) -> None:
+def test_each_test_database_is_new_and_empty(pg_url: str, pg_databases: Callable[[], str]) -> None:
     """A table made in one database is absent from the next one the factory hands out."""
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE marker (id integer PRIMARY KEY)")
@@ -43,7 +46,7 @@ def test_each_test_database_is_new_and_empty(pg_url: str, pg_databases) -> None:
     assert tables == 0
 
 
-def test_drop_database_removes_it_even_while_connected(pg_server) -> None:
+def test_drop_database_removes_it_even_while_connected(pg_server: PgCluster) -> None:
     """``drop_database`` disconnects a lingering session and the database is gone afterwards."""
     url = pg_server.create_database()
     name = urlsplit(url).path.lstrip("/")
@@ -56,7 +59,7 @@ def test_drop_database_removes_it_even_while_connected(pg_server) -> None:
     assert name not in _database_names(pg_server.admin_url)
 
 
-def test_server_never_runs_as_root(pg_url: str, pg_server) -> None:
+def test_server_never_runs_as_root(pg_url: str, pg_server: PgCluster) -> None:
     """PostgreSQL refuses root: when tests run as root, the fixture's server runs as another user."""
     if pg_server.external or os.geteuid() != 0:
         pytest.skip("only meaningful for a cluster this session started as root")
