@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 import pytest
 
 from durable_workers.store import Store
+
 from tests.pg_cluster import PgCluster, PgUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
