@@ -238,7 +238,7 @@ class PgCluster:
 
     def _pg_ctl_start(self, data: str) -> bool:
         options = [f"-p {self.port}", f"-c listen_addresses={HOST}",
-                   f"-c unix_socket_directories={self.root}"]
+                   f"-c unix_socket_directories='{self.root}'"]
         options += [f"-c {name}={value}" for name, value in SERVER_SETTINGS.items()]
         result = self._run(
             str(self.bindir / "pg_ctl"), "start", "-w", "-t", str(START_TIMEOUT_S), "-D", data,
