@@ -119,8 +119,15 @@ class Failure(enum.Enum):
 
     #: Locked by another writer: wait and run the whole body again, up to the store's patience.
     BUSY = "busy"
-    #: Serialization failure or deadlock: run again only a body marked safe (PostgreSQL).
+    #: Serialization failure or deadlock: the server rolled the transaction back, so any body
+    #: runs again (up to the store's patience; PostgreSQL).
     CONFLICT = "conflict"
+    #: The connection broke before COMMIT was sent: nothing was written; run any body again on a
+    #: new connection (at most ``LOST_RETRIES`` times; PostgreSQL).
+    LOST = "lost"
+    #: The connection broke during COMMIT: the commit may or may not have happened. Run again only
+    #: a body marked safe (``retry_safe`` in CONTRACT); otherwise StoreUnavailable (PostgreSQL).
+    AMBIGUOUS = "ambiguous"
     #: The database is unreachable or damaged: drop the connection, raise StoreUnavailable.
     UNAVAILABLE = "unavailable"
     #: Anything else: a one-line DatabaseError (a bug or a foreign database, not an outage).
@@ -130,6 +137,8 @@ class Failure(enum.Enum):
 #: Shortest and longest pause between two tries of a busy transaction.
 RETRY_PAUSE_MIN = 0.001
 RETRY_PAUSE_MAX = 0.005
+#: How many times a transaction whose connection broke is run again on a new connection.
+LOST_RETRIES = 2
 
 
 class StoreBase:
@@ -198,12 +207,13 @@ class StoreBase:
         except self.errors:  # unusable: forget it rather than fail again
             self.db.dispose()  # type: ignore[attr-defined]
 
-    def _fence(self, workflow_id: str, worker_id: str, token: int) -> None:
+    def _fence(self, workflow_id: str, worker_id: str, token: int, *, exclusive: bool = False) -> None:
         """Inside a write: raise LeaseLost unless ``worker_id`` holds the lease with ``token``.
 
         The portable form (a read of the lease row) is safe where writers are
         serialised (SQLite's ``BEGIN IMMEDIATE``); a dialect with concurrent
-        writers must lock the lease row here instead.
+        writers must lock the lease row here instead (``exclusive``: the
+        transaction goes on to update that row).
         """
         lease = self.m.Lease
         held = (
@@ -222,6 +232,20 @@ class StoreBase:
                 (lease.workflow_id == workflow_id) & (lease.worker_id == worker_id) & (lease.token == token)
             )
         )
+
+    def _lock_lease(self, workflow_id: str) -> None:
+        """Inside a write: lock the workflow's lease row, if any, before its workflow row (no-op where writers are serialised)."""
+
+    def _lock_workflow(self, workflow_id: str) -> None:
+        """Inside a write: lock the workflow row before reading its status (no-op where writers are serialised)."""
+
+    def _locking(self, query: Any) -> Any:
+        """``query`` locking the rows it reads until the transaction ends (``FOR UPDATE``; unchanged where writers are serialised)."""
+        return query
+
+    def _greatest(self, a: Any, b: Any) -> Any:
+        """Peewee expression: the larger of two values (SQLite's two-argument ``MAX``)."""
+        return fn.MAX(a, b)
 
     # ----------------------------------------------------------------- transactions
 
@@ -256,7 +280,7 @@ class StoreBase:
     def write(self, body: Callable[[], T], *, safe: bool = False) -> T:
         """Run ``body`` inside one write transaction (retried while the database is busy).
 
-        ``safe`` marks a body that may run again after a conflict (see Failure.CONFLICT).
+        ``safe`` marks a body that may run again after an ambiguous commit (see Failure.AMBIGUOUS).
         """
         return self._run(body, write=True, safe=safe)
 
@@ -267,14 +291,16 @@ class StoreBase:
     def _run(self, body: Callable[[], T], *, write: bool, safe: bool, patience: float | None = None) -> T:
         """Run ``body`` (in a write transaction when ``write``), classifying what goes wrong.
 
-        BUSY: pause a few jittered milliseconds and try again, so every waiter
-        keeps asking often and none starves behind newcomers; past
-        ``self._patience`` s, :class:`StoreUnavailable`. CONFLICT: again if
-        ``safe``. UNAVAILABLE: :class:`StoreUnavailable` carrying the real
+        BUSY and CONFLICT: pause a few jittered milliseconds and try again, so
+        every waiter keeps asking often and none starves behind newcomers; past
+        ``self._patience`` s, :class:`StoreUnavailable`. LOST: again on a new
+        connection, at most ``LOST_RETRIES`` times; AMBIGUOUS likewise, but only
+        when ``safe``. UNAVAILABLE: :class:`StoreUnavailable` carrying the real
         cause. INVALID: a one-line :class:`DatabaseError`.
         """
         asked = time.monotonic()
         pause = RETRY_PAUSE_MIN
+        lost = 0
         while True:
             try:
                 if write:
@@ -286,7 +312,13 @@ class StoreBase:
                 failure, cause = self._classify(exc)
                 if failure is Failure.INVALID:
                     raise self._describe(exc) from exc
-                if failure is Failure.UNAVAILABLE or (failure is Failure.CONFLICT and not safe):
+                if failure in (Failure.LOST, Failure.AMBIGUOUS):
+                    self._drop_connection()
+                    lost += 1
+                    if lost > LOST_RETRIES or (failure is Failure.AMBIGUOUS and not safe):
+                        raise StoreUnavailable(f"database {self.path}: {cause}", cause=str(cause)) from exc
+                    continue
+                if failure is Failure.UNAVAILABLE:
                     self._drop_connection()
                     raise StoreUnavailable(f"database {self.path}: {cause}", cause=str(cause)) from exc
                 waited = time.monotonic() - asked

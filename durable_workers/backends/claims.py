@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from peewee import fn
-
 from ..errors import InvalidStateError, LeaseLost, WorkflowNotFound
 from ..liveness import host_identity, process_alive
 from ..records import TERMINAL, Claim, LeaseRecord, Status, StepRecord, StepStatus, WorkflowRecord
@@ -191,6 +189,8 @@ class ClaimOps(RowHelpers):
         now = self._clock(now)
 
         def body() -> Claim | None:
+            self._lock_lease(workflow_id)  # lease, then workflow: the order of every fenced write
+            self._lock_workflow(workflow_id)
             row = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
             if row is None:
                 raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
@@ -235,12 +235,12 @@ class ClaimOps(RowHelpers):
 
         def body() -> bool:
             try:
-                self._fence(workflow_id, worker_id, token)
+                self._fence(workflow_id, worker_id, token, exclusive=True)
             except LeaseLost:
                 return False
             m.Workflow.update(
                 status=Status.PENDING.value,
-                attempts=fn.MAX(m.Workflow.attempts - 1, 0),
+                attempts=self._greatest(m.Workflow.attempts - 1, 0),
                 updated_at=now,
                 run_at=now,
                 crash_at=None,
@@ -255,7 +255,7 @@ class ClaimOps(RowHelpers):
             self._release_lease(workflow_id)
             return True
 
-        return self.write(body)
+        return self.write(body, safe=True)
 
     def get_lease(self, workflow_id: str) -> LeaseRecord | None:
         """The lease row of a workflow, if it was ever claimed."""

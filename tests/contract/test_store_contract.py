@@ -44,11 +44,6 @@ def test_the_contract_documents_every_public_operation() -> None:
         assert (getattr(Store, op.name).__doc__ or "").strip(), f"{op.name} has no docstring"
 
 
-def test_a_postgresql_url_is_refused_with_one_line() -> None:
-    with pytest.raises(ConfigError, match="PostgreSQL support is not built yet"):
-        open_store("postgresql://durable@localhost:5432/durable")
-
-
 def test_two_stores_interleave_every_operation_and_see_only_their_own_rows(backend: Backend) -> None:
     a, b = backend.open("a"), backend.open("b")
     a.submit("wf", NAME, json.dumps({"side": "a"}))
