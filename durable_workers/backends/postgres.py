@@ -143,8 +143,20 @@ class PostgresStore(Store):
         if level != "read committed":
             raise DatabaseError(f"database {self.path}: default_transaction_isolation is {level!r}; read committed is required")
 
+    def _tables(self, names: Sequence[str]) -> int:
+        """How many of these tables exist, read from the catalog with this statement's snapshot.
+
+        Not ``to_regclass``: it answers from the backend's catalog cache, which
+        an advisory lock wait does not refresh, so a starter that waited for the
+        creator still saw no ``meta`` table.
+        """
+        count: int = self.db.execute_sql(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = ANY(%s)", (list(names),)
+        ).fetchone()[0]
+        return count
+
     def _schema_version(self) -> int:
-        if self.db.execute_sql("SELECT to_regclass('meta')").fetchone()[0] is None:
+        if not self._tables(["meta"]):
             return 0
         row = self.db.execute_sql("SELECT value FROM meta WHERE key = %s", (q.VERSION_KEY,)).fetchone()
         return int(row[0]) if row is not None else 0
@@ -167,11 +179,7 @@ class PostgresStore(Store):
             self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (q.SCHEMA_LOCK_KEY,))
             version = self._schema_version()  # a concurrent starter may have done it meanwhile
             if version == 0:
-                found = self.db.execute_sql(
-                    "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = ANY(%s)",
-                    (list(q.ENGINE_TABLES),),
-                ).fetchone()[0]
-                if found:
+                if self._tables(q.ENGINE_TABLES):
                     raise DatabaseError(f"{self.path} holds tables of another application; pass --db to a new database")
                 for statement in q.CREATE:
                     self.db.execute_sql(statement)

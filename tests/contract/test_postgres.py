@@ -1,0 +1,288 @@
+"""PostgreSQL-only contract tests: races between connections, first starts, opening errors.
+
+Writers on PostgreSQL run concurrently (SQLite serialises them), so the
+protocols of ``backends/postgres.py`` are tested with two connections: one
+holds a transaction open at a chosen point, the other runs the competing
+operation in a thread, and the test waits, by bounded polling of
+``pg_blocking_pids``, until the second is blocked by the first before it lets
+the first commit. A lock wait never ends by itself, so no timing is involved.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterator
+
+import pytest
+
+import tests.apps.backend_flows  # noqa: F401  (registers backend_other_side)
+from durable_workers import ConfigError, DatabaseError, LeaseLost
+from durable_workers.errors import DatabaseReplacedError
+from durable_workers.backends import Store, open_store
+from durable_workers.records import Claim, Status, StepStatus
+from tests.conftest import run_cli
+from tests.integration.fleet_support import wait_for
+from tests.pg_cluster import free_port, with_database
+
+NAME = "backend_other_side"
+TTL = 30.0
+T0 = 1000.0
+LATER = T0 + TTL + 1  # the first lease has expired by then
+WAIT_S = 30
+
+
+@pytest.fixture
+def stores(pg_url: str) -> Iterator[Callable[[], Store]]:
+    """Stores on one database (each its own pool), closed after the test."""
+    opened: list[Store] = []
+
+    def new() -> Store:
+        opened.append(open_store(pg_url))
+        return opened[-1]
+
+    yield new
+    for store in opened:
+        store.close_idle()
+
+
+def _backend_pid(store: Store) -> int:
+    """This thread's server process id in ``store`` (its pooled connection stays the thread's)."""
+    pid: int = store.db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+    return pid
+
+
+def _sql(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of one statement on a connection of its own (psycopg imported here: the module loads without it)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(statement, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _blocked_by(url: str, waiter: int) -> list[int]:
+    return list(_sql(url, "SELECT pg_blocking_pids(%s)", (waiter,))[0][0])
+
+
+class Held:
+    """Run ``body`` inside a write transaction of ``store`` in a thread, and keep it open until ``release()``."""
+
+    def __init__(self, store: Store, body: Callable[[], Any]) -> None:
+        self.store, self.body = store, body
+        self.inside, self.done = threading.Event(), threading.Event()
+        self.pid = 0
+        self.result: Any = None
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+        assert self.inside.wait(WAIT_S), "the holder never got inside its transaction"
+
+    def _run(self) -> None:
+        def body() -> None:
+            self.pid = _backend_pid(self.store)
+            self.result = self.body()
+            self.inside.set()
+            self.done.wait(WAIT_S)
+
+        try:
+            self.store.write(body)
+        finally:
+            self.store.close()
+
+    def release(self) -> None:
+        self.done.set()
+        self.thread.join(WAIT_S)
+
+
+class Racer:
+    """Run ``call`` in a thread on its own connection of ``store``; remember its server pid, result or error."""
+
+    def __init__(self, store: Store, call: Callable[[], Any]) -> None:
+        self.pid = 0
+        self.result: Any = None
+        self.error: BaseException | None = None
+        started = threading.Event()
+
+        def run() -> None:
+            try:
+                self.pid = _backend_pid(store)
+                started.set()
+                self.result = call()
+            except BaseException as exc:  # LeaseLost is a BaseException (DurableInterrupt)
+                self.error = exc
+            finally:
+                started.set()
+                store.close()
+
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+        assert started.wait(WAIT_S)
+
+    def join(self) -> None:
+        self.thread.join(WAIT_S)
+        assert not self.thread.is_alive(), "the racer never finished"
+
+
+def _claimed(store: Store, worker_id: str, now: float) -> Claim:
+    claim = store.claim_next(worker_id, [NAME], ttl=TTL, now=now)
+    assert claim is not None
+    return claim
+
+
+def _start(store: Store, worker_id: str, token: int) -> None:
+    store.start_step("wf", "s#1", name="s", scope="", position=0, worker_id=worker_id, token=token,
+                     max_attempts=3, new=True)  # fmt: skip
+
+
+def test_a_claim_waits_for_the_stale_holders_fenced_write_and_then_sees_it(pg_url: str, stores) -> None:
+    old, new = stores(), stores()
+    old.submit("wf", NAME, "{}", now=T0)
+    first = _claimed(old, "w1", T0)
+    _start(old, "w1", first.token)
+    # The old holder's step write is in flight (its transaction is open) when its lease has expired.
+    holder = Held(old, lambda: old.complete_step("wf", "s#1", '"stale"', worker_id="w1", token=first.token))
+    try:
+        # A claim never waits for a locked lease: it skips it.
+        assert new.claim_next("w2", [NAME], ttl=TTL, now=LATER) is None
+        # An explicit claim waits for the lock, then takes the lease with a new token.
+        racer = Racer(new, lambda: new.claim_workflow("wf", "w2", ttl=TTL, now=LATER))
+        wait_for(lambda: holder.pid in _blocked_by(pg_url, racer.pid), WAIT_S, "the claim to wait for the fenced write")
+    finally:
+        holder.release()
+    racer.join()
+    assert racer.error is None
+    claim: Claim = racer.result
+    assert claim.token == first.token + 1
+    assert [(s.step_key, s.status, s.output) for s in claim.steps] == [("s#1", StepStatus.COMPLETED.value, '"stale"')]
+
+
+def test_a_stale_holders_fenced_write_waits_for_a_claim_and_is_then_rejected(pg_url: str, stores) -> None:
+    old, new = stores(), stores()
+    old.submit("wf", NAME, "{}", now=T0)
+    first = _claimed(old, "w1", T0)
+    _start(old, "w1", first.token)
+    holder = Held(new, lambda: _claimed(new, "w2", LATER))  # the new claim, not committed yet
+    try:
+        assert holder.result.token == first.token + 1
+        racer = Racer(old, lambda: old.complete_step("wf", "s#1", '"stale"', worker_id="w1", token=first.token))
+        wait_for(lambda: holder.pid in _blocked_by(pg_url, racer.pid), WAIT_S, "the fenced write to wait for the claim")
+    finally:
+        holder.release()
+    racer.join()
+    assert isinstance(racer.error, LeaseLost)
+    step = new.load_steps("wf")[0]
+    assert (step.status, step.output) == (StepStatus.RUNNING.value, None)
+    with pytest.raises(LeaseLost):
+        old.finish_workflow("wf", Status.COMPLETED, result_json="1", worker_id="w1", token=first.token)
+
+
+def test_two_stores_claiming_at_once_never_take_the_same_workflow(stores) -> None:
+    a, b = stores(), stores()
+    for i in range(2):
+        a.submit(f"wf{i}", NAME, "{}", now=T0 + i)
+    held = Held(a, lambda: _claimed(a, "wa", T0 + 10))  # wf0, its row still locked by the open claim
+    try:
+        other = _claimed(b, "wb", T0 + 10)  # does not wait: skips the locked row
+        assert other.workflow.id != held.result.workflow.id
+        assert b.claim_next("wb", [NAME], ttl=TTL, now=T0 + 10) is None
+    finally:
+        held.release()
+    assert {held.result.workflow.id, other.workflow.id} == {"wf0", "wf1"}
+
+
+def test_claims_from_several_threads_and_stores_take_each_workflow_once(stores) -> None:
+    count, threads = 40, 4
+    first = stores()
+    for i in range(count):
+        first.submit(f"wf{i:02d}", NAME, "{}", now=T0)
+    taken: list[list[str]] = [[] for _ in range(threads)]
+
+    def claim_all(store: Store, into: list[str]) -> None:
+        try:
+            while (claim := store.claim_next(f"w{id(into)}", [NAME], ttl=TTL, now=T0 + 1)) is not None:
+                into.append(claim.workflow.id)
+        finally:
+            store.close()
+
+    workers = [threading.Thread(target=claim_all, args=(stores(), taken[i])) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(WAIT_S * 2)
+    every = [workflow_id for ids in taken for workflow_id in ids]
+    assert sorted(every) == [f"wf{i:02d}" for i in range(count)]  # each exactly once
+    assert {lease.token for leases in first.leases_by_worker().values() for lease in leases} == {1}
+
+
+@pytest.mark.timeout(180)
+def test_concurrent_first_starts_on_an_empty_database_do_not_race(pg_databases) -> None:
+    starters = 6
+    urls = [pg_databases() for _ in range(3)]
+    for url in urls:
+        barrier = threading.Barrier(starters)
+        opened: list[Store] = []
+        errors: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                barrier.wait(WAIT_S)
+                opened.append(open_store(url))
+            except BaseException as exc:
+                errors.append(exc)
+
+        racers = [threading.Thread(target=start) for _ in range(starters)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(WAIT_S * 2)
+        assert errors == []
+        assert len({store._db_id for store in opened}) == 1  # one creator; the rest found its schema
+        assert _sql(url, "SELECT key, value FROM meta WHERE key = 'schema_version'") == [("schema_version", "2")]
+        for store in opened:
+            store.close_idle()
+
+
+def test_times_are_stored_as_double_precision(stores) -> None:
+    store = stores()
+    run_at = 1764612345.123456
+    store.submit("wf", NAME, "{}", run_at=run_at, now=run_at)
+    assert store.get_workflow("wf").run_at == run_at
+    assert store.now() > run_at  # the database clock, in epoch seconds (today is after 2025-12-01)
+
+
+def test_a_replaced_database_is_detected(pg_url: str, stores) -> None:
+    store = stores()
+    store.check_identity()
+    _sql(pg_url, "UPDATE meta SET value = 'another' WHERE key = 'db_id'")
+    with pytest.raises(DatabaseReplacedError):
+        store.check_identity()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc)
+    assert "\n" not in text and text, f"not one line: {text!r}"
+    return text
+
+
+def test_opening_errors_are_one_line(pg_server) -> None:
+    admin = pg_server.admin_url
+    with pytest.raises(ConfigError, match="bad port"):
+        open_store(admin.replace(admin.split("@")[1].split("/")[0], "127.0.0.1:notaport"))
+    with pytest.raises(DatabaseError, match="refused") as refused:
+        open_store(f"postgresql://durable@127.0.0.1:{free_port()}/durable")
+    _one_line(refused.value)
+    with pytest.raises(DatabaseError, match='database "no_such_db" does not exist') as missing:
+        open_store(with_database(admin, "no_such_db"))
+    _one_line(missing.value)
+    with pytest.raises(DatabaseError, match='role "no_such_role" does not exist') as role:
+        open_store(admin.replace("durable@", "no_such_role@"))
+    _one_line(role.value)
+
+
+@pytest.mark.integration
+def test_the_cli_reports_a_missing_database_in_one_line_without_a_traceback(pg_server, tmp_path) -> None:
+    url = with_database(pg_server.admin_url, "no_such_db")
+    done = run_cli("status", db=url, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and 'database "no_such_db" does not exist' in lines[0], done.stderr
