@@ -4,10 +4,10 @@
 see. Its operations are written once, against the store's own bound models
 (``self.m``, see ``schema.bind``), in the area modules of this package
 (``workflows``, ``claims``, ``steps``, ``workers``, ``ledger``). A dialect
-(``sqlite.SqliteStore`` today; PostgreSQL later) supplies the database object,
+(``sqlite.SqliteStore``, ``postgres.PostgresStore``) supplies the database object,
 how a write transaction begins, how an error is classified, the clock
 (:meth:`Store.now`) and the statements where the dialects differ (the claim's
-runnable probe; fencing, see :meth:`Store._fence`).
+runnable probe; fencing and row locks, see :meth:`Store._fence`).
 
 :data:`CONTRACT` states, for every public operation, what it reads and
 writes, its fencing, whether its body is safe to run again after an
@@ -77,7 +77,7 @@ CONTRACT: tuple[Operation, ...] = (
     Operation("note_step_timeout", "steps row error and no deadline (supervisor, checked against the lease holder)"),
     Operation("finish_workflow", "workflow COMPLETED or FAILED (with failed_step), lease released", _F,
               retry_safe=False, raises="LeaseLost (a retried commit finds the lease released)"),
-    Operation("register_worker", "workers row replaced (host identity, pid, create time, ttl)"),
+    Operation("register_worker", "workers row upserted (host identity, pid, create time, ttl)"),
     Operation("heartbeat", "workers row beat; exactly the given leases renewed", "each lease by (worker_id, token)",
               raises="- (returns the workflow ids not renewed)"),
     Operation("set_worker_state", "workers.state"),
