@@ -64,6 +64,16 @@ IDLE_TXN_TIMEOUT_MS = 30_000
 LOCK_PATIENCE_S = 30.0
 
 
+def _root(exc: BaseException) -> BaseException:
+    """The driver's exception under peewee's wrappers (``orig``, possibly wrapped twice), else ``exc``."""
+    root = exc
+    while getattr(root, "orig", None) is not None:
+        root = root.orig  # type: ignore[attr-defined]
+    if root is exc and isinstance(exc.__context__, psycopg.Error):
+        root = exc.__context__
+    return root
+
+
 class PgDatabase(PooledPsycopg3Database):
     """peewee's pooled psycopg 3 database with ``FloatField`` as DOUBLE PRECISION (REAL is float4)."""
 
@@ -135,7 +145,7 @@ class PostgresStore(Store):
         try:
             self.db.connect(reuse_if_open=True)
         except (peewee.DatabaseError, peewee.InterfaceError, psycopg.Error) as exc:
-            root = getattr(exc, "orig", None) or exc.__context__ or exc
+            root = _root(exc)
             if isinstance(root, psycopg.ProgrammingError):  # libpq rejected the URL itself
                 raise ConfigError(f"bad database URL {self.path}: {q.connect_reason(root)}") from None
             raise DatabaseError(f"cannot connect to {self.path}: {q.connect_reason(root)}") from None
@@ -235,7 +245,7 @@ class PostgresStore(Store):
 
     def _classify(self, exc: BaseException) -> tuple[Failure, BaseException]:
         """By SQLSTATE (``postgres_sql``); a closed connection is LOST, or AMBIGUOUS during COMMIT."""
-        root = getattr(exc, "orig", None) or exc.__context__ or exc
+        root = _root(exc)
         state = getattr(root, "sqlstate", None) or ""
         if isinstance(exc, MaxConnectionsExceeded):
             return Failure.BUSY, exc
@@ -255,7 +265,7 @@ class PostgresStore(Store):
         return Failure.INVALID, root
 
     def _describe(self, exc: BaseException) -> DatabaseError:
-        root = getattr(exc, "orig", None) or exc
+        root = _root(exc)
         return DatabaseError(f"database {self.path}: {' '.join(str(root).split())}")
 
     # ----------------------------------------------------------------- locks (dialect hooks)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 import tests.apps.backend_flows  # noqa: F401  (registers backend_other_side)
-from durable_workers import ConfigError, DatabaseError, LeaseLost
+from durable_workers import ConfigError, DatabaseError, LeaseLost, StoreUnavailable
 from durable_workers.errors import DatabaseReplacedError
 from durable_workers.backends import Store, open_store
 from durable_workers.records import Claim, Status, StepStatus
@@ -286,3 +286,29 @@ def test_the_cli_reports_a_missing_database_in_one_line_without_a_traceback(pg_s
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and 'database "no_such_db" does not exist' in lines[0], done.stderr
+
+
+def test_a_terminated_connection_is_replaced_and_the_operation_runs(pg_url: str, pg_server, stores) -> None:
+    store = stores()
+    store.submit("wf", NAME, "{}", now=T0)
+    pid = _backend_pid(store)
+    assert _sql(pg_server.admin_url, "SELECT pg_terminate_backend(%s)", (pid,)) == [(True,)]
+    wait_for(lambda: not _sql(pg_server.admin_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
+             WAIT_S, "the backend to end")  # fmt: skip
+    assert store.get_workflow("wf").status == Status.PENDING.value  # a read on a new connection
+    pid = _backend_pid(store)
+    _sql(pg_server.admin_url, "SELECT pg_terminate_backend(%s)", (pid,))
+    wait_for(lambda: not _sql(pg_server.admin_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
+             WAIT_S, "the backend to end")  # fmt: skip
+    claim = store.claim_next("w", [NAME], ttl=TTL, now=T0)  # a write, run again on a new connection
+    assert claim is not None and claim.token == 1
+
+
+def test_a_database_that_goes_away_mid_run_is_store_unavailable(pg_url: str, pg_server, stores) -> None:
+    store = stores()
+    store.submit("wf", NAME, "{}", now=T0)
+    pg_server.drop_database(pg_url)  # terminates the store's connections too
+    with pytest.raises(StoreUnavailable, match='database "[^"]+" does not exist'):
+        store.submit("wf2", NAME, "{}")
+    with pytest.raises(StoreUnavailable):
+        store.get_workflow("wf")
