@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 import tests.apps.backend_flows  # noqa: F401  (registers backend_other_side)
-from durable_workers import ConfigError, DatabaseError, LeaseLost, StoreUnavailable
+from durable_workers import ConfigError, DatabaseError, InvalidStateError, LeaseLost, StoreUnavailable
 from durable_workers.errors import DatabaseReplacedError
 from durable_workers.backends import Store, open_store
 from durable_workers.records import Claim, Status, StepStatus
@@ -312,3 +312,34 @@ def test_a_database_that_goes_away_mid_run_is_store_unavailable(pg_url: str, pg_
         store.submit("wf2", NAME, "{}")
     with pytest.raises(StoreUnavailable):
         store.get_workflow("wf")
+
+
+def test_a_cancel_waits_for_the_owners_in_flight_finish_and_then_refuses(pg_url: str, stores) -> None:
+    owner, admin = stores(), stores()
+    owner.submit("wf", NAME, "{}", now=T0)
+    claim = _claimed(owner, "w1", T0)
+    holder = Held(owner, lambda: owner.finish_workflow("wf", Status.COMPLETED, result_json="1", worker_id="w1",
+                                                       token=claim.token))  # fmt: skip
+    try:
+        racer = Racer(admin, lambda: admin.cancel("wf"))
+        wait_for(lambda: holder.pid in _blocked_by(pg_url, racer.pid), WAIT_S, "the cancel to wait for the finish")
+    finally:
+        holder.release()
+    racer.join()
+    assert isinstance(racer.error, InvalidStateError)  # it read the committed end, not the RUNNING row
+    assert admin.get_workflow("wf").status == Status.COMPLETED.value
+
+
+def test_concurrent_duplicate_submits_create_one_row(pg_url: str, stores) -> None:
+    first, second = stores(), stores()
+    holder = Held(first, lambda: first.submit("wf", NAME, '{"by": "first"}'))
+    try:
+        racer = Racer(second, lambda: second.submit("wf", NAME, '{"by": "second"}'))
+        wait_for(lambda: holder.pid in _blocked_by(pg_url, racer.pid), WAIT_S, "the second submit to wait")
+    finally:
+        holder.release()
+    racer.join()
+    assert racer.error is None
+    record, created = racer.result
+    assert (created, record.input) == (False, {"by": "first"})
+    assert holder.result[1] is True and [r.id for r in second.list_workflows()] == ["wf"]

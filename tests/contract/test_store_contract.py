@@ -15,8 +15,8 @@ import threading
 import pytest
 
 import tests.apps.backend_flows  # noqa: F401  (registers backend_other_side)
-from durable_workers import ConfigError, DatabaseError, LeaseLost, StoreUnavailable, WorkflowNotFound
-from durable_workers.backends import CONTRACT, SKELETON, Store, open_store
+from durable_workers import DatabaseError, LeaseLost, StoreUnavailable, WorkflowNotFound
+from durable_workers.backends import CONTRACT, SKELETON, Store
 from durable_workers.records import Status, StepStatus
 from tests.contract.conftest import Backend
 
