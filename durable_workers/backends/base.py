@@ -106,6 +106,7 @@ CONTRACT: tuple[Operation, ...] = (
     Operation("steps_of_workflows_named", "reads steps of workflows of some names"),
     Operation("status_counts_by_name", "reads workflows counts"),
     Operation("workflow_ids", "reads workflows ids"),
+    Operation("change_watch", "nothing (a LISTEN connection: a hint that work may be runnable; None without one)"),
     Operation("hold_write_lock", "nothing; holds the write lock (chaos lock fault)", retry_safe=False),
 )
 
@@ -238,6 +239,9 @@ class StoreBase:
 
     def _lock_workflow(self, workflow_id: str) -> None:
         """Inside a write: lock the workflow row before reading its status (no-op where writers are serialised)."""
+
+    def _notify(self, workflow_id: str) -> None:
+        """Inside a write: tell listening workers that ``workflow_id`` may be runnable (delivered at commit; no-op without LISTEN)."""
 
     def _locking(self, query: Any) -> Any:
         """``query`` locking the rows it reads until the transaction ends (``FOR UPDATE``; unchanged where writers are serialised)."""

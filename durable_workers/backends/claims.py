@@ -253,6 +253,7 @@ class ClaimOps(RowHelpers):
                 & m.Step.finished_at.is_null()
             ).execute()
             self._release_lease(workflow_id)
+            self._notify(workflow_id)
             return True
 
         return self.write(body, safe=True)

@@ -21,7 +21,8 @@ lock timeouts polled like SQLite's busy database, lost connections re-run on a
 new connection (and, when lost during COMMIT, only bodies safe to repeat), the
 rest of the outages raise ``StoreUnavailable``. The schema is created or
 migrated under a transaction-scoped advisory lock, so concurrent first starts
-do not race.
+do not race. Submit, retry and release send a NOTIFY (the workflow's name) that
+an idle worker's ``change_watch`` hears; polling stays the fallback.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import peewee
 import psycopg
@@ -45,6 +46,7 @@ from ..errors import ConfigError, DatabaseError, DatabaseReplacedError, LeaseLos
 from ..records import Status
 from . import postgres_sql as q
 from .base import Failure
+from .postgres_listen import NotifyWatch
 from .schema import SCHEMA_VERSION, bind
 from .store import Store
 
@@ -127,6 +129,7 @@ class PostgresStore(Store):
             options=options,
         )  # fmt: skip
         self.m = bind(self.db)
+        self._conninfo, self._connect_timeout = conninfo, max(1, int(connect_timeout))
         try:
             self._connect()
             self.read(lambda: self._prepare_schema(create and not readonly))
@@ -305,6 +308,18 @@ class PostgresStore(Store):
     def _greatest(self, a: Any, b: Any) -> Any:
         return fn.GREATEST(a, b)
 
+    def _notify(self, workflow_id: str) -> None:
+        self.db.execute_sql(q.NOTIFY, (workflow_id,))
+
+    def change_watch(self, names: Iterable[str] = ()) -> NotifyWatch:
+        """A LISTEN connection of its own (not pooled, autocommit) that reports wake-ups for ``names``.
+
+        Submit, retry and release send one inside their transaction (delivered
+        at commit). Never raises: while the connection is down, ``changed()``
+        says True now and then (the worker then polls) and reconnects.
+        """
+        return NotifyWatch(self._conninfo, names, self._connect_timeout)
+
     # ----------------------------------------------------------------- claim probe (dialect hook)
 
     def _runnable(self, names: Sequence[str], now: float, stale_before: float | None = None) -> str | None:
@@ -384,3 +399,4 @@ class PostgresStore(Store):
             return locked_at
 
         return self.write(body)
+

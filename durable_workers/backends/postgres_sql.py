@@ -68,6 +68,9 @@ CREATE_LEDGER_INDEX = "CREATE INDEX IF NOT EXISTS chaos_ledger_workflow_step ON 
 
 #: The database clock in epoch seconds, fixed per statement (``extract`` gives numeric on PG 14+).
 CLOCK = "SELECT extract(epoch from statement_timestamp())::float8"
+#: The LISTEN/NOTIFY channel of wake-up hints; the payload is the workflow name (what a worker filters on).
+WAKE_CHANNEL = "durable_wake"
+NOTIFY = f"SELECT pg_notify('{WAKE_CHANNEL}', name) FROM workflows WHERE id = %s"
 #: The chaos lock fault: every writer of the engine tables waits while this is held (readers do not).
 LOCK_WRITERS = "LOCK TABLE workflows, steps, leases, workers IN SHARE ROW EXCLUSIVE MODE"
 

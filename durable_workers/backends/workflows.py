@@ -39,6 +39,8 @@ class WorkflowOps(RowHelpers):
                 updated_at=now,
                 crash_at=crash_at,
             ).on_conflict_ignore().as_rowcount().execute()
+            if inserted:
+                self._notify(workflow_id)
             return WorkflowRecord.from_row(m.Workflow.get_by_id(workflow_id)), inserted == 1
 
         return self.write(body, safe=True)
@@ -151,6 +153,7 @@ class WorkflowOps(RowHelpers):
                 updated_at=now,
                 crash_at=None,
             ).where(m.Workflow.id == workflow_id).execute()
+            self._notify(workflow_id)
             return WorkflowRecord.from_row(m.Workflow.get_by_id(workflow_id))
 
         return self.write(body)

@@ -63,6 +63,6 @@ def test_server_never_runs_as_root(pg_url: str, pg_server: PgCluster) -> None:
     """PostgreSQL refuses root: when tests run as root, the fixture's server runs as another user."""
     if pg_server.external or os.geteuid() != 0:
         pytest.skip("only meaningful for a cluster this session started as root")
-    with psycopg.connect(pg_url) as conn:
+    with psycopg.connect(pg_url) as conn:  # asked while connected: the backend exits when the connection closes
         backend_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-    assert psutil.Process(backend_pid).username() != "root"
+        assert psutil.Process(backend_pid).username() != "root"

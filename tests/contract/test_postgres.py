@@ -343,3 +343,24 @@ def test_concurrent_duplicate_submits_create_one_row(pg_url: str, stores) -> Non
     record, created = racer.result
     assert (created, record.input) == (False, {"by": "first"})
     assert holder.result[1] is True and [r.id for r in second.list_workflows()] == ["wf"]
+
+
+def test_submit_release_and_retry_wake_a_listening_worker_at_commit(stores) -> None:
+    store, listener = stores(), stores()
+    watch = listener.change_watch([NAME])
+    try:
+        assert watch.changed() is False
+        holder = Held(store, lambda: store.submit("wf", NAME, "{}", now=T0))
+        try:
+            assert watch.changed() is False  # NOTIFY is delivered at commit, not before
+        finally:
+            holder.release()
+        wait_for(watch.changed, WAIT_S, "the submit's notification")
+        claim = _claimed(store, "w", T0)
+        assert store.release("wf", "w", claim.token, reason="drain") is True
+        wait_for(watch.changed, WAIT_S, "the release's notification")
+        store.cancel("wf")
+        store.retry("wf")
+        wait_for(watch.changed, WAIT_S, "the retry's notification")
+    finally:
+        watch.close()
