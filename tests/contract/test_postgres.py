@@ -364,3 +364,17 @@ def test_submit_release_and_retry_wake_a_listening_worker_at_commit(stores) -> N
         wait_for(watch.changed, WAIT_S, "the retry's notification")
     finally:
         watch.close()
+
+
+def test_the_written_out_schema_has_the_models_columns_in_order(pg_url: str, stores) -> None:
+    store = stores()
+    store.ledger_create()
+    m = store.m
+    for model in (*m.engine_tables, m.Ledger):
+        table = model._meta.table_name
+        columns = _sql(pg_url, "SELECT column_name, data_type FROM information_schema.columns"
+                               " WHERE table_name = %s ORDER BY ordinal_position", (table,))  # fmt: skip
+        assert [name for name, _ in columns] == [f.column_name for f in model._meta.sorted_fields], table
+        floats = {f.column_name for f in model._meta.sorted_fields if f.field_type == "FLOAT"}
+        assert {name for name, kind in columns if name in floats} == floats
+        assert all(kind == "double precision" for name, kind in columns if name in floats), table
