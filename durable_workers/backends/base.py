@@ -61,8 +61,8 @@ CONTRACT: tuple[Operation, ...] = (
     Operation("retry", "workflow PENDING again; the step failure that ended it (failed_step) and later steps deleted",
               retry_safe=False, raises="WorkflowNotFound, InvalidStateError (a retried commit: already PENDING)"),
     Operation("claim_next", "workflow RUNNING with attempts+1, lease upserted with token+1, or FAILED past max_claims",
-              retry_safe=False, raises="- (a retried commit would take a second claim)"),
-    Operation("claim_workflow", "as claim_next, for one given workflow", retry_safe=False,
+              retry_safe=False, raises="- (an ambiguous commit is confirmed by its lease (workflow_id, worker_id, token))"),
+    Operation("claim_workflow", "as claim_next, for one given workflow (confirmed likewise)", retry_safe=False,
               raises="WorkflowNotFound, InvalidStateError (another live lease holds it)"),
     Operation("release", "workflow PENDING (attempts-1), lease released, unfinished steps interrupted", _F,
               raises="- (False when the lease is not held: a retry finds it released)"),
@@ -281,25 +281,37 @@ class StoreBase:
             return False
         return True
 
-    def write(self, body: Callable[[], T], *, safe: bool = False) -> T:
+    def write(self, body: Callable[[], T], *, safe: bool = False, confirm: Callable[[], T | None] | None = None) -> T:
         """Run ``body`` inside one write transaction (retried while the database is busy).
 
-        ``safe`` marks a body that may run again after an ambiguous commit (see Failure.AMBIGUOUS).
+        ``safe`` marks a body that may run again after an ambiguous commit (see
+        Failure.AMBIGUOUS). ``confirm``, for a body that is not, is asked after an
+        ambiguous commit (on a new connection): the body's result if its commit
+        is found, else ``None`` and the body runs again.
         """
-        return self._run(body, write=True, safe=safe)
+        return self._run(body, write=True, safe=safe, confirm=confirm)
 
     def read(self, body: Callable[[], T]) -> T:
         """Run a read-only ``body`` (no transaction is begun; readers never block writers)."""
         return self._run(body, write=False, safe=True)
 
-    def _run(self, body: Callable[[], T], *, write: bool, safe: bool, patience: float | None = None) -> T:
+    def _run(
+        self,
+        body: Callable[[], T],
+        *,
+        write: bool,
+        safe: bool,
+        patience: float | None = None,
+        confirm: Callable[[], T | None] | None = None,
+    ) -> T:
         """Run ``body`` (in a write transaction when ``write``), classifying what goes wrong.
 
         BUSY and CONFLICT: pause a few jittered milliseconds and try again, so
         every waiter keeps asking often and none starves behind newcomers; past
         ``self._patience`` s, :class:`StoreUnavailable`. LOST: again on a new
-        connection, at most ``LOST_RETRIES`` times; AMBIGUOUS likewise, but only
-        when ``safe``. UNAVAILABLE: :class:`StoreUnavailable` carrying the real
+        connection, at most ``LOST_RETRIES`` times; AMBIGUOUS likewise when
+        ``safe``, else ``confirm`` decides (its result, or run again), else
+        :class:`StoreUnavailable`. UNAVAILABLE: :class:`StoreUnavailable` carrying the real
         cause. INVALID: a one-line :class:`DatabaseError`.
         """
         asked = time.monotonic()
@@ -319,8 +331,13 @@ class StoreBase:
                 if failure in (Failure.LOST, Failure.AMBIGUOUS):
                     self._drop_connection()
                     lost += 1
-                    if lost > LOST_RETRIES or (failure is Failure.AMBIGUOUS and not safe):
+                    unsafe = failure is Failure.AMBIGUOUS and not safe and confirm is None
+                    if lost > LOST_RETRIES or unsafe:
                         raise StoreUnavailable(f"database {self.path}: {cause}", cause=str(cause)) from exc
+                    if failure is Failure.AMBIGUOUS and not safe and confirm is not None:
+                        found = self._run(confirm, write=False, safe=True)
+                        if found is not None:
+                            return found
                     continue
                 if failure is Failure.UNAVAILABLE:
                     self._drop_connection()

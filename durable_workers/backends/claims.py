@@ -154,9 +154,12 @@ class ClaimOps(RowHelpers):
         if self.read(lambda: self._runnable(names, now, self._stale_before(now, ttl))) is None:
             return None
 
+        taken: list[Claim] = []
+
         def body() -> Claim | None:
             # After any wait for the lock, so that a stall just seen extends every lease.
             stale_before = self._stale_before(now, ttl)
+            taken.clear()
             while True:
                 workflow_id = self._runnable(names, now, stale_before)
                 if workflow_id is None:
@@ -165,9 +168,20 @@ class ClaimOps(RowHelpers):
                     continue
                 claim = self._take(workflow_id, worker_id, ttl, now, max_claims, real_time=real_time)
                 if claim is not None:
+                    taken.append(claim)
                     return claim
 
-        return self.write(body)
+        return self.write(body, confirm=lambda: self._confirm_claim(taken, worker_id))
+
+    def _confirm_claim(self, taken: list[Claim], worker_id: str) -> Claim | None:
+        """After an ambiguous commit: the claim the body took if the lease shows it committed, else None."""
+        if not taken:
+            return None
+        claim, m = taken[0], self.m
+        held = m.Lease.select(m.Lease.token).where(
+            (m.Lease.workflow_id == claim.workflow.id) & (m.Lease.worker_id == worker_id) & (m.Lease.token == claim.token)
+        ).exists()
+        return claim if held else None
 
     def claim_workflow(
         self,
@@ -208,9 +222,12 @@ class ClaimOps(RowHelpers):
                     f"workflow {workflow_id} is running on worker {lease.worker_id}; "
                     "wait for it or stop that worker"
                 )
-            return self._take(workflow_id, worker_id, ttl, now, max_claims, real_time=real_time)
+            claim = self._take(workflow_id, worker_id, ttl, now, max_claims, real_time=real_time)
+            taken[:] = [claim] if claim is not None else []
+            return claim
 
-        return self.write(body)
+        taken: list[Claim] = []
+        return self.write(body, confirm=lambda: self._confirm_claim(taken, worker_id))
 
     def release(
         self,

@@ -233,6 +233,7 @@ class PostgresStore(Store):
     def _begin(self) -> Iterator[None]:
         """One READ COMMITTED transaction (nested: a savepoint); notes when COMMIT is under way."""
         outermost = not self.db.in_transaction()
+        self._state.commit_failed = False
         txn = self.db.atomic()
         txn.__enter__()
         try:
@@ -240,11 +241,11 @@ class PostgresStore(Store):
         except BaseException:
             txn.__exit__(*sys.exc_info())
             raise
-        self._state.committing = outermost
         try:
             txn.__exit__(None, None, None)
-        finally:
-            self._state.committing = False
+        except BaseException:
+            self._state.commit_failed = outermost  # read by _classify: the COMMIT's fate is unknown
+            raise
 
     def _classify(self, exc: BaseException) -> tuple[Failure, BaseException]:
         """By SQLSTATE (``postgres_sql``); a closed connection is LOST, or AMBIGUOUS during COMMIT."""
@@ -264,7 +265,7 @@ class PostgresStore(Store):
         if not state and isinstance(root, (psycopg.OperationalError, psycopg.InterfaceError, peewee.InterfaceError)):
             lost = True  # connection closed or refused: psycopg gives no SQLSTATE
         if lost:
-            return (Failure.AMBIGUOUS if getattr(self._state, "committing", False) else Failure.LOST), root
+            return (Failure.AMBIGUOUS if getattr(self._state, "commit_failed", False) else Failure.LOST), root
         return Failure.INVALID, root
 
     def _describe(self, exc: BaseException) -> DatabaseError:

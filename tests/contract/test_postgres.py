@@ -378,3 +378,89 @@ def test_the_written_out_schema_has_the_models_columns_in_order(pg_url: str, sto
         floats = {f.column_name for f in model._meta.sorted_fields if f.field_type == "FLOAT"}
         assert {name for name, kind in columns if name in floats} == floats
         assert all(kind == "double precision" for name, kind in columns if name in floats), table
+
+
+class CommitReplyDropper:
+    """A real TCP proxy in front of the server that can lose the reply to one COMMIT.
+
+    ``arm()``: the next ``COMMIT`` a client sends is forwarded (the server
+    commits), then the proxy closes that client's connection instead of passing
+    the reply on: the client cannot know whether its transaction committed.
+    """
+
+    def __init__(self, url: str) -> None:
+        import socket
+        from urllib.parse import urlsplit
+
+        self.upstream = ("127.0.0.1", urlsplit(url).port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        port = self.listener.getsockname()[1]
+        self.url = url.replace(f":{self.upstream[1]}/", f":{port}/")
+        self.armed = threading.Event()
+        self.dropped = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self) -> None:
+        self.armed.set()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
+
+    def _pipe(self, client: Any, server: Any) -> None:
+        import select
+
+        committing = False
+        try:
+            while True:
+                readable, _, _ = select.select([client, server], [], [], WAIT_S)
+                if client in readable:
+                    data = client.recv(65536)
+                    if not data:
+                        return
+                    if b"COMMIT" in data and self.armed.is_set():
+                        self.armed.clear()
+                        committing = True
+                    server.sendall(data)
+                if server in readable:
+                    data = server.recv(65536)
+                    if not data:
+                        return
+                    if committing:  # the server committed; the client never hears of it
+                        self.dropped += 1
+                        return
+                    client.sendall(data)
+        finally:
+            client.close()
+            server.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_an_ambiguous_commit_of_a_claim_is_confirmed_not_claimed_twice(pg_url: str, stores) -> None:
+    direct = stores()
+    direct.submit("wf", NAME, "{}", now=T0)
+    proxy = CommitReplyDropper(pg_url)
+    via = open_store(proxy.url)
+    try:
+        proxy.arm()
+        claim = via.claim_next("w", [NAME], ttl=TTL, now=T0)
+        assert proxy.dropped == 1
+        assert claim is not None and (claim.workflow.id, claim.token) == ("wf", 1)
+        assert direct.get_workflow("wf").attempts == 1  # the committed claim was found, not taken again
+        _start(via, "w", claim.token)
+        proxy.arm()
+        via.complete_step("wf", "s#1", '"out"', worker_id="w", token=claim.token)  # safe: simply run again
+        assert proxy.dropped == 2
+        assert direct.load_steps("wf")[0].status == StepStatus.COMPLETED.value
+    finally:
+        via.close_idle()
+        proxy.close()
