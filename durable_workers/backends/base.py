@@ -115,6 +115,11 @@ CONTRACT: tuple[Operation, ...] = (
 SKELETON = ("compiled", "dialect", "errors", "now", "read", "wal_path", "write")
 
 
+def _one_line(cause: BaseException) -> str:
+    """An error's text on one line (libpq's messages carry hints on further lines)."""
+    return " ".join(str(cause).split())
+
+
 class Failure(enum.Enum):
     """How a dialect classifies a database error raised inside a transaction."""
 
@@ -333,7 +338,7 @@ class StoreBase:
                     lost += 1
                     unsafe = failure is Failure.AMBIGUOUS and not safe and confirm is None
                     if lost > LOST_RETRIES or unsafe:
-                        raise StoreUnavailable(f"database {self.path}: {cause}", cause=str(cause)) from exc
+                        raise StoreUnavailable(f"database {self.path}: {_one_line(cause)}", cause=_one_line(cause)) from exc
                     if failure is Failure.AMBIGUOUS and not safe and confirm is not None:
                         found = self._run(confirm, write=False, safe=True)
                         if found is not None:
@@ -341,7 +346,7 @@ class StoreBase:
                     continue
                 if failure is Failure.UNAVAILABLE:
                     self._drop_connection()
-                    raise StoreUnavailable(f"database {self.path}: {cause}", cause=str(cause)) from exc
+                    raise StoreUnavailable(f"database {self.path}: {_one_line(cause)}", cause=_one_line(cause)) from exc
                 waited = time.monotonic() - asked
                 if waited >= (self._patience if patience is None else patience):
                     raise StoreUnavailable(

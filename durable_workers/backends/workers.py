@@ -136,6 +136,7 @@ class WorkerOps(RowHelpers):
                     (m.Lease.workflow_id == workflow_id) & (m.Lease.worker_id == worker_id)
                 ).execute()
                 self._clear_step_deadlines(workflow_id, worker_id)  # its attempts are over
+                self._notify(workflow_id)  # claimable now
             return held
 
         return self.write(body)
@@ -241,6 +242,7 @@ class WorkerOps(RowHelpers):
                 m.Lease.update(expires_at=0).where(
                     (m.Lease.workflow_id == workflow_id) & (m.Lease.worker_id == worker_id)
                 ).execute()
+                self._notify(workflow_id)  # claimable now
             return [workflow_id for workflow_id, _, _ in held]
 
         return self.write(body)

@@ -308,8 +308,9 @@ def test_a_database_that_goes_away_mid_run_is_store_unavailable(pg_url: str, pg_
     store = stores()
     store.submit("wf", NAME, "{}", now=T0)
     pg_server.drop_database(pg_url)  # terminates the store's connections too
-    with pytest.raises(StoreUnavailable, match='database "[^"]+" does not exist'):
+    with pytest.raises(StoreUnavailable, match='database "[^"]+" does not exist') as gone:
         store.submit("wf2", NAME, "{}")
+    _one_line(gone.value)
     with pytest.raises(StoreUnavailable):
         store.get_workflow("wf")
 
@@ -345,7 +346,7 @@ def test_concurrent_duplicate_submits_create_one_row(pg_url: str, stores) -> Non
     assert holder.result[1] is True and [r.id for r in second.list_workflows()] == ["wf"]
 
 
-def test_submit_release_and_retry_wake_a_listening_worker_at_commit(stores) -> None:
+def test_submit_release_retry_and_expiry_wake_a_listening_worker_at_commit(stores) -> None:
     store, listener = stores(), stores()
     watch = listener.change_watch([NAME])
     try:
@@ -362,6 +363,10 @@ def test_submit_release_and_retry_wake_a_listening_worker_at_commit(stores) -> N
         store.cancel("wf")
         store.retry("wf")
         wait_for(watch.changed, WAIT_S, "the retry's notification")
+        again = store.claim_next("w", [NAME], ttl=TTL)  # retry made it due now, on the database clock
+        assert again is not None and again.workflow.id == "wf"
+        assert store.expire_worker("w") == ["wf"]
+        wait_for(watch.changed, WAIT_S, "the expired lease's notification")
     finally:
         watch.close()
 
