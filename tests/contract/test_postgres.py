@@ -469,3 +469,25 @@ def test_an_ambiguous_commit_of_a_claim_is_confirmed_not_claimed_twice(pg_url: s
     finally:
         via.close_idle()
         proxy.close()
+
+
+def test_the_chaos_lock_fault_makes_writers_wait_and_readers_not(pg_url: str, stores) -> None:
+    locker, writer = stores(), stores()
+    writer.submit("before", NAME, "{}")
+    locked, pids = threading.Event(), []
+
+    def on_locked(_: float) -> None:
+        pids.append(_backend_pid(locker))
+        locked.set()
+
+    holder = threading.Thread(target=lambda: (locker.hold_write_lock(3.0, on_locked), locker.close()))
+    holder.start()
+    try:
+        assert locked.wait(WAIT_S)
+        assert [r.id for r in writer.list_workflows()] == ["before"]  # a reader does not wait
+        racer = Racer(writer, lambda: writer.submit("during", NAME, "{}"))
+        wait_for(lambda: pids[0] in _blocked_by(pg_url, racer.pid), WAIT_S, "the writer to wait for the lock")
+    finally:
+        holder.join(WAIT_S)
+    racer.join()
+    assert racer.error is None and racer.result[1] is True  # it landed once the lock was gone
