@@ -91,7 +91,7 @@ class WorkerOps(RowHelpers):
             )
             expires = at + ttl
             lost = []
-            for workflow_id, token in pairs:
+            for workflow_id, token in sorted(pairs):  # lease locks in workflow_id order, as expire_worker
                 renewed = self._execute(
                     "beat_lease",
                     lambda: m.Lease.update(expires_at=expires, heartbeat_at=at, renewed_mono=mono).where(
