@@ -11,16 +11,17 @@ the first commit. A lock wait never ends by itself, so no timing is involved.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import pytest
 
 import tests.apps.backend_flows  # noqa: F401  (registers backend_other_side)
 from durable_workers import ConfigError, DatabaseError, InvalidStateError, LeaseLost, StoreUnavailable
-from durable_workers.errors import DatabaseReplacedError
 from durable_workers.backends import Store, open_store
+from durable_workers.errors import DatabaseReplacedError
 from durable_workers.records import Claim, Status, StepStatus
 from tests.conftest import run_cli
+from tests.contract.pg_support import WAIT_S, CommitReplyDropper, Held, Racer, backend_pid, blocked_by, sql
 from tests.integration.fleet_support import wait_for
 from tests.pg_cluster import free_port, with_database
 
@@ -28,7 +29,6 @@ NAME = "backend_other_side"
 TTL = 30.0
 T0 = 1000.0
 LATER = T0 + TTL + 1  # the first lease has expired by then
-WAIT_S = 30
 
 
 @pytest.fixture
@@ -43,83 +43,6 @@ def stores(pg_url: str) -> Iterator[Callable[[], Store]]:
     yield new
     for store in opened:
         store.close_idle()
-
-
-def _backend_pid(store: Store) -> int:
-    """This thread's server process id in ``store`` (its pooled connection stays the thread's)."""
-    pid: int = store.db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
-    return pid
-
-
-def _sql(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Rows of one statement on a connection of its own (psycopg imported here: the module loads without it)."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        cursor = conn.execute(statement, params)
-        return cursor.fetchall() if cursor.description else []
-
-
-def _blocked_by(url: str, waiter: int) -> list[int]:
-    return list(_sql(url, "SELECT pg_blocking_pids(%s)", (waiter,))[0][0])
-
-
-class Held:
-    """Run ``body`` inside a write transaction of ``store`` in a thread, and keep it open until ``release()``."""
-
-    def __init__(self, store: Store, body: Callable[[], Any]) -> None:
-        self.store, self.body = store, body
-        self.inside, self.done = threading.Event(), threading.Event()
-        self.pid = 0
-        self.result: Any = None
-        self.thread = threading.Thread(target=self._run)
-        self.thread.start()
-        assert self.inside.wait(WAIT_S), "the holder never got inside its transaction"
-
-    def _run(self) -> None:
-        def body() -> None:
-            self.pid = _backend_pid(self.store)
-            self.result = self.body()
-            self.inside.set()
-            self.done.wait(WAIT_S)
-
-        try:
-            self.store.write(body)
-        finally:
-            self.store.close()
-
-    def release(self) -> None:
-        self.done.set()
-        self.thread.join(WAIT_S)
-
-
-class Racer:
-    """Run ``call`` in a thread on its own connection of ``store``; remember its server pid, result or error."""
-
-    def __init__(self, store: Store, call: Callable[[], Any]) -> None:
-        self.pid = 0
-        self.result: Any = None
-        self.error: BaseException | None = None
-        started = threading.Event()
-
-        def run() -> None:
-            try:
-                self.pid = _backend_pid(store)
-                started.set()
-                self.result = call()
-            except BaseException as exc:  # LeaseLost is a BaseException (DurableInterrupt)
-                self.error = exc
-            finally:
-                started.set()
-                store.close()
-
-        self.thread = threading.Thread(target=run)
-        self.thread.start()
-        assert started.wait(WAIT_S)
-
-    def join(self) -> None:
-        self.thread.join(WAIT_S)
-        assert not self.thread.is_alive(), "the racer never finished"
 
 
 def _claimed(store: Store, worker_id: str, now: float) -> Claim:
@@ -145,7 +68,7 @@ def test_a_claim_waits_for_the_stale_holders_fenced_write_and_then_sees_it(pg_ur
         assert new.claim_next("w2", [NAME], ttl=TTL, now=LATER) is None
         # An explicit claim waits for the lock, then takes the lease with a new token.
         racer = Racer(new, lambda: new.claim_workflow("wf", "w2", ttl=TTL, now=LATER))
-        wait_for(lambda: holder.pid in _blocked_by(pg_url, racer.pid), WAIT_S, "the claim to wait for the fenced write")
+        wait_for(lambda: holder.pid in blocked_by(pg_url, racer.pid), WAIT_S, "the claim to wait for the fenced write")
     finally:
         holder.release()
     racer.join()
@@ -164,7 +87,7 @@ def test_a_stale_holders_fenced_write_waits_for_a_claim_and_is_then_rejected(pg_
     try:
         assert holder.result.token == first.token + 1
         racer = Racer(old, lambda: old.complete_step("wf", "s#1", '"stale"', worker_id="w1", token=first.token))
-        wait_for(lambda: holder.pid in _blocked_by(pg_url, racer.pid), WAIT_S, "the fenced write to wait for the claim")
+        wait_for(lambda: holder.pid in blocked_by(pg_url, racer.pid), WAIT_S, "the fenced write to wait for the claim")
     finally:
         holder.release()
     racer.join()
@@ -236,7 +159,7 @@ def test_concurrent_first_starts_on_an_empty_database_do_not_race(pg_databases) 
             racer.join(WAIT_S * 2)
         assert errors == []
         assert len({store._db_id for store in opened}) == 1  # one creator; the rest found its schema
-        assert _sql(url, "SELECT key, value FROM meta WHERE key = 'schema_version'") == [("schema_version", "2")]
+        assert sql(url, "SELECT key, value FROM meta WHERE key = 'schema_version'") == [("schema_version", "2")]
         for store in opened:
             store.close_idle()
 
@@ -252,7 +175,7 @@ def test_times_are_stored_as_double_precision(stores) -> None:
 def test_a_replaced_database_is_detected(pg_url: str, stores) -> None:
     store = stores()
     store.check_identity()
-    _sql(pg_url, "UPDATE meta SET value = 'another' WHERE key = 'db_id'")
+    sql(pg_url, "UPDATE meta SET value = 'another' WHERE key = 'db_id'")
     with pytest.raises(DatabaseReplacedError):
         store.check_identity()
 
@@ -291,14 +214,14 @@ def test_the_cli_reports_a_missing_database_in_one_line_without_a_traceback(pg_s
 def test_a_terminated_connection_is_replaced_and_the_operation_runs(pg_url: str, pg_server, stores) -> None:
     store = stores()
     store.submit("wf", NAME, "{}", now=T0)
-    pid = _backend_pid(store)
-    assert _sql(pg_server.admin_url, "SELECT pg_terminate_backend(%s)", (pid,)) == [(True,)]
-    wait_for(lambda: not _sql(pg_server.admin_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
+    pid = backend_pid(store)
+    assert sql(pg_server.admin_url, "SELECT pg_terminate_backend(%s)", (pid,)) == [(True,)]
+    wait_for(lambda: not sql(pg_server.admin_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
              WAIT_S, "the backend to end")  # fmt: skip
     assert store.get_workflow("wf").status == Status.PENDING.value  # a read on a new connection
-    pid = _backend_pid(store)
-    _sql(pg_server.admin_url, "SELECT pg_terminate_backend(%s)", (pid,))
-    wait_for(lambda: not _sql(pg_server.admin_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
+    pid = backend_pid(store)
+    sql(pg_server.admin_url, "SELECT pg_terminate_backend(%s)", (pid,))
+    wait_for(lambda: not sql(pg_server.admin_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)),
              WAIT_S, "the backend to end")  # fmt: skip
     claim = store.claim_next("w", [NAME], ttl=TTL, now=T0)  # a write, run again on a new connection
     assert claim is not None and claim.token == 1
@@ -323,7 +246,7 @@ def test_a_cancel_waits_for_the_owners_in_flight_finish_and_then_refuses(pg_url:
                                                        token=claim.token))  # fmt: skip
     try:
         racer = Racer(admin, lambda: admin.cancel("wf"))
-        wait_for(lambda: holder.pid in _blocked_by(pg_url, racer.pid), WAIT_S, "the cancel to wait for the finish")
+        wait_for(lambda: holder.pid in blocked_by(pg_url, racer.pid), WAIT_S, "the cancel to wait for the finish")
     finally:
         holder.release()
     racer.join()
@@ -336,7 +259,7 @@ def test_concurrent_duplicate_submits_create_one_row(pg_url: str, stores) -> Non
     holder = Held(first, lambda: first.submit("wf", NAME, '{"by": "first"}'))
     try:
         racer = Racer(second, lambda: second.submit("wf", NAME, '{"by": "second"}'))
-        wait_for(lambda: holder.pid in _blocked_by(pg_url, racer.pid), WAIT_S, "the second submit to wait")
+        wait_for(lambda: holder.pid in blocked_by(pg_url, racer.pid), WAIT_S, "the second submit to wait")
     finally:
         holder.release()
     racer.join()
@@ -377,77 +300,12 @@ def test_the_written_out_schema_has_the_models_columns_in_order(pg_url: str, sto
     m = store.m
     for model in (*m.engine_tables, m.Ledger):
         table = model._meta.table_name
-        columns = _sql(pg_url, "SELECT column_name, data_type FROM information_schema.columns"
+        columns = sql(pg_url, "SELECT column_name, data_type FROM information_schema.columns"
                                " WHERE table_name = %s ORDER BY ordinal_position", (table,))  # fmt: skip
         assert [name for name, _ in columns] == [f.column_name for f in model._meta.sorted_fields], table
         floats = {f.column_name for f in model._meta.sorted_fields if f.field_type == "FLOAT"}
         assert {name for name, kind in columns if name in floats} == floats
         assert all(kind == "double precision" for name, kind in columns if name in floats), table
-
-
-class CommitReplyDropper:
-    """A real TCP proxy in front of the server that can lose the reply to one COMMIT.
-
-    ``arm()``: the next ``COMMIT`` a client sends is forwarded (the server
-    commits), then the proxy closes that client's connection instead of passing
-    the reply on: the client cannot know whether its transaction committed.
-    """
-
-    def __init__(self, url: str) -> None:
-        import socket
-        from urllib.parse import urlsplit
-
-        self.upstream = ("127.0.0.1", urlsplit(url).port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        port = self.listener.getsockname()[1]
-        self.url = url.replace(f":{self.upstream[1]}/", f":{port}/")
-        self.armed = threading.Event()
-        self.dropped = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def arm(self) -> None:
-        self.armed.set()
-
-    def _accept(self) -> None:
-        import socket
-
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
-
-    def _pipe(self, client: Any, server: Any) -> None:
-        import select
-
-        committing = False
-        try:
-            while True:
-                readable, _, _ = select.select([client, server], [], [], WAIT_S)
-                if client in readable:
-                    data = client.recv(65536)
-                    if not data:
-                        return
-                    if b"COMMIT" in data and self.armed.is_set():
-                        self.armed.clear()
-                        committing = True
-                    server.sendall(data)
-                if server in readable:
-                    data = server.recv(65536)
-                    if not data:
-                        return
-                    if committing:  # the server committed; the client never hears of it
-                        self.dropped += 1
-                        return
-                    client.sendall(data)
-        finally:
-            client.close()
-            server.close()
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def test_an_ambiguous_commit_of_a_claim_is_confirmed_not_claimed_twice(pg_url: str, stores) -> None:
@@ -477,7 +335,7 @@ def test_the_chaos_lock_fault_makes_writers_wait_and_readers_not(pg_url: str, st
     locked, pids = threading.Event(), []
 
     def on_locked(_: float) -> None:
-        pids.append(_backend_pid(locker))
+        pids.append(backend_pid(locker))
         locked.set()
 
     holder = threading.Thread(target=lambda: (locker.hold_write_lock(3.0, on_locked), locker.close()))
@@ -486,7 +344,7 @@ def test_the_chaos_lock_fault_makes_writers_wait_and_readers_not(pg_url: str, st
         assert locked.wait(WAIT_S)
         assert [r.id for r in writer.list_workflows()] == ["before"]  # a reader does not wait
         racer = Racer(writer, lambda: writer.submit("during", NAME, "{}"))
-        wait_for(lambda: pids[0] in _blocked_by(pg_url, racer.pid), WAIT_S, "the writer to wait for the lock")
+        wait_for(lambda: pids[0] in blocked_by(pg_url, racer.pid), WAIT_S, "the writer to wait for the lock")
     finally:
         holder.join(WAIT_S)
     racer.join()
