@@ -89,6 +89,7 @@ class _WalWatch:
     """Cheap change detector: the WAL file's size and mtime move on every commit.
 
     ``wal_path`` is the store's (``None`` when its backend has no such file: never changed).
+    Used when the store has no ``change_watch`` (PostgreSQL's LISTEN connection).
     """
 
     def __init__(self, wal_path: str | None) -> None:
@@ -110,6 +111,9 @@ class _WalWatch:
             self.last = current
             return True
         return False
+
+    def close(self) -> None:
+        """Nothing to release (the store's ``change_watch`` holds a connection; this does not)."""
 
 
 class WorkerProcess:
@@ -298,7 +302,7 @@ class WorkerProcess:
         the database file was deleted or replaced under the worker.
         """
         self.initialize()
-        watch = _WalWatch(self.store.wal_path)
+        watch = self.store.change_watch(self.registry.names()) or _WalWatch(self.store.wal_path)
         idle = self.options.poll_min
         last_poll = 0.0
         try:
@@ -334,6 +338,7 @@ class WorkerProcess:
                         break
                 idle = self.options.poll_min if woken else min(idle * 2, self.options.poll_max)
         finally:
+            watch.close()
             self.request_stop()
             try:  # the documented "draining" state: `durable workers` shows it while steps finish
                 self.store.set_worker_state(self.worker_id, "draining")

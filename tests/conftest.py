@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
 from durable_workers.backends import open_store
+
+from tests.pg_cluster import PgCluster, PgUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -55,3 +58,45 @@ def run_cli(
         cwd=cwd or Path(db).parent,
         env=cli_env(env),
     )
+
+
+# --- PostgreSQL: one throwaway cluster per session (tests/pg_cluster.py), a database per test ---
+
+CI_ENV = "CI"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgCluster]:
+    """The session's PostgreSQL server (a ``PgCluster``): started once, stopped at session end.
+
+    Without PostgreSQL (no binaries, no psycopg) the tests using it skip with the reason; with
+    ``CI=true`` they fail instead, because CI is expected to have installed it.
+    """
+    try:
+        cluster = PgCluster.from_environment()
+    except PgUnavailable as exc:
+        if os.environ.get(CI_ENV, "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"PostgreSQL is required in CI ({CI_ENV}=true): {exc}", pytrace=False)
+        pytest.skip(f"no PostgreSQL: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_databases(pg_server: PgCluster) -> Iterator[Callable[[], str]]:
+    """A factory of fresh, empty databases (``new() -> URL``); all are dropped after the test."""
+    created: list[str] = []
+
+    def new() -> str:
+        created.append(pg_server.create_database())
+        return created[-1]
+
+    yield new
+    for url in reversed(created):
+        pg_server.drop_database(url)
+
+
+@pytest.fixture
+def pg_url(pg_databases: Callable[[], str]) -> str:
+    """URL of a new, empty PostgreSQL database for this test (dropped afterwards)."""
+    return pg_databases()

@@ -1,8 +1,8 @@
 """Database backends: the store contract and its dialects.
 
 ``open_store(db, ...)`` is how every part of durable_workers gets a
-:class:`Store`: today a SQLite path (``sqlite.SqliteStore``); a
-``postgresql://`` URL is recognised and refused until that dialect is built.
+:class:`Store`: a SQLite path (``sqlite.SqliteStore``) or a
+``postgresql://`` URL (``postgres.PostgresStore``, imported only when used).
 SQL and peewee live in this package alone. The records the operations
 return (``durable_workers.records``) are re-exported here.
 """
@@ -30,19 +30,27 @@ from .schema import SCHEMA_VERSION
 from .sqlite import BUSY_TIMEOUT_MS, LOCK_RETRIES, SqliteStore
 from .store import Store
 
-#: URL schemes of the PostgreSQL dialect (not built yet).
+#: URL schemes of the PostgreSQL dialect.
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def open_store(db: str | os.PathLike[str], **options: Any) -> Store:
-    """Open the store at ``db``: a SQLite file path (options: those of :class:`SqliteStore`).
+    """Open the store at ``db``: a SQLite file path or a ``postgresql://user@host:port/dbname`` URL.
 
-    Raises :class:`ConfigError` for a PostgreSQL URL ("not built yet"), and
-    whatever the dialect raises on opening (:class:`DatabaseError` with a
-    one-line reason, :class:`DatabaseReplacedError`, :class:`StoreUnavailable`).
+    Options are those of :class:`SqliteStore` or ``PostgresStore`` (which also
+    takes ``pool_size``, and accepts and ignores ``synchronous``). Raises
+    :class:`ConfigError` for a malformed URL, or one when psycopg is not
+    installed, and whatever the dialect raises on opening
+    (:class:`DatabaseError` with a one-line reason, :class:`DatabaseReplacedError`,
+    :class:`StoreUnavailable`).
     """
     if str(db).startswith(POSTGRES_SCHEMES):
-        raise ConfigError(f"PostgreSQL support is not built yet; pass a SQLite file path as --db (got {db})")
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigError(f"PostgreSQL needs psycopg: pip install 'durable_workers[postgres]' ({exc})") from None
+        return PostgresStore(str(db), **options)
+    options.pop("pool_size", None)
     return SqliteStore(db, **options)
 
 

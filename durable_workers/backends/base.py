@@ -4,10 +4,10 @@
 see. Its operations are written once, against the store's own bound models
 (``self.m``, see ``schema.bind``), in the area modules of this package
 (``workflows``, ``claims``, ``steps``, ``workers``, ``ledger``). A dialect
-(``sqlite.SqliteStore`` today; PostgreSQL later) supplies the database object,
+(``sqlite.SqliteStore``, ``postgres.PostgresStore``) supplies the database object,
 how a write transaction begins, how an error is classified, the clock
 (:meth:`Store.now`) and the statements where the dialects differ (the claim's
-runnable probe; fencing, see :meth:`Store._fence`).
+runnable probe; fencing and row locks, see :meth:`Store._fence`).
 
 :data:`CONTRACT` states, for every public operation, what it reads and
 writes, its fencing, whether its body is safe to run again after an
@@ -61,8 +61,8 @@ CONTRACT: tuple[Operation, ...] = (
     Operation("retry", "workflow PENDING again; the step failure that ended it (failed_step) and later steps deleted",
               retry_safe=False, raises="WorkflowNotFound, InvalidStateError (a retried commit: already PENDING)"),
     Operation("claim_next", "workflow RUNNING with attempts+1, lease upserted with token+1, or FAILED past max_claims",
-              retry_safe=False, raises="- (a retried commit would take a second claim)"),
-    Operation("claim_workflow", "as claim_next, for one given workflow", retry_safe=False,
+              retry_safe=False, raises="- (an ambiguous commit is confirmed by its lease (workflow_id, worker_id, token))"),
+    Operation("claim_workflow", "as claim_next, for one given workflow (confirmed likewise)", retry_safe=False,
               raises="WorkflowNotFound, InvalidStateError (another live lease holds it)"),
     Operation("release", "workflow PENDING (attempts-1), lease released, unfinished steps interrupted", _F,
               raises="- (False when the lease is not held: a retry finds it released)"),
@@ -77,7 +77,7 @@ CONTRACT: tuple[Operation, ...] = (
     Operation("note_step_timeout", "steps row error and no deadline (supervisor, checked against the lease holder)"),
     Operation("finish_workflow", "workflow COMPLETED or FAILED (with failed_step), lease released", _F,
               retry_safe=False, raises="LeaseLost (a retried commit finds the lease released)"),
-    Operation("register_worker", "workers row replaced (host identity, pid, create time, ttl)"),
+    Operation("register_worker", "workers row upserted (host identity, pid, create time, ttl)"),
     Operation("heartbeat", "workers row beat; exactly the given leases renewed", "each lease by (worker_id, token)",
               raises="- (returns the workflow ids not renewed)"),
     Operation("set_worker_state", "workers.state"),
@@ -106,6 +106,7 @@ CONTRACT: tuple[Operation, ...] = (
     Operation("steps_of_workflows_named", "reads steps of workflows of some names"),
     Operation("status_counts_by_name", "reads workflows counts"),
     Operation("workflow_ids", "reads workflows ids"),
+    Operation("change_watch", "nothing (a LISTEN connection: a hint that work may be runnable; None without one)"),
     Operation("hold_write_lock", "nothing; holds the write lock (chaos lock fault)", retry_safe=False),
 )
 
@@ -114,13 +115,25 @@ CONTRACT: tuple[Operation, ...] = (
 SKELETON = ("compiled", "dialect", "errors", "now", "read", "wal_path", "write")
 
 
+def _one_line(cause: BaseException) -> str:
+    """An error's text on one line (libpq's messages carry hints on further lines)."""
+    return " ".join(str(cause).split())
+
+
 class Failure(enum.Enum):
     """How a dialect classifies a database error raised inside a transaction."""
 
     #: Locked by another writer: wait and run the whole body again, up to the store's patience.
     BUSY = "busy"
-    #: Serialization failure or deadlock: run again only a body marked safe (PostgreSQL).
+    #: Serialization failure or deadlock: the server rolled the transaction back, so any body
+    #: runs again (up to the store's patience; PostgreSQL).
     CONFLICT = "conflict"
+    #: The connection broke before COMMIT was sent: nothing was written; run any body again on a
+    #: new connection (at most ``LOST_RETRIES`` times; PostgreSQL).
+    LOST = "lost"
+    #: The connection broke during COMMIT: the commit may or may not have happened. Run again only
+    #: a body marked safe (``retry_safe`` in CONTRACT); otherwise StoreUnavailable (PostgreSQL).
+    AMBIGUOUS = "ambiguous"
     #: The database is unreachable or damaged: drop the connection, raise StoreUnavailable.
     UNAVAILABLE = "unavailable"
     #: Anything else: a one-line DatabaseError (a bug or a foreign database, not an outage).
@@ -130,6 +143,8 @@ class Failure(enum.Enum):
 #: Shortest and longest pause between two tries of a busy transaction.
 RETRY_PAUSE_MIN = 0.001
 RETRY_PAUSE_MAX = 0.005
+#: How many times a transaction whose connection broke is run again on a new connection.
+LOST_RETRIES = 2
 
 
 class StoreBase:
@@ -198,12 +213,13 @@ class StoreBase:
         except self.errors:  # unusable: forget it rather than fail again
             self.db.dispose()  # type: ignore[attr-defined]
 
-    def _fence(self, workflow_id: str, worker_id: str, token: int) -> None:
+    def _fence(self, workflow_id: str, worker_id: str, token: int, *, exclusive: bool = False) -> None:
         """Inside a write: raise LeaseLost unless ``worker_id`` holds the lease with ``token``.
 
         The portable form (a read of the lease row) is safe where writers are
         serialised (SQLite's ``BEGIN IMMEDIATE``); a dialect with concurrent
-        writers must lock the lease row here instead.
+        writers must lock the lease row here instead (``exclusive``: the
+        transaction goes on to update that row).
         """
         lease = self.m.Lease
         held = (
@@ -222,6 +238,23 @@ class StoreBase:
                 (lease.workflow_id == workflow_id) & (lease.worker_id == worker_id) & (lease.token == token)
             )
         )
+
+    def _lock_lease(self, workflow_id: str) -> None:
+        """Inside a write: lock the workflow's lease row, if any, before its workflow row (no-op where writers are serialised)."""
+
+    def _lock_workflow(self, workflow_id: str) -> None:
+        """Inside a write: lock the workflow row before reading its status (no-op where writers are serialised)."""
+
+    def _notify(self, workflow_id: str) -> None:
+        """Inside a write: tell listening workers that ``workflow_id`` may be runnable (delivered at commit; no-op without LISTEN)."""
+
+    def _locking(self, query: Any) -> Any:
+        """``query`` locking the rows it reads until the transaction ends (``FOR UPDATE``; unchanged where writers are serialised)."""
+        return query
+
+    def _greatest(self, a: Any, b: Any) -> Any:
+        """Peewee expression: the larger of two values (SQLite's two-argument ``MAX``)."""
+        return fn.MAX(a, b)
 
     # ----------------------------------------------------------------- transactions
 
@@ -253,28 +286,42 @@ class StoreBase:
             return False
         return True
 
-    def write(self, body: Callable[[], T], *, safe: bool = False) -> T:
+    def write(self, body: Callable[[], T], *, safe: bool = False, confirm: Callable[[], T | None] | None = None) -> T:
         """Run ``body`` inside one write transaction (retried while the database is busy).
 
-        ``safe`` marks a body that may run again after a conflict (see Failure.CONFLICT).
+        ``safe`` marks a body that may run again after an ambiguous commit (see
+        Failure.AMBIGUOUS). ``confirm``, for a body that is not, is asked after an
+        ambiguous commit (on a new connection): the body's result if its commit
+        is found, else ``None`` and the body runs again.
         """
-        return self._run(body, write=True, safe=safe)
+        return self._run(body, write=True, safe=safe, confirm=confirm)
 
     def read(self, body: Callable[[], T]) -> T:
         """Run a read-only ``body`` (no transaction is begun; readers never block writers)."""
         return self._run(body, write=False, safe=True)
 
-    def _run(self, body: Callable[[], T], *, write: bool, safe: bool, patience: float | None = None) -> T:
+    def _run(
+        self,
+        body: Callable[[], T],
+        *,
+        write: bool,
+        safe: bool,
+        patience: float | None = None,
+        confirm: Callable[[], T | None] | None = None,
+    ) -> T:
         """Run ``body`` (in a write transaction when ``write``), classifying what goes wrong.
 
-        BUSY: pause a few jittered milliseconds and try again, so every waiter
-        keeps asking often and none starves behind newcomers; past
-        ``self._patience`` s, :class:`StoreUnavailable`. CONFLICT: again if
-        ``safe``. UNAVAILABLE: :class:`StoreUnavailable` carrying the real
+        BUSY and CONFLICT: pause a few jittered milliseconds and try again, so
+        every waiter keeps asking often and none starves behind newcomers; past
+        ``self._patience`` s, :class:`StoreUnavailable`. LOST: again on a new
+        connection, at most ``LOST_RETRIES`` times; AMBIGUOUS likewise when
+        ``safe``, else ``confirm`` decides (its result, or run again), else
+        :class:`StoreUnavailable`. UNAVAILABLE: :class:`StoreUnavailable` carrying the real
         cause. INVALID: a one-line :class:`DatabaseError`.
         """
         asked = time.monotonic()
         pause = RETRY_PAUSE_MIN
+        lost = 0
         while True:
             try:
                 if write:
@@ -286,9 +333,20 @@ class StoreBase:
                 failure, cause = self._classify(exc)
                 if failure is Failure.INVALID:
                     raise self._describe(exc) from exc
-                if failure is Failure.UNAVAILABLE or (failure is Failure.CONFLICT and not safe):
+                if failure in (Failure.LOST, Failure.AMBIGUOUS):
                     self._drop_connection()
-                    raise StoreUnavailable(f"database {self.path}: {cause}", cause=str(cause)) from exc
+                    lost += 1
+                    unsafe = failure is Failure.AMBIGUOUS and not safe and confirm is None
+                    if lost > LOST_RETRIES or unsafe:
+                        raise StoreUnavailable(f"database {self.path}: {_one_line(cause)}", cause=_one_line(cause)) from exc
+                    if failure is Failure.AMBIGUOUS and not safe and confirm is not None:
+                        found = self._run(confirm, write=False, safe=True)
+                        if found is not None:
+                            return found
+                    continue
+                if failure is Failure.UNAVAILABLE:
+                    self._drop_connection()
+                    raise StoreUnavailable(f"database {self.path}: {_one_line(cause)}", cause=_one_line(cause)) from exc
                 waited = time.monotonic() - asked
                 if waited >= (self._patience if patience is None else patience):
                     raise StoreUnavailable(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from peewee import fn
-
 from ..errors import InvalidStateError, LeaseLost, WorkflowNotFound
 from ..liveness import host_identity, process_alive
 from ..records import TERMINAL, Claim, LeaseRecord, Status, StepRecord, StepStatus, WorkflowRecord
@@ -156,9 +154,12 @@ class ClaimOps(RowHelpers):
         if self.read(lambda: self._runnable(names, now, self._stale_before(now, ttl))) is None:
             return None
 
+        taken: list[Claim] = []
+
         def body() -> Claim | None:
             # After any wait for the lock, so that a stall just seen extends every lease.
             stale_before = self._stale_before(now, ttl)
+            taken.clear()
             while True:
                 workflow_id = self._runnable(names, now, stale_before)
                 if workflow_id is None:
@@ -167,9 +168,20 @@ class ClaimOps(RowHelpers):
                     continue
                 claim = self._take(workflow_id, worker_id, ttl, now, max_claims, real_time=real_time)
                 if claim is not None:
+                    taken.append(claim)
                     return claim
 
-        return self.write(body)
+        return self.write(body, confirm=lambda: self._confirm_claim(taken, worker_id))
+
+    def _confirm_claim(self, taken: list[Claim], worker_id: str) -> Claim | None:
+        """After an ambiguous commit: the claim the body took if the lease shows it committed, else None."""
+        if not taken:
+            return None
+        claim, m = taken[0], self.m
+        held = m.Lease.select(m.Lease.token).where(
+            (m.Lease.workflow_id == claim.workflow.id) & (m.Lease.worker_id == worker_id) & (m.Lease.token == claim.token)
+        ).exists()
+        return claim if held else None
 
     def claim_workflow(
         self,
@@ -191,6 +203,8 @@ class ClaimOps(RowHelpers):
         now = self._clock(now)
 
         def body() -> Claim | None:
+            self._lock_lease(workflow_id)  # lease, then workflow: the order of every fenced write
+            self._lock_workflow(workflow_id)
             row = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
             if row is None:
                 raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
@@ -208,9 +222,12 @@ class ClaimOps(RowHelpers):
                     f"workflow {workflow_id} is running on worker {lease.worker_id}; "
                     "wait for it or stop that worker"
                 )
-            return self._take(workflow_id, worker_id, ttl, now, max_claims, real_time=real_time)
+            claim = self._take(workflow_id, worker_id, ttl, now, max_claims, real_time=real_time)
+            taken[:] = [claim] if claim is not None else []
+            return claim
 
-        return self.write(body)
+        taken: list[Claim] = []
+        return self.write(body, confirm=lambda: self._confirm_claim(taken, worker_id))
 
     def release(
         self,
@@ -235,12 +252,12 @@ class ClaimOps(RowHelpers):
 
         def body() -> bool:
             try:
-                self._fence(workflow_id, worker_id, token)
+                self._fence(workflow_id, worker_id, token, exclusive=True)
             except LeaseLost:
                 return False
             m.Workflow.update(
                 status=Status.PENDING.value,
-                attempts=fn.MAX(m.Workflow.attempts - 1, 0),
+                attempts=self._greatest(m.Workflow.attempts - 1, 0),
                 updated_at=now,
                 crash_at=None,
                 interruption=reason,
@@ -252,9 +269,10 @@ class ClaimOps(RowHelpers):
                 & m.Step.finished_at.is_null()
             ).execute()
             self._release_lease(workflow_id)
+            self._notify(workflow_id)
             return True
 
-        return self.write(body)
+        return self.write(body, safe=True)
 
     def get_lease(self, workflow_id: str) -> LeaseRecord | None:
         """The lease row of a workflow, if it was ever claimed."""

@@ -237,7 +237,7 @@ class StepOps(RowHelpers):
 
     def _fenced_write(self, workflow_id: str, name: str, build: Callable[[], Any], params: Sequence[Any]) -> None:
         """One fenced statement in its own transaction; no row changed means the lease is lost."""
-        if self.write(lambda: self._execute(name, build, params).rowcount) == 0:
+        if self.write(lambda: self._execute(name, build, params).rowcount, safe=True) == 0:
             raise LeaseLost(f"workflow {workflow_id}: the lease is no longer held")
 
     def note_step_timeout(
@@ -264,6 +264,7 @@ class StepOps(RowHelpers):
         now = self._clock(now)
 
         def body() -> bool:
+            self._lock_lease(workflow_id)  # the holder's in-flight fenced write lands first
             row = m.Step.get_or_none((m.Step.workflow_id == workflow_id) & (m.Step.step_key == step_key))
             if row is None or row.status != StepStatus.RUNNING.value or row.worker_id != worker_id:
                 return False

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Iterable, Protocol
+
 from .claims import ClaimOps
 from .ledger import LedgerOps
 from .steps import StepOps
 from .workers import WorkerOps
 from .workflows import WorkflowOps
+
+
+class ChangeWatch(Protocol):
+    """What :meth:`Store.change_watch` returns: a non-blocking change detector."""
+
+    def changed(self) -> bool:
+        """True when something happened since the last call (never blocks, never raises)."""
+
+    def close(self) -> None:
+        """Release the watch's connection."""
 
 
 class Store(WorkflowOps, ClaimOps, StepOps, WorkerOps, LedgerOps):
@@ -36,6 +48,14 @@ class Store(WorkflowOps, ClaimOps, StepOps, WorkerOps, LedgerOps):
     def abandon_replaced_file(self) -> None:
         """The last use of a store whose database was replaced: close it; never raises."""
         self.close()
+
+    def change_watch(self, names: Iterable[str] = ()) -> ChangeWatch | None:
+        """A watch whose ``changed()`` says work of ``names`` may have become runnable, if the dialect has one.
+
+        ``None`` here (SQLite workers watch :attr:`wal_path`); polling stays the
+        fallback either way, the watch only shortens an idle worker's wait.
+        """
+        return None
 
     @property
     def wal_path(self) -> str | None:

@@ -7,8 +7,6 @@ import os
 import time
 from typing import Iterable, Sequence
 
-from peewee import fn
-
 from ..liveness import host_identity, hostname, process_start_time
 from ..records import LeaseRecord, Status, StepRecord, StepStatus, WorkerRecord
 from .rows import RowHelpers
@@ -34,7 +32,8 @@ class WorkerOps(RowHelpers):
         pid = os.getpid() if pid is None else pid
 
         def body() -> WorkerRecord:
-            m.Worker.replace(
+            w = m.Worker
+            m.Worker.insert(
                 id=worker_id,
                 host=hostname(),
                 pid=pid,
@@ -48,10 +47,16 @@ class WorkerOps(RowHelpers):
                 host_id=host_identity(),
                 heartbeat_mono=time.monotonic(),
                 ttl=ttl,
-            ).execute()
+            ).on_conflict(
+                conflict_target=[w.id],
+                preserve=[
+                    w.host, w.pid, w.proc_started_at, w.started_at, w.heartbeat_at, w.state, w.names,
+                    w.concurrency, w.supervisor_pid, w.host_id, w.heartbeat_mono, w.ttl,
+                ],
+            ).execute()  # fmt: skip
             return WorkerRecord.from_row(m.Worker.get_by_id(worker_id))
 
-        return self.write(body)
+        return self.write(body, safe=True)
 
     def heartbeat(
         self,
@@ -86,7 +91,7 @@ class WorkerOps(RowHelpers):
             )
             expires = at + ttl
             lost = []
-            for workflow_id, token in pairs:
+            for workflow_id, token in sorted(pairs):  # lease locks in workflow_id order, as expire_worker
                 renewed = self._execute(
                     "beat_lease",
                     lambda: m.Lease.update(expires_at=expires, heartbeat_at=at, renewed_mono=mono).where(
@@ -98,7 +103,7 @@ class WorkerOps(RowHelpers):
                     lost.append(workflow_id)
             return lost
 
-        return self.write(body)
+        return self.write(body, safe=True)
 
     def set_worker_state(self, worker_id: str, state: str) -> None:
         """Record a worker's lifecycle state (running, draining, stopped, dead)."""
@@ -121,7 +126,9 @@ class WorkerOps(RowHelpers):
             m.Worker.update(state=state).where(m.Worker.id == worker_id).execute()
             held = [
                 row.workflow_id
-                for row in m.Lease.select(m.Lease.workflow_id).where(m.Lease.worker_id == worker_id)
+                for row in self._locking(
+                    m.Lease.select(m.Lease.workflow_id).where(m.Lease.worker_id == worker_id).order_by(m.Lease.workflow_id)
+                )
                 if row.workflow_id not in kept
             ]
             for workflow_id in held:
@@ -129,6 +136,7 @@ class WorkerOps(RowHelpers):
                     (m.Lease.workflow_id == workflow_id) & (m.Lease.worker_id == worker_id)
                 ).execute()
                 self._clear_step_deadlines(workflow_id, worker_id)  # its attempts are over
+                self._notify(workflow_id)  # claimable now
             return held
 
         return self.write(body)
@@ -214,7 +222,13 @@ class WorkerOps(RowHelpers):
             return []
 
         def body() -> list[str]:
-            held = list(m.Lease.select(m.Lease.workflow_id, m.Lease.worker_id, m.Lease.token).where(m.Lease.worker_id.in_(ids)).tuples())
+            held = list(
+                self._locking(
+                    m.Lease.select(m.Lease.workflow_id, m.Lease.worker_id, m.Lease.token)
+                    .where(m.Lease.worker_id.in_(ids))
+                    .order_by(m.Lease.workflow_id)  # one lock order: no deadlock against claims
+                ).tuples()
+            )
             for workflow_id, worker_id, token in held:
                 m.Step.update(interruptions=m.Step.interruptions + 1, deadline=None).where(
                     (m.Step.workflow_id == workflow_id)
@@ -222,12 +236,13 @@ class WorkerOps(RowHelpers):
                     & (m.Step.worker_id == worker_id)
                     & (m.Step.token.is_null() | (m.Step.token == token))
                 ).execute()
-                m.Workflow.update(attempts=fn.MAX(m.Workflow.attempts - 1, 0), updated_at=now).where(
+                m.Workflow.update(attempts=self._greatest(m.Workflow.attempts - 1, 0), updated_at=now).where(
                     (m.Workflow.id == workflow_id) & (m.Workflow.status == Status.RUNNING.value)
                 ).execute()
                 m.Lease.update(expires_at=0).where(
                     (m.Lease.workflow_id == workflow_id) & (m.Lease.worker_id == worker_id)
                 ).execute()
+                self._notify(workflow_id)  # claimable now
             return [workflow_id for workflow_id, _, _ in held]
 
         return self.write(body)

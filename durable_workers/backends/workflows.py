@@ -26,10 +26,9 @@ class WorkflowOps(RowHelpers):
         now = self._clock(now)
 
         def body() -> tuple[WorkflowRecord, bool]:
-            row = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
-            if row is not None:
-                return WorkflowRecord.from_row(row), False
-            m.Workflow.insert(
+            # INSERT ... ON CONFLICT DO NOTHING: a concurrent submit of the same id (possible where
+            # writers run concurrently) finds the row instead of a unique violation.
+            inserted = m.Workflow.insert(
                 id=workflow_id,
                 name=name,
                 input=input_json,
@@ -39,10 +38,12 @@ class WorkflowOps(RowHelpers):
                 created_at=now,
                 updated_at=now,
                 crash_at=crash_at,
-            ).execute()
-            return WorkflowRecord.from_row(m.Workflow.get_by_id(workflow_id)), True
+            ).on_conflict_ignore().as_rowcount().execute()
+            if inserted:
+                self._notify(workflow_id)
+            return WorkflowRecord.from_row(m.Workflow.get_by_id(workflow_id)), inserted == 1
 
-        return self.write(body)
+        return self.write(body, safe=True)
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord:
         """The workflow with this id; raises :class:`WorkflowNotFound`."""
@@ -101,6 +102,8 @@ class WorkflowOps(RowHelpers):
         now = self._clock(now)
 
         def body() -> WorkflowRecord:
+            self._lock_lease(workflow_id)  # waits for an in-flight fenced write of the owner
+            self._lock_workflow(workflow_id)
             row = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
             if row is None:
                 raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
@@ -131,6 +134,7 @@ class WorkflowOps(RowHelpers):
         now = self._clock(now)
 
         def body() -> WorkflowRecord:
+            self._lock_workflow(workflow_id)
             row = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
             if row is None:
                 raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
@@ -149,6 +153,7 @@ class WorkflowOps(RowHelpers):
                 updated_at=now,
                 crash_at=None,
             ).where(m.Workflow.id == workflow_id).execute()
+            self._notify(workflow_id)
             return WorkflowRecord.from_row(m.Workflow.get_by_id(workflow_id))
 
         return self.write(body)

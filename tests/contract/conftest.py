@@ -1,10 +1,10 @@
 """The ``backend`` fixture: one parameter per store dialect.
 
-Only ``"sqlite"`` today. A ``"postgresql"`` parameter is added by giving
-:data:`BACKENDS` an entry whose factory hands out a fresh database URL per
-name (a throwaway cluster or ``DURABLE_TEST_PG_URL``); the tests themselves
-only ever call :meth:`Backend.target`, :meth:`Backend.open` and
-:meth:`Backend.client`.
+``"sqlite"`` (a file per name in the test's folder) and ``"postgresql"`` (a
+fresh database per name on the session's throwaway cluster or the server at
+``DURABLE_TEST_PG_URL``; skipped without PostgreSQL, a failure with
+``CI=true``). The tests themselves only ever call :meth:`Backend.target`,
+:meth:`Backend.open` and :meth:`Backend.client`.
 """
 
 from __future__ import annotations
@@ -52,18 +52,27 @@ class Backend:
             opened.close()
 
 
-def _sqlite(tmp_path: Path) -> Callable[[str], str]:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str]:
     return lambda name: str(tmp_path / f"{name}.db")
 
 
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str]:
+    # Pulled lazily: a run of the SQLite parameters alone never starts a cluster.
+    new_database: Callable[[], str] = request.getfixturevalue("pg_databases")
+    return lambda name: new_database()
+
+
 #: Dialect name -> factory of per-test database targets.
-BACKENDS: dict[str, Callable[[Path], Callable[[str], str]]] = {"sqlite": _sqlite}
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Callable[[str], str]]] = {
+    "sqlite": _sqlite,
+    "postgresql": _postgres,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """The databases of one backend for this test (every store and client closed afterwards)."""
-    opened = Backend(request.param, BACKENDS[request.param](tmp_path))
+    opened = Backend(request.param, BACKENDS[request.param](request, tmp_path))
     try:
         yield opened
     finally:

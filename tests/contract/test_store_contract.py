@@ -16,8 +16,8 @@ import time
 import pytest
 
 import tests.apps.backend_flows  # noqa: F401  (registers backend_other_side)
-from durable_workers import ConfigError, DatabaseError, LeaseLost, StoreUnavailable, WorkflowNotFound
-from durable_workers.backends import CONTRACT, SKELETON, Store, open_store
+from durable_workers import DatabaseError, LeaseLost, StoreUnavailable, WorkflowNotFound
+from durable_workers.backends import CONTRACT, SKELETON, Store
 from durable_workers.records import Status, StepStatus
 from tests.contract.conftest import Backend
 
@@ -43,11 +43,6 @@ def test_the_contract_documents_every_public_operation() -> None:
     assert public - listed - set(SKELETON) == set(), "public Store operations missing from CONTRACT"
     for op in CONTRACT:
         assert (getattr(Store, op.name).__doc__ or "").strip(), f"{op.name} has no docstring"
-
-
-def test_a_postgresql_url_is_refused_with_one_line() -> None:
-    with pytest.raises(ConfigError, match="PostgreSQL support is not built yet"):
-        open_store("postgresql://durable@localhost:5432/durable")
 
 
 def test_two_stores_interleave_every_operation_and_see_only_their_own_rows(backend: Backend) -> None:

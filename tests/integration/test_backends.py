@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
+from tests.pg_cluster import free_port
 from tests.integration.fleet_support import (
     fleet,  # noqa: F401  (fixture)
     query,
@@ -68,10 +69,8 @@ def test_a_worker_whose_step_submits_to_another_database(tmp_path: Path, db_path
 
 
 @pytest.mark.parametrize("command", [("status",), ("submit", "backend_other_side", "x")])
-def test_a_postgresql_url_is_one_line_until_that_backend_is_built(db_path: Path, command: tuple[str, ...]) -> None:
-    done = run_cli(*command, db="postgresql://durable@localhost:5432/durable", cwd=db_path.parent)
+def test_a_postgresql_url_with_no_server_behind_it_is_one_line(db_path: Path, command: tuple[str, ...]) -> None:
+    url = f"postgresql://durable@127.0.0.1:{free_port()}/durable"  # nothing listens there
+    done = run_cli(*command, db=url, cwd=db_path.parent)
     assert done.returncode != 0
-    assert done.stderr.strip().splitlines() == [
-        "Error: PostgreSQL support is not built yet; pass a SQLite file path as --db "
-        "(got postgresql://durable@localhost:5432/durable)"
-    ], done.stderr
+    assert done.stderr.strip().splitlines() == [f"Error: cannot connect to {url}: Connection refused"], done.stderr
