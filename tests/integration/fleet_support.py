@@ -2,6 +2,11 @@
 
 Everything here synchronises on observable state (database rows, files, process exit) with a
 bounded polling loop; nothing sleeps a fixed time to "let something happen".
+
+The database of a fleet test is a ``--db`` target: a SQLite path or a ``postgresql://`` URL.
+``query`` and the helpers built on it read either (sqlite3 for a path, psycopg for a URL), so a
+test written against them runs on both backends; ``@on_both_backends`` parametrises the ``fleet``
+fixture over them (SQLite alone is the default).
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar, Union
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -23,6 +30,13 @@ from tests.apps.fleet_flows import read_ledger
 from tests.conftest import APPS, cli_env, run_cli
 
 T = TypeVar("T")
+#: What ``--db`` takes: a SQLite file path or a ``postgresql://`` URL.
+DbTarget = Union[Path, str]
+
+#: The backends a fleet test can run on (``on_both_backends``); the first is the default.
+FLEET_BACKENDS = ("sqlite", "postgresql")
+#: Seconds a test's own PostgreSQL connection waits for the server.
+PG_CONNECT_TIMEOUT_S = 10
 
 APP = APPS / "__init__.py"
 BIN = Path(sys.executable).parent
@@ -43,8 +57,33 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
 # --------------------------------------------------------------------------- database
 
 
-def query(db: Path | str, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-    """Run one read (or write) on the test's database with a fresh sqlite3 connection."""
+def is_url(db: DbTarget) -> bool:
+    """True when ``db`` is a database URL (PostgreSQL), False for a SQLite file path."""
+    return "://" in str(db)
+
+
+def pg_placeholders(sql: str) -> str:
+    """``sql`` written with sqlite3's ``?`` placeholders, in psycopg's ``%s`` style.
+
+    The one place the two styles meet: a literal ``%`` is doubled; a ``?`` is always a
+    placeholder (the tests' SQL has none inside string literals).
+    """
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def query(db: DbTarget, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+    """Run one read (or write) on the test's database with a fresh connection; rows as dicts.
+
+    ``sql`` uses ``?`` placeholders on both backends. Raises the driver's error (sqlite3's or
+    psycopg's); ``MISSING_TABLE`` lists those meaning "the schema is not created yet".
+    """
+    if is_url(db):
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(str(db), row_factory=dict_row, connect_timeout=PG_CONNECT_TIMEOUT_S) as conn:
+            cursor = conn.execute(pg_placeholders(sql), tuple(params))  # type: ignore[arg-type]
+            return list(cursor.fetchall()) if cursor.description else []
     con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)
     try:
         con.row_factory = sqlite3.Row
@@ -55,32 +94,55 @@ def query(db: Path | str, sql: str, params: Iterable[Any] = ()) -> list[dict[str
         con.close()
 
 
-def workflow_row(db: Path | str, workflow_id: str) -> dict[str, Any] | None:
+def _missing_table_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from psycopg.errors import UndefinedTable
+    except ImportError:  # pragma: no cover - psycopg is a test dependency
+        return (sqlite3.OperationalError,)
+    return (sqlite3.OperationalError, UndefinedTable)
+
+
+#: What ``query`` raises on a database whose tables are not created yet (either backend).
+MISSING_TABLE = _missing_table_errors()
+
+
+def db_exists(db: DbTarget) -> bool:
+    """True once the database exists: the SQLite file is there (a test's URL always exists)."""
+    return is_url(db) or Path(db).exists()
+
+
+def cli_cwd(db: DbTarget) -> Path:
+    """A working directory for a CLI subprocess on ``db``: the SQLite file's folder, or for a
+    URL the temporary folder (no pyproject.toml there: ``--db``/``--app`` must be honoured)."""
+    return Path(tempfile.gettempdir()) if is_url(db) else Path(db).parent
+
+
+def workflow_row(db: DbTarget, workflow_id: str) -> dict[str, Any] | None:
     rows = query(db, "SELECT * FROM workflows WHERE id = ?", (workflow_id,))
     return rows[0] if rows else None
 
 
-def workflow_status(db: Path | str, workflow_id: str) -> str | None:
+def workflow_status(db: DbTarget, workflow_id: str) -> str | None:
     row = workflow_row(db, workflow_id)
     return row["status"] if row else None
 
 
-def step_rows(db: Path | str, workflow_id: str) -> dict[str, dict[str, Any]]:
+def step_rows(db: DbTarget, workflow_id: str) -> dict[str, dict[str, Any]]:
     """The workflow's step rows by step key."""
     return {r["step_key"]: r for r in query(db, "SELECT * FROM steps WHERE workflow_id = ?", (workflow_id,))}
 
 
-def lease_row(db: Path | str, workflow_id: str) -> dict[str, Any] | None:
+def lease_row(db: DbTarget, workflow_id: str) -> dict[str, Any] | None:
     rows = query(db, "SELECT * FROM leases WHERE workflow_id = ?", (workflow_id,))
     return rows[0] if rows else None
 
 
-def worker_row(db: Path | str, worker_id: str) -> dict[str, Any] | None:
+def worker_row(db: DbTarget, worker_id: str) -> dict[str, Any] | None:
     rows = query(db, "SELECT * FROM workers WHERE id = ?", (worker_id,))
     return rows[0] if rows else None
 
 
-def running_step(db: Path | str, workflow_id: str, step_key: str, attempts: int = 1) -> dict[str, Any] | None:
+def running_step(db: DbTarget, workflow_id: str, step_key: str, attempts: int = 1) -> dict[str, Any] | None:
     """The step row if it is RUNNING in attempt ``attempts``, else None."""
     row = step_rows(db, workflow_id).get(step_key)
     if row and row["status"] == "RUNNING" and row["attempts"] == attempts:
@@ -88,7 +150,7 @@ def running_step(db: Path | str, workflow_id: str, step_key: str, attempts: int 
     return None
 
 
-def wait_status(db: Path | str, workflow_ids: Iterable[str], status: str, timeout: float) -> None:
+def wait_status(db: DbTarget, workflow_ids: Iterable[str], status: str, timeout: float) -> None:
     """Wait until every workflow has ``status`` (fails early if one ends otherwise)."""
     pending = set(workflow_ids)
     terminal = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -126,8 +188,8 @@ def gone(pid: int) -> bool:
         return True
 
 
-def can_write(db: Path | str, timeout: float = 2.0) -> bool:
-    """True if this test can take the database's write lock within ``timeout`` seconds."""
+def can_write(db: DbTarget, timeout: float = 2.0) -> bool:
+    """True if this test can take the SQLite database's write lock within ``timeout`` seconds."""
     con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=timeout, isolation_level=None)
     try:
         con.execute("BEGIN IMMEDIATE")
@@ -139,28 +201,53 @@ def can_write(db: Path | str, timeout: float = 2.0) -> bool:
         con.close()
 
 
-def suspend_outside_write(proc: psutil.Process, db: Path | str, tries: int = 50) -> None:
-    """SIGSTOP ``proc`` at a moment it does not hold the SQLite write lock.
+def pg_in_transaction(proc: psutil.Process, url: str) -> bool:
+    """True if one of ``proc``'s connections to the server of ``url`` has a transaction open.
 
-    A process frozen inside a write transaction (its heartbeat, say) would block every
-    other writer until it is resumed: a property of SQLite, not what the test is about.
+    Its sessions are found by their client ports (``pg_stat_activity.client_port``).
+    """
+    server = urlsplit(url).port
+    ports = [c.laddr.port for c in proc.net_connections("tcp") if c.raddr and c.raddr.port == server]
+    if not ports:
+        return False
+    marks = ",".join("?" * len(ports))
+    open_ = query(
+        url,
+        f"SELECT COUNT(*) AS n FROM pg_stat_activity WHERE client_port IN ({marks}) AND xact_start IS NOT NULL",
+        ports,
+    )
+    return open_[0]["n"] > 0
+
+
+def holds_no_transaction(proc: psutil.Process, db: DbTarget) -> bool:
+    """True if ``proc`` (stopped) cannot be blocking other writers of ``db``: on SQLite it does
+    not hold the write lock; on PostgreSQL none of its sessions is inside a transaction."""
+    return not pg_in_transaction(proc, str(db)) if is_url(db) else can_write(db)
+
+
+def suspend_outside_write(proc: psutil.Process, db: DbTarget, tries: int = 50) -> None:
+    """SIGSTOP ``proc`` at a moment it is not inside a write transaction.
+
+    A process frozen inside a write transaction (its heartbeat, say) would block other
+    writers until it is resumed (SQLite's write lock; PostgreSQL's row locks, until the
+    server's idle-in-transaction timeout): a property of the database, not what the test is about.
     """
     for _ in range(tries):
         proc.suspend()
-        if can_write(db):
+        if holds_no_transaction(proc, db):
             return
         proc.resume()
     raise AssertionError(f"could not stop pid {proc.pid} outside a write transaction")
 
 
-def submit(db: Path, name: str, workflow_id: str, values: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
+def submit(db: DbTarget, name: str, workflow_id: str, values: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
     """``durable submit NAME ID --input JSON`` (asserts success)."""
-    done = run_cli("submit", name, workflow_id, "--input", json.dumps(values), *extra, db=db, app=APP)
+    done = run_cli("submit", name, workflow_id, "--input", json.dumps(values), *extra, db=db, app=APP, cwd=cli_cwd(db))
     assert done.returncode == 0, done.stderr
     return done
 
 
-def submit_many(db: Path, name: str, items: dict[str, dict[str, Any]]) -> None:
+def submit_many(db: DbTarget, name: str, items: dict[str, dict[str, Any]]) -> None:
     """Submit many workflows at once from this process (the CLI path is tested elsewhere)."""
     from durable_workers import Client
 
@@ -172,7 +259,7 @@ def submit_many(db: Path, name: str, items: dict[str, dict[str, Any]]) -> None:
         client.close()
 
 
-def run_submit_script(*args: str, db: Path, app: Path | str = APP, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_submit_script(*args: str, db: DbTarget, app: Path | str = APP, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """The ``durable-submit`` entry point (falls back to the same click command)."""
     script = BIN / "durable-submit"
     if script.exists():
@@ -184,7 +271,7 @@ def run_submit_script(*args: str, db: Path, app: Path | str = APP, timeout: floa
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=Path(db).parent,
+        cwd=cli_cwd(db),
         env=cli_env(),
     )
 
@@ -233,11 +320,11 @@ class Supervisor:
         def ready() -> list[dict[str, Any]] | None:
             if self.popen.poll() is not None:
                 raise AssertionError(f"supervisor exited with {self.popen.returncode}:\n{self.log()}")
-            if not self.fleet.db.exists():
+            if not db_exists(self.fleet.db):
                 return None
             try:
                 rows = self.live_workers()
-            except sqlite3.OperationalError:  # tables not created yet
+            except MISSING_TABLE:  # tables not created yet
                 return None
             return rows if len(rows) == self.workers else None
 
@@ -256,7 +343,7 @@ class Supervisor:
 class Fleet:
     """Starts supervisors on one test database and makes sure no process outlives the test."""
 
-    def __init__(self, tmp_path: Path, db: Path) -> None:
+    def __init__(self, tmp_path: Path, db: DbTarget) -> None:
         self.tmp_path = tmp_path
         self.db = db
         self.supervisors: list[Supervisor] = []
@@ -340,10 +427,24 @@ class Fleet:
         psutil.wait_procs(list(victims.values()), timeout=30)
 
 
+#: Decorate a test (or set as ``pytestmark``) to run it once per backend: the ``fleet``
+#: fixture is parametrised over ``FLEET_BACKENDS``; ids ``[sqlite]`` and ``[postgresql]``.
+on_both_backends = pytest.mark.parametrize("fleet", FLEET_BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def fleet(tmp_path: Path, db_path: Path):
-    """Start supervisors with ``fleet.start(...)``; every process is killed at teardown."""
-    started = Fleet(tmp_path, db_path)
+def fleet(request: pytest.FixtureRequest, tmp_path: Path, db_path: Path):
+    """Start supervisors with ``fleet.start(...)``; every process is killed at teardown.
+
+    The fleet's database (``fleet.db``) is the test's SQLite file (``db_path``) unless the test
+    is parametrised with ``on_both_backends``; then, for ``postgresql``, it is a fresh database
+    URL (``pg_url``: skipped without PostgreSQL, a failure with ``CI=true``).
+    """
+    backend = getattr(request, "param", FLEET_BACKENDS[0])
+    if backend not in FLEET_BACKENDS:
+        raise ValueError(f"unknown fleet backend {backend!r}; expected one of {FLEET_BACKENDS}")
+    db: DbTarget = request.getfixturevalue("pg_url") if backend == "postgresql" else db_path
+    started = Fleet(tmp_path, db)
     try:
         yield started
     finally:
