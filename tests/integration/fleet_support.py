@@ -427,6 +427,20 @@ class Fleet:
         psutil.wait_procs(list(victims.values()), timeout=30)
 
 
+def database_for(request: pytest.FixtureRequest, backend: str, db_path: Path) -> DbTarget:
+    """The test's database on ``backend`` (one of ``FLEET_BACKENDS``): ``db_path`` for SQLite,
+    a fresh ``pg_url`` for PostgreSQL (skipped without PostgreSQL, a failure with ``CI=true``)."""
+    if backend not in FLEET_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {FLEET_BACKENDS}")
+    return request.getfixturevalue("pg_url") if backend == "postgresql" else db_path
+
+
+@pytest.fixture(params=FLEET_BACKENDS)
+def any_db(request: pytest.FixtureRequest, db_path: Path) -> DbTarget:
+    """This test's database on each backend in turn (ids ``[sqlite]``, ``[postgresql]``)."""
+    return database_for(request, request.param, db_path)
+
+
 #: Decorate a test (or set as ``pytestmark``) to run it once per backend: the ``fleet``
 #: fixture is parametrised over ``FLEET_BACKENDS``; ids ``[sqlite]`` and ``[postgresql]``.
 on_both_backends = pytest.mark.parametrize("fleet", FLEET_BACKENDS, indirect=True)
@@ -440,11 +454,7 @@ def fleet(request: pytest.FixtureRequest, tmp_path: Path, db_path: Path):
     is parametrised with ``on_both_backends``; then, for ``postgresql``, it is a fresh database
     URL (``pg_url``: skipped without PostgreSQL, a failure with ``CI=true``).
     """
-    backend = getattr(request, "param", FLEET_BACKENDS[0])
-    if backend not in FLEET_BACKENDS:
-        raise ValueError(f"unknown fleet backend {backend!r}; expected one of {FLEET_BACKENDS}")
-    db: DbTarget = request.getfixturevalue("pg_url") if backend == "postgresql" else db_path
-    started = Fleet(tmp_path, db)
+    started = Fleet(tmp_path, database_for(request, getattr(request, "param", FLEET_BACKENDS[0]), db_path))
     try:
         yield started
     finally:
