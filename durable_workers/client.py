@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .backends import Store, open_store
+from .backends import POSTGRES_SCHEMES, Store, open_store
 from .config import Config, load_config
 from .context import Listener
 from .engine import Outcome
@@ -170,8 +170,9 @@ class Client:
         """``input``, or the recorded input of workflow ``workflow_id`` named ``name``, or ``{}``."""
         if input is not None:
             return input
-        if workflow_id is None or (self._store is None and not Path(self.config.db).exists()):
-            return {}  # no database yet, so no such workflow: nothing is opened or created
+        on_server = self.config.db.startswith(POSTGRES_SCHEMES)  # a server database: no file to look for
+        if workflow_id is None or (self._store is None and not on_server and not Path(self.config.db).exists()):
+            return {}  # no database file yet, so no such workflow: nothing is opened or created
         try:
             existing = self.store.get_workflow(workflow_id)
         except WorkflowNotFound:

@@ -54,7 +54,8 @@ def _parse_faults(ctx: click.Context | None, param: click.Parameter | None, text
 @ttl_option(ChaosOptions.ttl, help="Lease TTL of the workers (SIGSTOP lasts ttl + 1.5 s).")
 @click.option("--timeout", "--duration", "timeout", type=POSITIVE_SECONDS, default=ChaosOptions.timeout, show_default=True,
               help="Give up after this many seconds; unfinished workflows count as stuck.")  # fmt: skip
-@click.option("--db", help="Database file to create (must not exist) [default: a fresh temp file].")
+@click.option("--db", help="Database file to create (must not exist), or the URL of an empty PostgreSQL database "
+                           "[default: a fresh temp file].")  # fmt: skip
 @click.option("--json", "json_out", is_flag=False, flag_value="-", default=None,
               help="Write the verdict as JSON to PATH (or stdout with no PATH).")  # fmt: skip
 @click.option("--seed", type=int, help="Random seed of the fault schedule.")

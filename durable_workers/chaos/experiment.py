@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..backends import POSTGRES_SCHEMES
 from ..client import Client
 from ..errors import DurableError
 from ..records import TERMINAL
@@ -22,6 +23,10 @@ from .verdict import analyse
 
 
 def _fresh_db(path: str | None) -> str:
+    """The experiment's database: a new temp file, ``path`` if it is a new file, or a URL
+    (whose database must be empty: checked once opened, see ``Experiment._check_fresh``)."""
+    if path is not None and path.startswith(POSTGRES_SCHEMES):
+        return path
     if path is None:
         folder = tempfile.mkdtemp(prefix="durable-chaos-")
         return str(Path(folder) / "chaos.db")
@@ -99,7 +104,11 @@ class Experiment:
         self.seed = options.seed if options.seed is not None else random.SystemRandom().randrange(1 << 30)
         self.rng = random.Random(self.seed)
         self.db = _fresh_db(options.db)
-        self.log_path = Path(self.db).with_suffix(".log")
+        self.on_server = self.db.startswith(POSTGRES_SCHEMES)
+        if self.on_server:  # no folder beside the database: the log goes to a temp folder of its own
+            self.log_path = Path(tempfile.mkdtemp(prefix="durable-chaos-")) / "chaos.log"
+        else:
+            self.log_path = Path(self.db).with_suffix(".log")
         self.kept_db = self.db  # where the database is left at the end
         self.disk: SmallDisk | None = None
         self.not_sent: dict[str, str] = {}  # fault kind -> why it is skipped
@@ -109,6 +118,9 @@ class Experiment:
 
     def _mount_disk(self) -> None:
         """Put the database on a small tmpfs for the diskfull fault, or note why the fault is skipped."""
+        if self.on_server:
+            self.not_sent["diskfull"] = "the database is on a PostgreSQL server, not on a local disk"
+            return
         kept = Path(self.db)
         disk = mount_small_disk(kept.parent / f"{kept.stem}-disk", self.options.diskfull_mb)
         if isinstance(disk, str):
@@ -159,6 +171,7 @@ class Experiment:
         options = self.options
         client = Client(db=self.db, app=APP)
         store = client.store
+        self._check_fresh(client)
         store.ledger_create()
         submitted = submit_all(client, options, self.rng)
         self.progress(f"submitted {len(submitted)} workflows to {self.db}")
@@ -207,6 +220,12 @@ class Experiment:
             verdict["interrupted"] = True
             verdict["ok"] = False
         return verdict
+
+    def _check_fresh(self, client: Client) -> None:
+        """Raise :class:`DurableError` (closing ``client``) when a server database already holds workflows."""
+        if self.on_server and client.store.status_counts_by_name():
+            client.close()
+            raise DurableError(f"{self.db} already holds workflows; the chaos experiment needs an empty database")
 
     def _drive(self, fleet: Fleet, injector: Injector, client: Client, started: float) -> bool:
         """Send faults until every workflow ended (True), the timeout, an interruption or a failing fleet."""

@@ -107,7 +107,7 @@ class Fleet:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self._env(),
-                cwd=str(Path(self.db).parent),
+                cwd=str(self.log_path.parent),  # beside the database file (a URL has no folder)
                 start_new_session=True,
             )
         self.starts += 1

@@ -2,6 +2,11 @@
 
 Everything here synchronises on observable state (database rows, files, process exit) with a
 bounded polling loop; nothing sleeps a fixed time to "let something happen".
+
+The database of a fleet test is a ``--db`` target: a SQLite path or a ``postgresql://`` URL.
+``query`` (fleet_db.py) and the helpers built on it read either (sqlite3 for a path, psycopg for a URL), so a
+test written against them runs on both backends; ``@on_both_backends`` parametrises the ``fleet``
+fixture over them (SQLite alone is the default).
 """
 
 from __future__ import annotations
@@ -9,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,8 +25,23 @@ import pytest
 
 from tests.apps.fleet_flows import read_ledger
 from tests.conftest import APPS, cli_env, run_cli
+from tests.integration.fleet_db import (  # noqa: F401  (re-exported: tests import them from here)
+    MISSING_TABLE,
+    DbTarget,
+    can_write,
+    cli_cwd,
+    db_exists,
+    holds_no_transaction,
+    is_url,
+    pg_in_transaction,
+    pg_placeholders,
+    query,
+)
 
 T = TypeVar("T")
+
+#: The backends a fleet test can run on (``on_both_backends``); the first is the default.
+FLEET_BACKENDS = ("sqlite", "postgresql")
 
 APP = APPS / "__init__.py"
 BIN = Path(sys.executable).parent
@@ -43,44 +62,32 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
 # --------------------------------------------------------------------------- database
 
 
-def query(db: Path | str, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-    """Run one read (or write) on the test's database with a fresh sqlite3 connection."""
-    con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=30)
-    try:
-        con.row_factory = sqlite3.Row
-        rows = [dict(r) for r in con.execute(sql, tuple(params))]
-        con.commit()
-        return rows
-    finally:
-        con.close()
-
-
-def workflow_row(db: Path | str, workflow_id: str) -> dict[str, Any] | None:
+def workflow_row(db: DbTarget, workflow_id: str) -> dict[str, Any] | None:
     rows = query(db, "SELECT * FROM workflows WHERE id = ?", (workflow_id,))
     return rows[0] if rows else None
 
 
-def workflow_status(db: Path | str, workflow_id: str) -> str | None:
+def workflow_status(db: DbTarget, workflow_id: str) -> str | None:
     row = workflow_row(db, workflow_id)
     return row["status"] if row else None
 
 
-def step_rows(db: Path | str, workflow_id: str) -> dict[str, dict[str, Any]]:
+def step_rows(db: DbTarget, workflow_id: str) -> dict[str, dict[str, Any]]:
     """The workflow's step rows by step key."""
     return {r["step_key"]: r for r in query(db, "SELECT * FROM steps WHERE workflow_id = ?", (workflow_id,))}
 
 
-def lease_row(db: Path | str, workflow_id: str) -> dict[str, Any] | None:
+def lease_row(db: DbTarget, workflow_id: str) -> dict[str, Any] | None:
     rows = query(db, "SELECT * FROM leases WHERE workflow_id = ?", (workflow_id,))
     return rows[0] if rows else None
 
 
-def worker_row(db: Path | str, worker_id: str) -> dict[str, Any] | None:
+def worker_row(db: DbTarget, worker_id: str) -> dict[str, Any] | None:
     rows = query(db, "SELECT * FROM workers WHERE id = ?", (worker_id,))
     return rows[0] if rows else None
 
 
-def running_step(db: Path | str, workflow_id: str, step_key: str, attempts: int = 1) -> dict[str, Any] | None:
+def running_step(db: DbTarget, workflow_id: str, step_key: str, attempts: int = 1) -> dict[str, Any] | None:
     """The step row if it is RUNNING in attempt ``attempts``, else None."""
     row = step_rows(db, workflow_id).get(step_key)
     if row and row["status"] == "RUNNING" and row["attempts"] == attempts:
@@ -88,7 +95,7 @@ def running_step(db: Path | str, workflow_id: str, step_key: str, attempts: int 
     return None
 
 
-def wait_status(db: Path | str, workflow_ids: Iterable[str], status: str, timeout: float) -> None:
+def wait_status(db: DbTarget, workflow_ids: Iterable[str], status: str, timeout: float) -> None:
     """Wait until every workflow has ``status`` (fails early if one ends otherwise)."""
     pending = set(workflow_ids)
     terminal = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -126,41 +133,29 @@ def gone(pid: int) -> bool:
         return True
 
 
-def can_write(db: Path | str, timeout: float = 2.0) -> bool:
-    """True if this test can take the database's write lock within ``timeout`` seconds."""
-    con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=timeout, isolation_level=None)
-    try:
-        con.execute("BEGIN IMMEDIATE")
-        con.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        con.close()
+def suspend_outside_write(proc: psutil.Process, db: DbTarget, tries: int = 50) -> None:
+    """SIGSTOP ``proc`` at a moment it is not inside a write transaction.
 
-
-def suspend_outside_write(proc: psutil.Process, db: Path | str, tries: int = 50) -> None:
-    """SIGSTOP ``proc`` at a moment it does not hold the SQLite write lock.
-
-    A process frozen inside a write transaction (its heartbeat, say) would block every
-    other writer until it is resumed: a property of SQLite, not what the test is about.
+    A process frozen inside a write transaction (its heartbeat, say) would block other
+    writers until it is resumed (SQLite's write lock; PostgreSQL's row locks, until the
+    server's idle-in-transaction timeout): a property of the database, not what the test is about.
     """
     for _ in range(tries):
         proc.suspend()
-        if can_write(db):
+        if holds_no_transaction(proc, db):
             return
         proc.resume()
     raise AssertionError(f"could not stop pid {proc.pid} outside a write transaction")
 
 
-def submit(db: Path, name: str, workflow_id: str, values: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
+def submit(db: DbTarget, name: str, workflow_id: str, values: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
     """``durable submit NAME ID --input JSON`` (asserts success)."""
-    done = run_cli("submit", name, workflow_id, "--input", json.dumps(values), *extra, db=db, app=APP)
+    done = run_cli("submit", name, workflow_id, "--input", json.dumps(values), *extra, db=db, app=APP, cwd=cli_cwd(db))
     assert done.returncode == 0, done.stderr
     return done
 
 
-def submit_many(db: Path, name: str, items: dict[str, dict[str, Any]]) -> None:
+def submit_many(db: DbTarget, name: str, items: dict[str, dict[str, Any]]) -> None:
     """Submit many workflows at once from this process (the CLI path is tested elsewhere)."""
     from durable_workers import Client
 
@@ -172,7 +167,7 @@ def submit_many(db: Path, name: str, items: dict[str, dict[str, Any]]) -> None:
         client.close()
 
 
-def run_submit_script(*args: str, db: Path, app: Path | str = APP, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_submit_script(*args: str, db: DbTarget, app: Path | str = APP, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """The ``durable-submit`` entry point (falls back to the same click command)."""
     script = BIN / "durable-submit"
     if script.exists():
@@ -184,7 +179,7 @@ def run_submit_script(*args: str, db: Path, app: Path | str = APP, timeout: floa
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=Path(db).parent,
+        cwd=cli_cwd(db),
         env=cli_env(),
     )
 
@@ -233,11 +228,11 @@ class Supervisor:
         def ready() -> list[dict[str, Any]] | None:
             if self.popen.poll() is not None:
                 raise AssertionError(f"supervisor exited with {self.popen.returncode}:\n{self.log()}")
-            if not self.fleet.db.exists():
+            if not db_exists(self.fleet.db):
                 return None
             try:
                 rows = self.live_workers()
-            except sqlite3.OperationalError:  # tables not created yet
+            except MISSING_TABLE:  # tables not created yet
                 return None
             return rows if len(rows) == self.workers else None
 
@@ -256,7 +251,7 @@ class Supervisor:
 class Fleet:
     """Starts supervisors on one test database and makes sure no process outlives the test."""
 
-    def __init__(self, tmp_path: Path, db: Path) -> None:
+    def __init__(self, tmp_path: Path, db: DbTarget) -> None:
         self.tmp_path = tmp_path
         self.db = db
         self.supervisors: list[Supervisor] = []
@@ -340,10 +335,34 @@ class Fleet:
         psutil.wait_procs(list(victims.values()), timeout=30)
 
 
+def database_for(request: pytest.FixtureRequest, backend: str, db_path: Path) -> DbTarget:
+    """The test's database on ``backend`` (one of ``FLEET_BACKENDS``): ``db_path`` for SQLite,
+    a fresh ``pg_url`` for PostgreSQL (skipped without PostgreSQL, a failure with ``CI=true``)."""
+    if backend not in FLEET_BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {FLEET_BACKENDS}")
+    return request.getfixturevalue("pg_url") if backend == "postgresql" else db_path
+
+
+@pytest.fixture(params=FLEET_BACKENDS)
+def any_db(request: pytest.FixtureRequest, db_path: Path) -> DbTarget:
+    """This test's database on each backend in turn (ids ``[sqlite]``, ``[postgresql]``)."""
+    return database_for(request, request.param, db_path)
+
+
+#: Decorate a test (or set as ``pytestmark``) to run it once per backend: the ``fleet``
+#: fixture is parametrised over ``FLEET_BACKENDS``; ids ``[sqlite]`` and ``[postgresql]``.
+on_both_backends = pytest.mark.parametrize("fleet", FLEET_BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def fleet(tmp_path: Path, db_path: Path):
-    """Start supervisors with ``fleet.start(...)``; every process is killed at teardown."""
-    started = Fleet(tmp_path, db_path)
+def fleet(request: pytest.FixtureRequest, tmp_path: Path, db_path: Path):
+    """Start supervisors with ``fleet.start(...)``; every process is killed at teardown.
+
+    The fleet's database (``fleet.db``) is the test's SQLite file (``db_path``) unless the test
+    is parametrised with ``on_both_backends``; then, for ``postgresql``, it is a fresh database
+    URL (``pg_url``: skipped without PostgreSQL, a failure with ``CI=true``).
+    """
+    started = Fleet(tmp_path, database_for(request, getattr(request, "param", FLEET_BACKENDS[0]), db_path))
     try:
         yield started
     finally:

@@ -1,7 +1,8 @@
 """Lease expiry, reclaim and liveness, driven directly through Store, WorkerProcess and liveness.
 
 Expiry is produced by backdating rows (or by passing ``now=``), never by sleeping. Dead
-processes are real: a child is spawned, registered as a worker, and reaped.
+processes are real: a child is spawned, registered as a worker, and reaped. Every test runs on
+a SQLite file and on a fresh PostgreSQL database (``any_db``).
 """
 
 from __future__ import annotations
@@ -14,17 +15,32 @@ import time
 
 import pytest
 
+from durable_workers.backends import open_store
 from durable_workers.errors import LeaseLost
 from durable_workers.liveness import process_alive, reap_dead_workers
 from durable_workers.records import Status
 from durable_workers.registry import Registry
 from durable_workers.worker import WorkerOptions, WorkerProcess
 from tests.apps import fleet_flows
-from tests.integration.fleet_support import query
+from tests.integration.fleet_support import DbTarget, any_db, query  # noqa: F401  (any_db: fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 NAMES = ["fleet_steps"]
+
+
+@pytest.fixture
+def db(any_db: DbTarget) -> DbTarget:  # noqa: F811
+    """The test's database on each backend (a SQLite path or a PostgreSQL URL)."""
+    return any_db
+
+
+@pytest.fixture
+def store(any_db: DbTarget):
+    """An open store on the test's database (either backend)."""
+    opened = open_store(any_db)
+    yield opened
+    opened.close()
 
 
 def fleet_registry() -> Registry:
@@ -33,19 +49,19 @@ def fleet_registry() -> Registry:
     return registry
 
 
-def backdate_lease(db_path, workflow_id: str, seconds: float = 60.0) -> None:
+def backdate_lease(db: DbTarget, workflow_id: str, seconds: float = 60.0) -> None:
     """Make a lease look expired: its heartbeat stopped ``seconds`` ago (wall and monotonic clocks)."""
     past = time.time() - seconds
     query(
-        db_path,
+        db,
         "UPDATE leases SET expires_at = ?, heartbeat_at = ?, renewed_mono = renewed_mono - ? WHERE workflow_id = ?",
         (past, past, seconds, workflow_id),
     )
 
 
-def stop_renewals(db_path, workflow_id: str, seconds: float = 60.0) -> None:
+def stop_renewals(db: DbTarget, workflow_id: str, seconds: float = 60.0) -> None:
     """The holder's last renewal was ``seconds`` ago on the host's monotonic clock."""
-    query(db_path, "UPDATE leases SET renewed_mono = renewed_mono - ? WHERE workflow_id = ?", (seconds, workflow_id))
+    query(db, "UPDATE leases SET renewed_mono = renewed_mono - ? WHERE workflow_id = ?", (seconds, workflow_id))
 
 
 def submit_steps(store, tmp_path, workflow_id: str = "wf-1", n: int = 2) -> str:
@@ -54,7 +70,7 @@ def submit_steps(store, tmp_path, workflow_id: str = "wf-1", n: int = 2) -> str:
     return str(ledger)
 
 
-def test_stale_lease_of_live_but_stuck_worker_is_reclaimed_and_fenced(store, db_path, tmp_path):
+def test_stale_lease_of_live_but_stuck_worker_is_reclaimed_and_fenced(store, db, tmp_path):
     submit_steps(store, tmp_path)
     store.register_worker("stuck", names=NAMES)  # this very process: alive, but it stops heartbeating
     claim = store.claim_next("stuck", NAMES, ttl=30)
@@ -68,7 +84,7 @@ def test_stale_lease_of_live_but_stuck_worker_is_reclaimed_and_fenced(store, db_
     # Its PID is alive, so liveness does not free it: only the expired lease does.
     assert reap_dead_workers(store, stale_after=45) == []
 
-    backdate_lease(db_path, "wf-1")
+    backdate_lease(db, "wf-1")
     taken = store.claim_next("heir", NAMES, ttl=30)
     assert taken is not None and taken.workflow.id == "wf-1"
     assert taken.token == 2 and taken.workflow.attempts == 2
@@ -94,7 +110,7 @@ def test_stale_lease_of_live_but_stuck_worker_is_reclaimed_and_fenced(store, db_
                             token=2, max_attempts=3).attempts == 2
 
 
-def test_worker_loop_once_reclaims_expired_lease_and_finishes(store, db_path, tmp_path):
+def test_worker_loop_once_reclaims_expired_lease_and_finishes(store, db, tmp_path):
     ledger = submit_steps(store, tmp_path, n=3)
     store.register_worker("stuck", names=NAMES)
     claim = store.claim_next("stuck", NAMES, ttl=30)
@@ -111,7 +127,7 @@ def test_worker_loop_once_reclaims_expired_lease_and_finishes(store, db_path, tm
         # Alive and renewing on the host's monotonic clock: a wall-clock expiry alone is not enough.
         assert worker.loop_once(now=expires + 1) is False
         assert store.get_lease("wf-1").expires_at > expires + 1  # the claim vouched for it
-        stop_renewals(db_path, "wf-1")  # ... but it really stopped renewing a minute ago
+        stop_renewals(db, "wf-1")  # ... but it really stopped renewing a minute ago
         expires = store.get_lease("wf-1").expires_at
         assert worker.loop_once(now=expires + 1) is True  # expired: claimed and started
     finally:
@@ -133,7 +149,7 @@ def test_worker_loop_once_reclaims_expired_lease_and_finishes(store, db_path, tm
     assert store.get_lease("wf-1").token == 2
 
 
-def test_worker_row_with_dead_pid_is_reaped_and_its_lease_freed(store, db_path, tmp_path):
+def test_worker_row_with_dead_pid_is_reaped_and_its_lease_freed(store, db, tmp_path):
     submit_steps(store, tmp_path)
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
@@ -149,7 +165,7 @@ def test_worker_row_with_dead_pid_is_reaped_and_its_lease_freed(store, db_path, 
     assert store.claim_next("heir", NAMES, ttl=30) is None  # the lease itself has not expired
     reaped = reap_dead_workers(store, stale_after=3600)
     assert [(worker.id, held) for worker, held in reaped] == [("ghost", ["wf-1"])]
-    states = {r["id"]: r["state"] for r in query(db_path, "SELECT id, state FROM workers")}
+    states = {r["id"]: r["state"] for r in query(db, "SELECT id, state FROM workers")}
     assert states == {"ghost": "dead", "alive": "running"}
     assert store.get_lease("wf-1").expires_at == 0
 
@@ -161,14 +177,14 @@ def test_worker_row_with_dead_pid_is_reaped_and_its_lease_freed(store, db_path, 
                          token=claim.token, max_attempts=3)
 
 
-def test_reused_pid_counts_as_dead(store, db_path, tmp_path):
+def test_reused_pid_counts_as_dead(store, db, tmp_path):
     """A row whose PID now belongs to another process (different create time) is dead."""
     submit_steps(store, tmp_path)
     row = store.register_worker("old-owner", names=NAMES)  # pid = this live process
     assert row.pid == os.getpid() and process_alive(row.pid, row.proc_started_at)
     claim = store.claim_next("old-owner", NAMES, ttl=3600)
     # The recorded process started an hour before the one that has this PID today.
-    query(db_path, "UPDATE workers SET proc_started_at = proc_started_at - 3600 WHERE id = 'old-owner'")
+    query(db, "UPDATE workers SET proc_started_at = proc_started_at - 3600 WHERE id = 'old-owner'")
 
     assert not process_alive(row.pid, row.proc_started_at - 3600)
     reaped = reap_dead_workers(store, stale_after=3600)

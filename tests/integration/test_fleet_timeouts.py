@@ -11,7 +11,8 @@
 * ``durable run`` (no supervisor): a step that times out once and succeeds on its retry
   completes the workflow with ``attempts`` 2 for that step.
 
-Real supervisor and worker processes, a real SQLite file per test; every wait polls database
+Real supervisor and worker processes, a real database per test (the fleet tests run on SQLite
+and PostgreSQL, ``on_both_backends``; ``durable run`` on SQLite); every wait polls database
 rows, files or process state with a bound (``wait_for``); nothing asserts timings.
 Workflows: tests/apps/timeout_flows.py.
 """
@@ -27,10 +28,13 @@ import pytest
 from tests.conftest import run_cli
 from tests.integration.fleet_support import (
     APP,
+    DbTarget,
+    cli_cwd,
     fleet,  # noqa: F401  (fixture)
     gone,
     ledger_count,
     ledger_pids,
+    on_both_backends,
     query,
     step_rows,
     submit,
@@ -44,7 +48,7 @@ from tests.integration.fleet_support import (
 pytestmark = pytest.mark.integration
 
 
-def workers_with_pids(db: Path, pids: set[int]) -> list[dict]:
+def workers_with_pids(db: DbTarget, pids: set[int]) -> list[dict]:
     marks = ",".join("?" * len(pids))
     return query(db, f"SELECT * FROM workers WHERE pid IN ({marks})", sorted(pids))
 
@@ -69,9 +73,11 @@ def wait_fleet_replaced(sup, old_pids: set[int], timeout: float = 90) -> list[di
 
 
 @pytest.mark.integration
+@on_both_backends
 @pytest.mark.timeout(300)
-def test_step_timeout_fails_attempt_retries_then_fails_workflow_and_worker_is_replaced(fleet, tmp_path, db_path):
+def test_step_timeout_fails_attempt_retries_then_fails_workflow_and_worker_is_replaced(fleet, tmp_path):
     """timeout=1, retries=1, the step sleeps 30 s: 2 attempts, FAILED; its worker exits and is replaced."""
+    db_path = fleet.db  # a SQLite path or a PostgreSQL URL
     sup = fleet.start(workers=2)
     initial_pids = {w["pid"] for w in sup.live_workers()}
     ledger = tmp_path / "ledger.txt"
@@ -131,13 +137,20 @@ def test_step_timeout_fails_attempt_retries_then_fails_workflow_and_worker_is_re
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", ["timeout_freeze", "timeout_freeze_locked"])
-def test_step_that_freezes_its_worker_is_killed_by_supervisor_until_max_attempts(fleet, tmp_path, db_path, name):
+# timeout_freeze on both backends; timeout_freeze_locked opens its own sqlite3 connection on the
+# database file to hold SQLite's write lock while frozen: SQLite-only by nature.
+@pytest.mark.parametrize(
+    "name, fleet",
+    [("timeout_freeze", "sqlite"), ("timeout_freeze", "postgresql"), ("timeout_freeze_locked", "sqlite")],
+    indirect=["fleet"],
+)
+def test_step_that_freezes_its_worker_is_killed_by_supervisor_until_max_attempts(fleet, tmp_path, name):
     """SIGSTOP inside a step with timeout=1: killed after timeout + grace, re-run, FAILED after 2 starts.
 
     ``timeout_freeze_locked`` freezes while holding the SQLite write lock: the supervisor must
     still kill the worker (which frees the lock) instead of waiting for the lock itself.
     """
+    db_path = fleet.db  # a SQLite path or a PostgreSQL URL
     ledger = tmp_path / "ledger.txt"
     # Everything is submitted before the fleet starts: once a worker freezes holding the write
     # lock, no one (this test included) can write until the supervisor kills it.
@@ -166,7 +179,7 @@ def test_step_that_freezes_its_worker_is_killed_by_supervisor_until_max_attempts
         "freeze#1": ("FAILED", 2),
     }
     assert "past its timeout; its worker was killed" in steps["freeze#1"]["error"]
-    shown = run_cli("status", "wf-freeze", db=db_path, app=APP)
+    shown = run_cli("status", "wf-freeze", db=db_path, app=APP, cwd=cli_cwd(db_path))
     assert shown.returncode == 0, shown.stderr
     assert "FAILED" in shown.stdout and "past its timeout; its worker was killed" in shown.stdout
 

@@ -3,7 +3,9 @@ store outages (the write lock held past the fleet's patience), a full disk (when
 and a foreign BaseException raised once by a step.
 
 Runs the real CLI (real supervisor, real worker processes, real faults) and
-asserts the invariants of its JSON verdict — counts, never timings.
+asserts the invariants of its JSON verdict — counts, never timings. Runs on a SQLite file and
+on an empty PostgreSQL database (``any_db``; there the lock and outage faults lock the tables
+against writers, and diskfull is not sent: the database is not on a local disk).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from durable_workers.chaos import BAD_INPUT, INJECTED_KINDS
+from tests.integration.fleet_support import DbTarget, any_db  # noqa: F401  (any_db: fixture)
 from tests.stress.support import run_chaos
 
 pytestmark = [pytest.mark.stress]
@@ -24,14 +27,14 @@ STEPS_PER_WORKFLOW = 12
 
 
 @pytest.mark.timeout(420)
-def test_chaos_300_workflows_4_workers_a_fault_every_third_of_a_second(tmp_path: Path) -> None:
+def test_chaos_300_workflows_4_workers_a_fault_every_third_of_a_second(tmp_path: Path, any_db: DbTarget) -> None:  # noqa: F811
     proc, verdict = run_chaos(
         tmp_path,
         "--workers", "4", "--workflows", "300", "--fault-interval", "0.3",
         "--faults", "kill,stop,supervisor,lock,outage,diskfull,foreign", "--ttl", "2", "--bad-inputs", "1",
         "--lock-patience", "4.5", "--outage-seconds", "6", "--lock-seconds", "3",
         "--seed", "20261121", "--timeout", "330",
-        timeout=400,
+        timeout=400, db=any_db,
     )  # fmt: skip
     report = proc.stdout + proc.stderr
     workflows, steps, faults = verdict["workflows"], verdict["steps"], verdict["faults"]
