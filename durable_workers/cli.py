@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import click
 
-from .codec import CORRUPT_MARK
+from .codec import CORRUPT_MARK, summarize_error
 from .cli_format import (
     _emit_json,
     _preview,
@@ -43,7 +43,6 @@ from .cli_options import (
 )
 from .client import Client, parse_input
 from .config import DEFAULT_STATUS_LIMIT, load_config
-from .context import error_summary
 from .errors import CorruptRecordError, DurableError, StoreUnavailable
 from .liveness import heartbeat_age
 from .records import Status, StepRecord, StepStatus
@@ -208,7 +207,7 @@ def _do_submit(
 
     def show(row: StepRecord) -> None:
         extra = f" attempt {row.attempts}" if row.attempts > 1 else ""
-        detail = f" {error_summary(row.error)}" if row.status == StepStatus.FAILED.value else ""
+        detail = f" {summarize_error(row.error)}" if row.status == StepStatus.FAILED.value else ""
         click.echo(f"  {row.status:<9} {row.step_key}{extra}{detail}")
 
     final = client.wait(record.id, on_step=show)

@@ -9,7 +9,7 @@ import click
 
 from .client import WorkerView
 from .config import PREVIEW_CHARS
-from .codec import CORRUPT_MARK, decode_for_display, summarize_error as error_summary
+from .codec import CORRUPT_MARK, decode_for_display, summarize_error
 from .context import StepEvent
 from .liveness import heartbeat_stale
 from .records import Status, StepRecord, StepStatus, WorkflowRecord
@@ -49,7 +49,7 @@ def _step_json(row: StepRecord) -> dict[str, Any]:
         "attempts": row.attempts,
         "output": decode_for_display(row.output)[0],
         "corrupt": [name for name, ok in _decodes(row) if not ok],
-        "error": error_summary(row.error) or None,
+        "error": summarize_error(row.error) or None,
         "started_at": row.started_at,
         "finished_at": row.finished_at,
         "worker_id": row.worker_id,
@@ -79,7 +79,7 @@ def _print_steps(rows: list[StepRecord]) -> None:
     width = max(len("KEY"), *(len(r.step_key) for r in rows))
     click.echo(f"{'KEY':<{width}}  {'STATUS':<9}  {'ATTEMPTS':>8}  {'DURATION':>9}  OUTPUT")
     for r in rows:
-        shown = r.output if r.status == StepStatus.COMPLETED.value else error_summary(r.error)
+        shown = r.output if r.status == StepStatus.COMPLETED.value else summarize_error(r.error)
         if not all(ok for _, ok in _decodes(r)):
             shown = f"{CORRUPT_MARK} {shown}"
         click.echo(

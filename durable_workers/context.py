@@ -31,8 +31,6 @@ from .errors import (
 from .policy import DEFAULT_POLICY, StepPolicy, current_context, step
 from .records import StepRecord, StepStatus
 
-#: Former name of :func:`durable_workers.codec.summarize_error`.
-error_summary = summarize_error
 
 T = TypeVar("T")
 

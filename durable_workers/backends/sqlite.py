@@ -26,7 +26,7 @@ import peewee
 from peewee import SQL, fn
 
 from ..errors import DatabaseError, DatabaseReplacedError, SchemaVersionError, StoreUnavailable
-from ..identity import FileIdentity
+from .identity import FileIdentity
 from ..records import Status
 from .base import Failure
 from .schema import MIGRATIONS, SCHEMA_VERSION, bind

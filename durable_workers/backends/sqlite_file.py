@@ -23,7 +23,7 @@ from peewee import SqliteDatabase
 from playhouse.pool import PooledSqliteDatabase
 
 from ..errors import DatabaseError
-from ..identity import NO_DB_ID, FileIdentity
+from .identity import NO_DB_ID, FileIdentity
 
 #: Errors of the database file itself; mid-run they make the store unavailable, not a bug.
 DAMAGED_MARKERS = ("not a database", "malformed", "disk i/o", "database or disk is full")

@@ -201,18 +201,6 @@ def life_fallback(ctx: Context, calls: str, flag: str) -> dict:
 
 
 @workflow
-def life_timeout(ctx: Context, calls: str, retries: int = 2, timeout_s: float = 0.3, sleep_s: float = 20.0) -> dict:
-    """``slow`` overruns ``timeout_s`` on every call while running for ``sleep_s``."""
-
-    def slow() -> int:
-        n = record_call(calls, f"slow {os.getpid()}")
-        time.sleep(sleep_s)
-        return n
-
-    return {"slow": ctx.step("slow", slow, timeout=timeout_s, retries=retries, backoff=0.01)}
-
-
-@workflow
 def life_caught_timeout(ctx: Context, calls: str, halt_file: str | None = None) -> dict:
     """``slow`` times out (no retries) and is caught; then ``after``, then a crash point."""
     try:

@@ -25,7 +25,7 @@ import pytest
 
 from durable_workers.backends import Store, open_store
 from durable_workers.errors import DatabaseReplacedError, StoreUnavailable
-from durable_workers.identity import EXPECT_DB_ENV
+from durable_workers.backends.identity import EXPECT_DB_ENV
 from tests.conftest import cli_env, run_cli
 from tests.integration.fleet_support import (
     APP,

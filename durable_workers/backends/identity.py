@@ -18,7 +18,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Callable, NoReturn
 
-from .errors import DatabaseReplacedError, StoreUnavailable
+from ..errors import DatabaseReplacedError, StoreUnavailable
 
 #: Set by a supervisor for the workers it spawns (FileIdentity.to_env): the file they must find.
 EXPECT_DB_ENV = "DURABLE_EXPECT_DB"
