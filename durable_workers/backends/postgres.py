@@ -42,11 +42,13 @@ from peewee import SQL, fn
 from playhouse.pool import MaxConnectionsExceeded
 from playhouse.postgres_ext import PooledPsycopg3Database
 
-from ..errors import ConfigError, DatabaseError, DatabaseReplacedError, LeaseLost, SchemaVersionError, StoreUnavailable
+from ..errors import ConfigError, DatabaseError, DatabaseReplacedError, LeaseLost, StoreUnavailable
 from ..records import Status
 from . import postgres_sql as q
 from .base import Failure
 from .postgres_listen import NotifyWatch
+from .migrations import Migration, check_not_newer, pending
+from .migrations.postgres import MIGRATIONS
 from .schema import SCHEMA_VERSION, bind
 from .store import Store
 
@@ -95,6 +97,7 @@ class PostgresStore(Store):
     how many seconds a transaction retries a locked row or a conflict before
     :class:`StoreUnavailable`. ``readonly=True`` opens read-only sessions.
     ``synchronous`` is accepted for the SQLite dialect's sake and ignored.
+    ``auto_migrate=False`` leaves an empty or older schema for :meth:`migrate`.
     """
 
     dialect = "postgresql"
@@ -110,13 +113,14 @@ class PostgresStore(Store):
         lock_patience: float | None = None,
         synchronous: str | None = None,
         connect_timeout: float = CONNECT_TIMEOUT_S,
+        auto_migrate: bool = True,
     ) -> None:
         conninfo, own, self.path = q.split_url(str(url))
         try:
             size = int(own.get("pool_size") or pool_size or POOL_SIZE)
         except ValueError:
             raise ConfigError(f"pool_size must be a whole number in {self.path}") from None
-        self.readonly = readonly
+        self.readonly, self.auto_migrate = readonly, auto_migrate
         self._patience = LOCK_PATIENCE_S if lock_patience is None else lock_patience
         self._rng = random.Random()
         self._state = threading.local()
@@ -132,8 +136,11 @@ class PostgresStore(Store):
         self._conninfo, self._connect_timeout = conninfo, max(1, int(connect_timeout))
         try:
             self._connect()
-            self.read(lambda: self._prepare_schema(create and not readonly))
-            self._db_id = self.read(self._read_db_id)
+            self._db_id: str | None = None
+            if self.read(lambda: self._check_schema(create and not readonly)) and auto_migrate:
+                self.migrate()
+            if self.read(self._schema_version):
+                self._db_id = self.read(self._read_db_id)
         except (DatabaseError, ConfigError):
             self.close()
             raise
@@ -174,35 +181,49 @@ class PostgresStore(Store):
         row = self.db.execute_sql("SELECT value FROM meta WHERE key = %s", (q.VERSION_KEY,)).fetchone()
         return int(row[0]) if row is not None else 0
 
-    def _prepare_schema(self, create: bool) -> None:
-        """Create or migrate the schema, under the advisory lock when it is not current."""
+    def schema_version(self) -> int:
+        """The database's schema version (0: no engine tables yet)."""
+        return self.read(self._schema_version)
+
+    def _check_schema(self, create: bool) -> bool:
+        """Refuse a newer database; True when the schema is to be created or migrated."""
         version = self._schema_version()
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"database {self.path} has schema version {version}, newer than this "
-                f"durable_workers understands ({SCHEMA_VERSION}); upgrade durable_workers"
-            )
+        check_not_newer(version, self.path)
         if version == SCHEMA_VERSION:
-            return
-        if not create:
-            if version == 0:
-                raise DatabaseError(f"{self.path} has no durable_workers tables yet; submit a workflow first")
-            return  # an older schema is read as it is; a writer migrates it
-        with self.db.atomic():
-            self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (q.SCHEMA_LOCK_KEY,))
-            version = self._schema_version()  # a concurrent starter may have done it meanwhile
-            if version == 0:
-                if self._tables(q.ENGINE_TABLES):
-                    raise DatabaseError(f"{self.path} holds tables of another application; pass --db to a new database")
-                for statement in q.CREATE:
-                    self.db.execute_sql(statement)
-            else:
-                for step_version in range(version, SCHEMA_VERSION):
-                    for statement in q.MIGRATIONS[step_version]:
-                        self.db.execute_sql(statement)
-            upsert = "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO "
-            self.db.execute_sql(upsert + "UPDATE SET value = EXCLUDED.value", (q.VERSION_KEY, str(SCHEMA_VERSION)))
-            self.db.execute_sql(upsert + "NOTHING", (q.DB_ID_KEY, uuid.uuid4().hex))
+            return False
+        if not create and version == 0 and self.auto_migrate:
+            raise DatabaseError(f"{self.path} has no durable_workers tables yet; submit a workflow first")
+        return create  # an older schema is read as it is; a writer migrates it
+
+    def migrate(self, *, dry_run: bool = False) -> Migration:
+        """Create or migrate the schema to ``SCHEMA_VERSION`` in one transaction under the advisory lock.
+
+        Concurrent callers wait for the lock; the later ones find the schema
+        current. ``dry_run`` returns the statements without running them.
+        Raises :class:`SchemaVersionError` for a newer database.
+        """
+        done = self.write(lambda: self._migrate_locked(dry_run), safe=True)
+        if done.changed and not dry_run:
+            self._db_id = self.read(self._read_db_id)
+        return done
+
+    def _migrate_locked(self, dry_run: bool) -> Migration:
+        self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (q.SCHEMA_LOCK_KEY,))
+        version = self._schema_version()  # a concurrent starter may have done it meanwhile
+        check_not_newer(version, self.path)
+        if version == SCHEMA_VERSION:
+            return Migration(version, version)
+        if version == 0 and self._tables(q.ENGINE_TABLES):
+            raise DatabaseError(f"{self.path} holds tables of another application; pass --db to a new database")
+        plan = Migration(version, SCHEMA_VERSION, pending(version, MIGRATIONS, q.CREATE))
+        if dry_run:
+            return plan
+        for statement in plan.statements:
+            self.db.execute_sql(statement)
+        upsert = "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO "
+        self.db.execute_sql(upsert + "UPDATE SET value = EXCLUDED.value", (q.VERSION_KEY, str(SCHEMA_VERSION)))
+        self.db.execute_sql(upsert + "NOTHING", (q.DB_ID_KEY, uuid.uuid4().hex))
+        return plan
 
     def _read_db_id(self) -> str | None:
         row = self.db.execute_sql("SELECT value FROM meta WHERE key = %s", (q.DB_ID_KEY,)).fetchone()

@@ -55,10 +55,6 @@ CREATE: tuple[str, ...] = (
     "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
 )
 
-#: Forward migrations of the PostgreSQL schema: ``version -> statements`` taking it to the next
-#: version. The PostgreSQL history starts at version 2 (``CREATE``), so there are none yet.
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
-
 #: The chaos experiment's ledger (``Store.ledger_create``), created on demand.
 CREATE_LEDGER = """CREATE TABLE IF NOT EXISTS chaos_ledger (
     id bigserial PRIMARY KEY, workflow_id text NOT NULL, step_key text NOT NULL, pid integer NOT NULL,

@@ -27,7 +27,7 @@ from peewee import (
 
 from ..records import Status
 
-#: Bumped whenever the schema changes (SQLite keeps it in ``PRAGMA user_version``).
+#: Bumped whenever the schema changes, with a forward migration per dialect (``migrations/``).
 #: 2: workflows.interruption/failed_step, steps.seq/token/interruptions, leases.renewed_mono,
 #:    workers.host_id/heartbeat_mono/ttl, the meta table; index workflows(status, name, run_at)
 #:    replaces workflows(name, status).
@@ -141,25 +141,6 @@ class DatabaseInfo(BaseModel):
 
     class Meta:
         table_name = "meta"
-
-
-#: Forward migrations (SQLite dialect; PostgreSQL brings its own): ``version -> statements`` that take a database from that version to the next.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        "ALTER TABLE workflows ADD COLUMN interruption TEXT",
-        "ALTER TABLE workflows ADD COLUMN failed_step TEXT",
-        "ALTER TABLE steps ADD COLUMN token INTEGER",
-        "ALTER TABLE steps ADD COLUMN seq INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE steps ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE leases ADD COLUMN renewed_mono REAL",
-        "ALTER TABLE workers ADD COLUMN host_id TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE workers ADD COLUMN heartbeat_mono REAL",
-        "ALTER TABLE workers ADD COLUMN ttl REAL",
-        'CREATE TABLE IF NOT EXISTS "meta" ("key" TEXT NOT NULL PRIMARY KEY, "value" TEXT NOT NULL)',
-        'CREATE INDEX IF NOT EXISTS "workflows_status_name_run_at" ON "workflows" ("status", "name", "run_at")',
-        'DROP INDEX IF EXISTS "workflows_name_status"',
-    ),
-}
 
 
 # --------------------------------------------------------------------------- chaos experiment

@@ -25,11 +25,13 @@ from typing import Any, ContextManager, Sequence
 import peewee
 from peewee import SQL, fn
 
-from ..errors import DatabaseError, DatabaseReplacedError, SchemaVersionError, StoreUnavailable
+from ..errors import DatabaseError, DatabaseReplacedError, StoreUnavailable
 from .identity import FileIdentity
 from ..records import Status
 from .base import Failure
-from .schema import MIGRATIONS, SCHEMA_VERSION, bind
+from .migrations import Migration, check_not_newer, pending
+from .migrations.sqlite import MIGRATIONS, create_statements
+from .schema import SCHEMA_VERSION, bind
 from .sqlite_file import (
     DAMAGED_MARKERS,
     check_path,
@@ -62,6 +64,9 @@ class SqliteStore(Store):
     ``lock_patience`` is how many seconds a transaction waits for a lock held
     elsewhere before it raises :class:`StoreUnavailable` (default
     ``busy_timeout_ms * (LOCK_RETRIES + 1)``, 130 s).
+    ``auto_migrate=False`` leaves an empty or older schema as it is (``durable
+    migrate`` then calls :meth:`migrate`); by default a writer creates or
+    migrates it on open, under the write lock.
     ``readonly=True`` never writes to the file or its folder (SQLite
     ``mode=ro``, or ``immutable=1`` when the WAL index cannot be created):
     for read commands run by a user who may only read; it never creates.
@@ -84,6 +89,7 @@ class SqliteStore(Store):
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
         lock_patience: float | None = None,
         readonly: bool = False,
+        auto_migrate: bool = True,
     ) -> None:
         self.path = str(path)
         self.synchronous = synchronous.upper()
@@ -115,8 +121,10 @@ class SqliteStore(Store):
         self._rng = random.Random()
         #: (wall time it ended, seconds) of the last wait for the write lock, see _note_wait.
         self._stall: tuple[float, float] = (0.0, 0.0)
+        self.auto_migrate = auto_migrate
         try:
-            self.read(lambda: self._prepare_schema(create))
+            if self.read(lambda: self._check_schema(create)) and auto_migrate:
+                self.migrate()
         except StoreUnavailable as exc:
             self.close()
             raise describe(self.path, root_cause(exc.__cause__ or exc)) from exc
@@ -132,38 +140,49 @@ class SqliteStore(Store):
 
     # ----------------------------------------------------------------- schema
 
-    def _prepare_schema(self, create: bool) -> None:
-        version = self.db.execute_sql("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"database {self.path} has schema version {version}, newer than this "
-                f"durable_workers understands ({SCHEMA_VERSION}); upgrade durable_workers"
-            )
+    def _user_version(self) -> int:
+        return int(self.db.execute_sql("PRAGMA user_version").fetchone()[0])
+
+    def schema_version(self) -> int:
+        """The database's schema version (0: no engine tables yet)."""
+        return self.read(self._user_version)
+
+    def _check_schema(self, create: bool) -> bool:
+        """Refuse a newer or a foreign database; True when the schema is to be created or migrated."""
+        version = self._user_version()
+        check_not_newer(version, self.path)
         if version == SCHEMA_VERSION:
-            return
-        tables = set(self.db.get_tables())
-        if version == 0 and tables - {"sqlite_sequence"}:
+            return False
+        if version == 0 and set(self.db.get_tables()) - {"sqlite_sequence"}:
             raise DatabaseError(
                 f"{self.path} is a SQLite database of another application; pass --db to a new file"
             )
-        if not create:
-            if version == 0:
-                raise DatabaseError(f"{self.path} has no durable_workers tables yet; submit a workflow first")
-            return  # an older schema is read as it is; the next writer migrates it
-        with self.db.atomic(lock_type="IMMEDIATE"):
-            version = self.db.execute_sql("PRAGMA user_version").fetchone()[0]
-            if version == SCHEMA_VERSION:
-                return
-            info = self.m.DatabaseInfo
-            if version == 0:
-                self.db.create_tables(self.m.engine_tables)
-                info.insert(key="db_id", value=uuid.uuid4().hex).execute()
-            else:
-                for step_version in range(version, SCHEMA_VERSION):
-                    for statement in MIGRATIONS[step_version]:
-                        self.db.execute_sql(statement)
-                info.insert(key="db_id", value=uuid.uuid4().hex).on_conflict_ignore().execute()
-            self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if not create and version == 0 and self.auto_migrate:
+            raise DatabaseError(f"{self.path} has no durable_workers tables yet; submit a workflow first")
+        return create  # an older schema is read as it is; a writer migrates it
+
+    def migrate(self, *, dry_run: bool = False) -> Migration:
+        """Create or migrate the schema to ``SCHEMA_VERSION`` in one ``BEGIN IMMEDIATE`` transaction.
+
+        Concurrent callers queue on the write lock; the later ones find the
+        schema current. ``dry_run`` returns the statements without running them.
+        Raises :class:`SchemaVersionError` for a newer database.
+        """
+        return self.write(lambda: self._migrate_locked(dry_run), safe=True)
+
+    def _migrate_locked(self, dry_run: bool) -> Migration:
+        version = self._user_version()
+        check_not_newer(version, self.path)
+        if version == SCHEMA_VERSION:
+            return Migration(version, version)
+        plan = Migration(version, SCHEMA_VERSION, pending(version, MIGRATIONS, create_statements(self.db)))
+        if dry_run:
+            return plan
+        for statement in plan.statements:
+            self.db.execute_sql(statement)
+        self.m.DatabaseInfo.insert(key="db_id", value=uuid.uuid4().hex).on_conflict_ignore().execute()
+        self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return plan
 
     # ----------------------------------------------------------------- database identity
 

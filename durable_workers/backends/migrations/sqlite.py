@@ -1,0 +1,38 @@
+"""Forward migrations of the SQLite schema (the version lives in ``PRAGMA user_version``).
+
+``MIGRATIONS[v]`` takes a database from version ``v`` to ``v + 1``; an empty
+database gets the current schema from the models instead (``create_statements``).
+"""
+
+from __future__ import annotations
+
+from peewee import Database
+
+from ..schema import bind
+
+#: ``from_version -> statements`` (one transaction per run, see ``migrations.run``).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE workflows ADD COLUMN interruption TEXT",
+        "ALTER TABLE workflows ADD COLUMN failed_step TEXT",
+        "ALTER TABLE steps ADD COLUMN token INTEGER",
+        "ALTER TABLE steps ADD COLUMN seq INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE steps ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE leases ADD COLUMN renewed_mono REAL",
+        "ALTER TABLE workers ADD COLUMN host_id TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE workers ADD COLUMN heartbeat_mono REAL",
+        "ALTER TABLE workers ADD COLUMN ttl REAL",
+        'CREATE TABLE IF NOT EXISTS "meta" ("key" TEXT NOT NULL PRIMARY KEY, "value" TEXT NOT NULL)',
+        'CREATE INDEX IF NOT EXISTS "workflows_status_name_run_at" ON "workflows" ("status", "name", "run_at")',
+        'DROP INDEX IF EXISTS "workflows_name_status"',
+    ),
+}
+
+
+def create_statements(db: Database) -> tuple[str, ...]:
+    """The statements ``create_tables`` runs for the current schema on ``db``, as text (``--dry-run``)."""
+    statements: list[str] = []
+    for model in bind(db).engine_tables:
+        statements.append(db.get_sql_context().sql(model._schema._create_table(safe=True)).query()[0])
+        statements.extend(db.get_sql_context().sql(index).query()[0] for index in model._schema._create_indexes(safe=True))
+    return tuple(statements)
