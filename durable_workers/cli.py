@@ -35,6 +35,8 @@ from .cli_options import (
     OneLineCommand,
     OneLineGroup,
     concurrency_option,
+    config_options,
+    settings as _settings,
     input_options,
     log_level_option,
     read_input,
@@ -80,35 +82,10 @@ def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--db``, ``--app`` and ``--version``, accepted on the group and on every command."""
-
-    def remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        if value is not None:
-            # On the root, where _settings() reads it: a subcommand's own ctx.obj is a new dict.
-            ctx.find_root().ensure_object(dict)[param.name] = value
-        return value
-
-    command = version_option(command)
-    command = click.option(
-        "--app", expose_value=False, callback=remember, is_eager=True,
-        help="Module or .py file defining the workflows [env DURABLE_APP; default examples].",
-    )(command)
-    command = click.option(
-        "--db", expose_value=False, callback=remember, is_eager=True,
-        help="SQLite database file [env DURABLE_DB; default ./durable.db].",
-    )(command)
-    return command
-
-
-def _settings(ctx: click.Context) -> dict[str, Any]:
-    return ctx.find_root().ensure_object(dict)
-
-
 def _client(ctx: click.Context, *, create: bool = True) -> Client:
     """A client of the configured database; read commands open it read-only, on first use."""
     settings = _settings(ctx)
-    config = load_config(db=settings.get("db"), app=settings.get("app"))
+    config = load_config(db=settings.get("db"), app=settings.get("app"), pool_size=settings.get("pool_size"))
     readonly = ctx.command.name in READ_COMMANDS
     return Client(config=config, create=create and not readonly, readonly=readonly)
 
@@ -376,10 +353,12 @@ def worker(
     process.run()
 
 
-# The chaos experiment lives in the chaos package; the CLI only registers it.
+# The chaos experiment and `durable migrate` live in their own modules; the CLI only registers them.
 from .chaos import chaos as _chaos  # noqa: E402
+from .cli_migrate import migrate as _migrate  # noqa: E402
 
 main.add_command(_chaos)
+main.add_command(_migrate)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -125,6 +125,14 @@ def log_level_option(default: str, help: str = "Log level (case-insensitive).") 
     return click.option("--log-level", type=kind, default=default, show_default=True, help=help)
 
 
+def pool_size_option(**extra: Any) -> Callable[[F], F]:
+    """``--pool-size N``: PostgreSQL connections per process, at least 1 (SQLite ignores it)."""
+    return click.option(
+        "--pool-size", type=AT_LEAST_ONE, **extra,
+        help="PostgreSQL connections per process; ignored with SQLite [env DURABLE_POOL_SIZE; default 8].",
+    )  # fmt: skip
+
+
 def input_options(command: F) -> F:
     """``--input JSON`` and ``--input-file PATH|-`` (``input_text`` and ``input_file``)."""
     command = click.option(
@@ -153,3 +161,30 @@ def read_input(input_text: str | None, input_file: str | None) -> tuple[str | No
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise click.BadParameter(f"cannot read {input_file}: {reason}", param_hint="--input-file") from None
+
+
+def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--db``, ``--app``, ``--pool-size`` and ``--version``, accepted on the group and on every command."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            # On the root, where _settings() reads it: a subcommand's own ctx.obj is a new dict.
+            ctx.find_root().ensure_object(dict)[param.name] = value
+        return value
+
+    command = version_option(command)
+    command = pool_size_option(expose_value=False, callback=remember, is_eager=True)(command)
+    command = click.option(
+        "--app", expose_value=False, callback=remember, is_eager=True,
+        help="Module or .py file defining the workflows [env DURABLE_APP; default examples].",
+    )(command)
+    command = click.option(
+        "--db", expose_value=False, callback=remember, is_eager=True,
+        help="SQLite database file [env DURABLE_DB; default ./durable.db].",
+    )(command)
+    return command
+
+
+def settings(ctx: click.Context) -> dict[str, Any]:
+    """The options ``config_options`` remembered (on the root context: ``--db``, ``--app``, ``--pool-size``)."""
+    return ctx.find_root().ensure_object(dict)

@@ -108,6 +108,7 @@ class Client:
                 create=self._create,
                 readonly=self._readonly,
                 lock_patience=self.config.lock_patience,
+                pool_size=self.config.pool_size,
             )
         return self._store
 

@@ -2,7 +2,7 @@
 
 Precedence for each setting: explicit argument (``--db``/``--app`` flags),
 environment (``DURABLE_DB``, ``DURABLE_APP``, ``DURABLE_SYNCHRONOUS``,
-``DURABLE_LOCK_PATIENCE``), the ``[tool.durable]`` table of ``pyproject.toml``
+``DURABLE_LOCK_PATIENCE``, ``DURABLE_POOL_SIZE``), the ``[tool.durable]`` table of ``pyproject.toml``
 in the current directory, then the defaults below.
 """
 
@@ -32,6 +32,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIN_TTL = 0.5
 #: Longest duration any option accepts (one day): longer waits overflow the thread timers.
 MAX_SECONDS = 86_400.0
+#: PostgreSQL connections in a store's pool unless ``--pool-size`` / ``DURABLE_POOL_SIZE`` / ``?pool_size=`` say otherwise.
+DEFAULT_POOL_SIZE = 8
 #: Workflows ``durable status`` lists by default.
 DEFAULT_STATUS_LIMIT = 20
 #: Characters of an input or result ``durable status ID`` shows unless ``--full``.
@@ -48,6 +50,8 @@ class Config:
     #: Seconds a transaction waits for a lock held elsewhere before ``StoreUnavailable``;
     #: None = the store's own default (``backends.sqlite.BUSY_TIMEOUT_MS * (LOCK_RETRIES + 1)``).
     lock_patience: float | None = None
+    #: PostgreSQL connections in each process's pool (one per thread); None = ``DEFAULT_POOL_SIZE``. SQLite ignores it.
+    pool_size: int | None = None
 
     def with_overrides(self, **values: Any) -> "Config":
         """Return a copy with the non-``None`` values replaced."""
@@ -81,32 +85,49 @@ def _patience(text: Any, source: str) -> float | None:
     return value
 
 
+def _pool_size(text: Any, source: str) -> int | None:
+    """``text`` (from ``source``) as a pool size of at least 1; None when unset."""
+    if text is None or text == "":
+        return None
+    try:
+        value = int(str(text))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{source} must be a whole number of connections of at least 1, got {text!r}")
+    return value
+
+
 def load_config(
     db: str | None = None,
     app: str | None = None,
     synchronous: str | None = None,
     cwd: str | os.PathLike[str] | None = None,
     lock_patience: float | None = None,
+    pool_size: int | None = None,
 ) -> Config:
     """Resolve the configuration from arguments, environment and pyproject.toml.
 
     Raises :class:`ConfigError` (one line) for an unknown ``synchronous`` mode
-    or a lock patience that is not a positive number of seconds.
+    a lock patience that is not a positive number of seconds, or a pool size below 1.
     """
     base = Path(cwd) if cwd is not None else Path.cwd()
     table = _pyproject_table(base)
     config = Config().with_overrides(
         db=table.get("db"), app=table.get("app"), synchronous=table.get("synchronous"),
         lock_patience=_patience(table.get("lock_patience"), "[tool.durable] lock_patience"),
+        pool_size=_pool_size(table.get("pool_size"), "[tool.durable] pool_size"),
     )  # fmt: skip
     config = config.with_overrides(
         db=os.environ.get("DURABLE_DB") or None,
         app=os.environ.get("DURABLE_APP") or None,
         synchronous=os.environ.get("DURABLE_SYNCHRONOUS") or None,
         lock_patience=_patience(os.environ.get("DURABLE_LOCK_PATIENCE"), "DURABLE_LOCK_PATIENCE"),
+        pool_size=_pool_size(os.environ.get("DURABLE_POOL_SIZE"), "DURABLE_POOL_SIZE"),
     )
     config = config.with_overrides(
-        db=db, app=app, synchronous=synchronous, lock_patience=_patience(lock_patience, "lock_patience")
+        db=db, app=app, synchronous=synchronous, lock_patience=_patience(lock_patience, "lock_patience"),
+        pool_size=_pool_size(pool_size, "--pool-size"),
     )
     mode = config.synchronous.upper()
     if mode not in SYNCHRONOUS_MODES:

@@ -13,6 +13,7 @@ from durable_workers.cli_options import (
     OneLineCommand,
     concurrency_option,
     log_level_option,
+    pool_size_option,
     shutdown_timeout_option,
     ttl_option,
     version_option,
@@ -30,6 +31,7 @@ from .supervisor import Supervisor, SupervisorOptions
 @concurrency_option(SupervisorOptions.concurrency)
 @click.option("--db", help="SQLite database file [env DURABLE_DB; default ./durable.db].")
 @click.option("--app", help="Module or .py file defining the workflows [env DURABLE_APP; default examples].")
+@pool_size_option()
 @ttl_option(SupervisorOptions.ttl)
 @shutdown_timeout_option(SupervisorOptions.shutdown_timeout)
 @log_level_option(SupervisorOptions.log_level)
@@ -39,6 +41,7 @@ def main(
     concurrency: int,
     db: str | None,
     app: str | None,
+    pool_size: int | None,
     ttl: float,
     shutdown_timeout: float,
     log_level: str,
@@ -54,7 +57,7 @@ def main(
         stream=sys.stderr,
     )
     try:
-        config = load_config(db=db, app=app)
+        config = load_config(db=db, app=app, pool_size=pool_size)
         load_app(config.app)  # fail here, once, rather than in every worker
         supervisor = Supervisor(
             config,

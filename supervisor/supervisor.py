@@ -96,7 +96,9 @@ class Supervisor:
     def __init__(self, config: Config, options: SupervisorOptions | None = None) -> None:
         self.config = config
         self.options = options or SupervisorOptions()
-        self.store = open_store(config.db, synchronous=config.synchronous, lock_patience=config.lock_patience)
+        self.store = open_store(
+            config.db, synchronous=config.synchronous, lock_patience=config.lock_patience, pool_size=config.pool_size
+        )
         self.slots = [Slot(i) for i in range(self.options.workers)]
         self.wake = threading.Event()
         self.stop_requests = 0
@@ -137,6 +139,8 @@ class Supervisor:
         """Start a worker process in ``slot`` (its own session and process group)."""
         worker_id = f"{hostname()}:w{slot.index}:{uuid.uuid4().hex[:6]}"
         env = dict(os.environ, DURABLE_SYNCHRONOUS=self.config.synchronous)
+        if self.config.pool_size is not None:
+            env["DURABLE_POOL_SIZE"] = str(self.config.pool_size)
         env.update(self.store.identity_env())  # the worker refuses any other file at the path
         # Its own session and process group: a terminal's Ctrl+C reaches only the
         # supervisor (which decides), and a forced stop can SIGKILL the whole group.

@@ -33,7 +33,6 @@ import random
 import sys
 import threading
 import time
-import uuid
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import peewee
@@ -42,18 +41,16 @@ from peewee import SQL, fn
 from playhouse.pool import MaxConnectionsExceeded
 from playhouse.postgres_ext import PooledPsycopg3Database
 
+from ..config import DEFAULT_POOL_SIZE
 from ..errors import ConfigError, DatabaseError, DatabaseReplacedError, LeaseLost, StoreUnavailable
 from ..records import Status
 from . import postgres_sql as q
 from .base import Failure
 from .postgres_listen import NotifyWatch
-from .migrations import Migration, check_not_newer, pending
-from .migrations.postgres import MIGRATIONS
-from .schema import SCHEMA_VERSION, bind
+from .migrations.postgres import PgSchema
+from .schema import bind
 from .store import Store
 
-#: Connections in a store's pool (one per thread using it); ``?pool_size=`` in the URL overrides.
-POOL_SIZE = 8
 #: Seconds a thread waits for a free pooled connection before the store reports the database busy.
 POOL_WAIT_S = 10
 #: Seconds an idle pooled connection is kept before it is reopened.
@@ -84,7 +81,7 @@ class PgDatabase(PooledPsycopg3Database):
     field_types = {**PooledPsycopg3Database.field_types, "FLOAT": "DOUBLE PRECISION"}
 
 
-class PostgresStore(Store):
+class PostgresStore(PgSchema, Store):
     """The durable state of workflows, steps, leases and workers in one PostgreSQL database.
 
     ``PostgresStore("postgresql://user@host:port/dbname")`` connects, checks the
@@ -117,10 +114,10 @@ class PostgresStore(Store):
     ) -> None:
         conninfo, own, self.path = q.split_url(str(url))
         try:
-            size = int(own.get("pool_size") or pool_size or POOL_SIZE)
+            size = int(own.get("pool_size") or pool_size or DEFAULT_POOL_SIZE)
         except ValueError:
             raise ConfigError(f"pool_size must be a whole number in {self.path}") from None
-        self.readonly, self.auto_migrate = readonly, auto_migrate
+        self.readonly, self.auto_migrate, self.pool_size = readonly, auto_migrate, size
         self._patience = LOCK_PATIENCE_S if lock_patience is None else lock_patience
         self._rng = random.Random()
         self._state = threading.local()
@@ -162,68 +159,6 @@ class PostgresStore(Store):
         level = self.db.execute_sql("SHOW transaction_isolation").fetchone()[0]
         if level != "read committed":
             raise DatabaseError(f"database {self.path}: default_transaction_isolation is {level!r}; read committed is required")
-
-    def _tables(self, names: Sequence[str]) -> int:
-        """How many of these tables exist, read from the catalog with this statement's snapshot.
-
-        Not ``to_regclass``: it answers from the backend's catalog cache, which
-        an advisory lock wait does not refresh, so a starter that waited for the
-        creator still saw no ``meta`` table.
-        """
-        count: int = self.db.execute_sql(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = ANY(%s)", (list(names),)
-        ).fetchone()[0]
-        return count
-
-    def _schema_version(self) -> int:
-        if not self._tables(["meta"]):
-            return 0
-        row = self.db.execute_sql("SELECT value FROM meta WHERE key = %s", (q.VERSION_KEY,)).fetchone()
-        return int(row[0]) if row is not None else 0
-
-    def schema_version(self) -> int:
-        """The database's schema version (0: no engine tables yet)."""
-        return self.read(self._schema_version)
-
-    def _check_schema(self, create: bool) -> bool:
-        """Refuse a newer database; True when the schema is to be created or migrated."""
-        version = self._schema_version()
-        check_not_newer(version, self.path)
-        if version == SCHEMA_VERSION:
-            return False
-        if not create and version == 0 and self.auto_migrate:
-            raise DatabaseError(f"{self.path} has no durable_workers tables yet; submit a workflow first")
-        return create  # an older schema is read as it is; a writer migrates it
-
-    def migrate(self, *, dry_run: bool = False) -> Migration:
-        """Create or migrate the schema to ``SCHEMA_VERSION`` in one transaction under the advisory lock.
-
-        Concurrent callers wait for the lock; the later ones find the schema
-        current. ``dry_run`` returns the statements without running them.
-        Raises :class:`SchemaVersionError` for a newer database.
-        """
-        done = self.write(lambda: self._migrate_locked(dry_run), safe=True)
-        if done.changed and not dry_run:
-            self._db_id = self.read(self._read_db_id)
-        return done
-
-    def _migrate_locked(self, dry_run: bool) -> Migration:
-        self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (q.SCHEMA_LOCK_KEY,))
-        version = self._schema_version()  # a concurrent starter may have done it meanwhile
-        check_not_newer(version, self.path)
-        if version == SCHEMA_VERSION:
-            return Migration(version, version)
-        if version == 0 and self._tables(q.ENGINE_TABLES):
-            raise DatabaseError(f"{self.path} holds tables of another application; pass --db to a new database")
-        plan = Migration(version, SCHEMA_VERSION, pending(version, MIGRATIONS, q.CREATE))
-        if dry_run:
-            return plan
-        for statement in plan.statements:
-            self.db.execute_sql(statement)
-        upsert = "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO "
-        self.db.execute_sql(upsert + "UPDATE SET value = EXCLUDED.value", (q.VERSION_KEY, str(SCHEMA_VERSION)))
-        self.db.execute_sql(upsert + "NOTHING", (q.DB_ID_KEY, uuid.uuid4().hex))
-        return plan
 
     def _read_db_id(self) -> str | None:
         row = self.db.execute_sql("SELECT value FROM meta WHERE key = %s", (q.DB_ID_KEY,)).fetchone()

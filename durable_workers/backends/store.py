@@ -6,6 +6,7 @@ from typing import Iterable, Protocol
 
 from .claims import ClaimOps
 from .ledger import LedgerOps
+from .migrations import Migration
 from .steps import StepOps
 from .workers import WorkerOps
 from .workflows import WorkflowOps
@@ -37,6 +38,14 @@ class Store(WorkflowOps, ClaimOps, StepOps, WorkerOps, LedgerOps):
     def __init__(self, *args: object, **kwargs: object) -> None:
         """Refuse: ``Store`` is the contract; a dialect subclass opens a database."""
         raise TypeError("Store is the store contract; open one with durable_workers.backends.open_store(db, ...)")
+
+    def schema_version(self) -> int:
+        """The database's schema version (0: no engine tables yet); each dialect reads its own record."""
+        raise NotImplementedError
+
+    def migrate(self, *, dry_run: bool = False) -> Migration:
+        """Create or migrate the schema to ``SCHEMA_VERSION`` under the dialect's schema lock (see ``migrations``)."""
+        raise NotImplementedError
 
     def check_identity(self) -> None:
         """Raise DatabaseReplacedError when the database is no longer the one opened (default: never)."""

@@ -143,7 +143,7 @@ def test_bare_durable_still_prints_its_help(tmp_path: Path) -> None:
 
 VERSION_COMMANDS = [
     ("durable",), ("durable-submit",), ("durable-supervisor",),
-    *(("durable", name) for name in ("run", "submit", "status", "steps", "workers", "cancel", "retry", "worker", "chaos")),
+    *(("durable", name) for name in ("run", "submit", "status", "steps", "workers", "cancel", "retry", "worker", "chaos", "migrate")),
 ]  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from durable_workers.backends import SCHEMA_VERSION, Store, open_store
+from tests.schema_v1 import downgrade_to_v1
 
 SERVED = ["served_a", "served_b"]
 BACKLOG = 2_000
@@ -117,23 +118,6 @@ def test_stale_claim_takes_the_longest_expired_lease_first(store: Store, db_path
     assert taken is not None and taken.workflow.id == "second-submitted" and taken.token == 2
 
 
-def _downgrade_to_v1(path: Path) -> None:
-    """Turn a fresh database back into schema v1: no v2 columns, no meta table, the v1 indexes."""
-    con = sqlite3.connect(path, isolation_level=None)
-    try:
-        for table, column in [
-            ("workflows", "interruption"), ("workflows", "failed_step"), ("steps", "token"), ("steps", "seq"), ("steps", "interruptions"),
-            ("leases", "renewed_mono"), ("workers", "host_id"), ("workers", "heartbeat_mono"), ("workers", "ttl"),
-        ]:
-            con.execute(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
-        con.execute('DROP TABLE "meta"')
-        con.execute('DROP INDEX "workflows_status_name_run_at"')
-        con.execute('CREATE INDEX "workflows_name_status" ON "workflows" ("name", "status")')
-        con.execute("PRAGMA user_version = 1")
-    finally:
-        con.close()
-
-
 def test_v1_migration_creates_the_claim_index_and_drops_the_old_one(tmp_path: Path) -> None:
     fresh, path = tmp_path / "fresh.db", tmp_path / "v1.db"
     open_store(fresh).close()
@@ -141,7 +125,7 @@ def test_v1_migration_creates_the_claim_index_and_drops_the_old_one(tmp_path: Pa
     source.backup(copy)
     source.close()
     copy.close()
-    _downgrade_to_v1(path)
+    downgrade_to_v1(path)
     migrated = open_store(path)
     try:
         now = time.time()

@@ -47,7 +47,16 @@ def check_not_newer(version: int, where: str) -> None:
 
 
 def pending(version: int, migrations: Mapping[int, Sequence[str]], create: Sequence[str]) -> tuple[str, ...]:
-    """The statements taking a database at ``version`` to ``SCHEMA_VERSION`` (``create`` for an empty one)."""
+    """The statements taking a database at ``version`` to ``SCHEMA_VERSION`` (``create`` for an empty one).
+
+    Raises :class:`SchemaVersionError` for an older version this dialect has no migration from.
+    """
     if version == 0:
         return tuple(create)
+    missing = [step for step in range(version, SCHEMA_VERSION) if step not in migrations]
+    if missing:
+        raise SchemaVersionError(
+            f"schema version {version} has no forward migration in this durable_workers (from v{missing[0]}); "
+            "recreate the database or migrate it with the release that wrote it"
+        )
     return tuple(statement for step in range(version, SCHEMA_VERSION) for statement in migrations[step])
