@@ -134,7 +134,7 @@ class PostgresStore(PgSchema, Store):
         try:
             self._connect()
             self._db_id: str | None = None
-            if self.read(lambda: self._check_schema(create and not readonly)) and auto_migrate:
+            if self.read(lambda: self._check_schema(create and not readonly)):
                 self.migrate()
             if self.read(self._schema_version):
                 self._db_id = self.read(self._read_db_id)

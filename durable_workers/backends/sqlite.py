@@ -29,7 +29,7 @@ from ..errors import DatabaseError, DatabaseReplacedError, StoreUnavailable
 from .identity import FileIdentity
 from ..records import Status
 from .base import Failure
-from .migrations import Migration, check_not_newer, pending
+from .migrations import Migration, check_not_newer, pending, wanted_at_open
 from .migrations.sqlite import MIGRATIONS, create_statements
 from .schema import SCHEMA_VERSION, bind
 from .sqlite_file import (
@@ -123,7 +123,7 @@ class SqliteStore(Store):
         self._stall: tuple[float, float] = (0.0, 0.0)
         self.auto_migrate = auto_migrate
         try:
-            if self.read(lambda: self._check_schema(create)) and auto_migrate:
+            if self.read(lambda: self._check_schema(create)):
                 self.migrate()
         except StoreUnavailable as exc:
             self.close()
@@ -148,18 +148,13 @@ class SqliteStore(Store):
         return self.read(self._user_version)
 
     def _check_schema(self, create: bool) -> bool:
-        """Refuse a newer or a foreign database; True when the schema is to be created or migrated."""
+        """Refuse a newer or a foreign database; True when the schema is to be created or migrated now."""
         version = self._user_version()
-        check_not_newer(version, self.path)
-        if version == SCHEMA_VERSION:
-            return False
         if version == 0 and set(self.db.get_tables()) - {"sqlite_sequence"}:
             raise DatabaseError(
                 f"{self.path} is a SQLite database of another application; pass --db to a new file"
             )
-        if not create and version == 0 and self.auto_migrate:
-            raise DatabaseError(f"{self.path} has no durable_workers tables yet; submit a workflow first")
-        return create  # an older schema is read as it is; a writer migrates it
+        return wanted_at_open(version, self.path, create=create, auto_migrate=self.auto_migrate)
 
     def migrate(self, *, dry_run: bool = False) -> Migration:
         """Create or migrate the schema to ``SCHEMA_VERSION`` in one ``BEGIN IMMEDIATE`` transaction.

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from ...errors import SchemaVersionError
+from ...errors import DatabaseError, SchemaVersionError
 from ..schema import SCHEMA_VERSION
 
 
@@ -44,6 +44,21 @@ def check_not_newer(version: int, where: str) -> None:
             f"database {where} has schema version {version}, newer than this "
             f"durable_workers understands ({SCHEMA_VERSION}); upgrade durable_workers"
         )
+
+
+def wanted_at_open(version: int, where: str, *, create: bool, auto_migrate: bool) -> bool:
+    """Whether a store opening a database at ``version`` should create or migrate its schema now.
+
+    Raises :class:`SchemaVersionError` for a newer database and
+    :class:`DatabaseError` for an empty one a non-creating store expected to
+    find. An older schema is read as it is by stores that do not create.
+    """
+    check_not_newer(version, where)
+    if version == SCHEMA_VERSION:
+        return False
+    if not create and version == 0 and auto_migrate:
+        raise DatabaseError(f"{where} has no durable_workers tables yet; submit a workflow first")
+    return create and auto_migrate
 
 
 def pending(version: int, migrations: Mapping[int, Sequence[str]], create: Sequence[str]) -> tuple[str, ...]:

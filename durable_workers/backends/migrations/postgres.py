@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from ...errors import DatabaseError
 from .. import postgres_sql as q
 from ..schema import SCHEMA_VERSION
-from . import Migration, check_not_newer, pending
+from . import Migration, check_not_newer, pending, wanted_at_open
 
 #: ``from_version -> statements`` (one transaction per run, under the advisory lock).
 MIGRATIONS: dict[int, tuple[str, ...]] = {}
@@ -56,14 +56,8 @@ class PgSchema:
         return self.read(self._schema_version)
 
     def _check_schema(self, create: bool) -> bool:
-        """Refuse a newer database; True when the schema is to be created or migrated."""
-        version = self._schema_version()
-        check_not_newer(version, self.path)
-        if version == SCHEMA_VERSION:
-            return False
-        if not create and version == 0 and self.auto_migrate:
-            raise DatabaseError(f"{self.path} has no durable_workers tables yet; submit a workflow first")
-        return create  # an older schema is read as it is; a writer migrates it
+        """Refuse a newer database; True when the schema is to be created or migrated now."""
+        return wanted_at_open(self._schema_version(), self.path, create=create, auto_migrate=self.auto_migrate)
 
     def migrate(self, *, dry_run: bool = False) -> Migration:
         """Create or migrate the schema to ``SCHEMA_VERSION`` in one transaction under the advisory lock.
