@@ -47,6 +47,9 @@ class Operation:
     #: The body may run again after an ambiguous commit without a second effect.
     retry_safe: bool = True
     raises: str = ""
+    #: For a body that is not retry-safe: what shows, after an ambiguous commit, that it committed
+    #: (``write(body, confirm=...)``); empty: the ambiguity is a StoreUnavailable.
+    confirmed_by: str = ""
 
 
 _F = "the lease (workflow_id, worker_id, token)"
@@ -57,26 +60,33 @@ CONTRACT: tuple[Operation, ...] = (
     Operation("count_by_status", "reads workflows counts"),
     Operation("pending_names", "reads PENDING counts by name"),
     Operation("cancel", "workflow CANCELLED, lease released with token+1, step deadlines cleared",
-              retry_safe=False, raises="WorkflowNotFound, InvalidStateError (a retried commit: already CANCELLED)"),
+              retry_safe=False, raises="WorkflowNotFound, InvalidStateError",
+              confirmed_by="workflow CANCELLED with updated_at = this call's now"),
     Operation("retry", "workflow PENDING again; the step failure that ended it (failed_step) and later steps deleted",
-              retry_safe=False, raises="WorkflowNotFound, InvalidStateError (a retried commit: already PENDING)"),
+              retry_safe=False, raises="WorkflowNotFound, InvalidStateError",
+              confirmed_by="workflow PENDING with updated_at = this call's now"),
     Operation("claim_next", "workflow RUNNING with attempts+1, lease upserted with token+1, or FAILED past max_claims",
-              retry_safe=False, raises="- (an ambiguous commit is confirmed by its lease (workflow_id, worker_id, token))"),
-    Operation("claim_workflow", "as claim_next, for one given workflow (confirmed likewise)", retry_safe=False,
-              raises="WorkflowNotFound, InvalidStateError (another live lease holds it)"),
+              retry_safe=False, raises="-", confirmed_by="the lease held with the claim's (workflow_id, worker_id, token)"),
+    Operation("claim_workflow", "as claim_next, for one given workflow", retry_safe=False,
+              raises="WorkflowNotFound, InvalidStateError (another live lease holds it)",
+              confirmed_by="the lease held with the claim's (workflow_id, worker_id, token)"),
     Operation("release", "workflow PENDING (attempts-1), lease released, unfinished steps interrupted", _F,
-              raises="- (False when the lease is not held: a retry finds it released)"),
+              retry_safe=False, raises="- (False when the lease is not held)",
+              confirmed_by="lease free with the token kept, workflow PENDING with updated_at = this call's now"),
     Operation("get_lease", "reads one leases row"),
     Operation("load_steps", "reads a workflow's steps rows"),
     Operation("load_step_table", "reads a workflow's steps rows in start order"),
     Operation("start_step", "inserts or restarts a RUNNING steps row; FAILED marks past max_attempts", _F,
-              retry_safe=False, raises="LeaseLost, WorkflowAborted"),
+              retry_safe=False, raises="LeaseLost, WorkflowAborted",
+              confirmed_by="step RUNNING with (worker_id, token, started_at = now); or, past max_attempts, "
+                           "the workflow FAILED by that step at now"),
     Operation("complete_step", "steps row COMPLETED with its output", _F, raises="LeaseLost"),
     Operation("fail_step", "steps row error (FAILED when final; deadline kept for an overrun)", _F, raises="LeaseLost"),
     Operation("note_interruption", "workflows.interruption", _F, raises="LeaseLost"),
     Operation("note_step_timeout", "steps row error and no deadline (supervisor, checked against the lease holder)"),
     Operation("finish_workflow", "workflow COMPLETED or FAILED (with failed_step), lease released", _F,
-              retry_safe=False, raises="LeaseLost (a retried commit finds the lease released)"),
+              retry_safe=False, raises="LeaseLost",
+              confirmed_by="workflow in the given status with updated_at = now and the lease no longer held"),
     Operation("register_worker", "workers row upserted (host identity, pid, create time, ttl)"),
     Operation("heartbeat", "workers row beat; exactly the given leases renewed", "each lease by (worker_id, token)",
               raises="- (returns the workflow ids not renewed)"),

@@ -177,11 +177,8 @@ class ClaimOps(RowHelpers):
         """After an ambiguous commit: the claim the body took if the lease shows it committed, else None."""
         if not taken:
             return None
-        claim, m = taken[0], self.m
-        held = m.Lease.select(m.Lease.token).where(
-            (m.Lease.workflow_id == claim.workflow.id) & (m.Lease.worker_id == worker_id) & (m.Lease.token == claim.token)
-        ).exists()
-        return claim if held else None
+        claim = taken[0]
+        return claim if self._lease_held(claim.workflow.id, worker_id, claim.token) else None
 
     def claim_workflow(
         self,
@@ -245,7 +242,8 @@ class ClaimOps(RowHelpers):
         returns ``False`` (writing nothing) when the lease is no longer held.
         Step rows this attempt started and never ended (``finished_at`` unset)
         count the start as an interruption, not a crash, and lose their
-        deadline. Safe to retry: a second call finds the lease released.
+        deadline. After an ambiguous commit it confirms its own release (lease
+        free with ``token`` kept, workflow PENDING at ``now``) and returns True.
         """
         m = self.m
         now = self._clock(now)
@@ -272,7 +270,15 @@ class ClaimOps(RowHelpers):
             self._notify(workflow_id)
             return True
 
-        return self.write(body, safe=True)
+        def confirm() -> bool | None:
+            """Released by this call: the lease free with ``token`` kept, the workflow PENDING since ``now``."""
+            lease = m.Lease.get_or_none(m.Lease.workflow_id == workflow_id)
+            row = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
+            if lease is None or row is None or (lease.worker_id, lease.token) != (None, token):
+                return None
+            return True if (row.status, row.updated_at) == (Status.PENDING.value, now) else None
+
+        return self.write(body, confirm=confirm)
 
     def get_lease(self, workflow_id: str) -> LeaseRecord | None:
         """The lease row of a workflow, if it was ever claimed."""

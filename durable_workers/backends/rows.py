@@ -11,6 +11,15 @@ from .base import StoreBase
 class RowHelpers(StoreBase):
     """Statements several operations run inside their own transaction (never a transaction of their own)."""
 
+    def _lease_held(self, workflow_id: str, worker_id: str, token: int) -> bool:
+        """Whether ``(worker_id, token)`` holds the workflow's lease now (a plain read: confirmations use it)."""
+        m = self.m
+        return bool(
+            m.Lease.select(m.Lease.token)
+            .where((m.Lease.workflow_id == workflow_id) & (m.Lease.worker_id == worker_id) & (m.Lease.token == token))
+            .exists()
+        )
+
     def _release_lease(self, workflow_id: str, *, bump: bool = False) -> None:
         m = self.m
         update: dict[Any, Any] = {m.Lease.worker_id: None, m.Lease.expires_at: None}

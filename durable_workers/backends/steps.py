@@ -93,10 +93,29 @@ class StepOps(RowHelpers):
             ).where((m.Step.workflow_id == workflow_id) & (m.Step.step_key == step_key)).execute()  # fmt: skip
             return StepStart(row.attempts + 1, row.error)
 
-        started = self.write(body)
+        started = self.write(body, confirm=lambda: self._confirm_start(workflow_id, step_key, worker_id, token, now))
         if isinstance(started, str):
             raise WorkflowAborted(started)
         return started
+
+    def _confirm_start(self, workflow_id: str, step_key: str, worker_id: str, token: int, now: float) -> StepStart | str | None:
+        """After an ambiguous commit of ``start_step``: what it returned if it committed, else None.
+
+        Its start shows as the row's ``(worker_id, token, started_at)`` (``now``
+        is fixed per call); a step it failed for too many attempts shows as the
+        workflow FAILED by that step at ``now``.
+        """
+        m = self.m
+        row = m.Step.get_or_none((m.Step.workflow_id == workflow_id) & (m.Step.step_key == step_key))
+        if row is None:
+            return None
+        if row.status == StepStatus.RUNNING.value and (row.worker_id, row.token, row.started_at) == (worker_id, token, now):
+            return StepStart(row.attempts, row.error)
+        workflow = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
+        poisoned = workflow is not None and row.status == StepStatus.FAILED.value and row.finished_at == now
+        if poisoned and (workflow.status, workflow.failed_step, workflow.updated_at) == (Status.FAILED.value, step_key, now):
+            return str(workflow.error)
+        return None
 
     def _insert_step(
         self,
@@ -114,6 +133,11 @@ class StepOps(RowHelpers):
         """One fenced ``INSERT`` of a new RUNNING step row; False if not inserted."""
         m = self.m
         running = StepStatus.RUNNING.value
+
+        def confirm() -> int | None:
+            started = self._confirm_start(workflow_id, step_key, worker_id, token, now)
+            return 1 if isinstance(started, StepStart) and started.attempts == 1 else None
+
         return self.write(
             lambda: self._execute(
                 "start_new_step",
@@ -132,7 +156,8 @@ class StepOps(RowHelpers):
                 ).on_conflict_ignore(),
                 [workflow_id, step_key, name, scope, position, seq, running, 1, deadline, now, worker_id, token,
                  workflow_id, worker_id, token],
-            ).rowcount
+            ).rowcount,
+            confirm=confirm,
         ) == 1
 
     def _poison(self, workflow_id: str, step_key: str, row: Any, max_attempts: int, now: float) -> str:
@@ -327,5 +352,11 @@ class StepOps(RowHelpers):
             )
             return True
 
-        if not self.write(body):
+        def confirm() -> bool | None:
+            ended = m.Workflow.select().where(
+                (m.Workflow.id == workflow_id) & (m.Workflow.status == status.value) & (m.Workflow.updated_at == now)
+            )
+            return True if ended.exists() and not self._lease_held(workflow_id, worker_id, token) else None
+
+        if not self.write(body, confirm=confirm):
             raise LeaseLost(f"workflow {workflow_id}: lease token {token} is no longer held")

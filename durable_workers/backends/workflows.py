@@ -118,7 +118,7 @@ class WorkflowOps(RowHelpers):
             self._clear_step_deadlines(workflow_id)
             return WorkflowRecord.from_row(m.Workflow.get_by_id(workflow_id))
 
-        return self.write(body)
+        return self.write(body, confirm=lambda: self._confirm_change(workflow_id, Status.CANCELLED, now))
 
     def retry(self, workflow_id: str, *, now: float | None = None) -> WorkflowRecord:
         """Make a FAILED or CANCELLED workflow PENDING again.
@@ -156,7 +156,19 @@ class WorkflowOps(RowHelpers):
             self._notify(workflow_id)
             return WorkflowRecord.from_row(m.Workflow.get_by_id(workflow_id))
 
-        return self.write(body)
+        return self.write(body, confirm=lambda: self._confirm_change(workflow_id, Status.PENDING, now))
+
+    def _confirm_change(self, workflow_id: str, status: Status, now: float) -> WorkflowRecord | None:
+        """After an ambiguous commit of ``cancel``/``retry``: the row if it shows ``status`` set at ``now``, else None.
+
+        ``now`` is fixed per call (and a retry also sets ``run_at``), so another
+        writer's change is not mistaken for this one; then the body runs again.
+        """
+        m = self.m
+        row = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
+        if row is None or (row.status, row.updated_at) != (status.value, now):
+            return None
+        return WorkflowRecord.from_row(row)
 
     def _forget_ending_failure(self, workflow_id: str, failed_step: str | None) -> None:
         """Drop the step whose failure ended the workflow and every step first recorded after it.
