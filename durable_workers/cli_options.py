@@ -180,7 +180,7 @@ def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
     command = click.option(
         "--db", expose_value=False, callback=remember, is_eager=True,
-        help="SQLite database file [env DURABLE_DB; default ./durable.db].",
+        help="SQLite file or postgresql:// URL [env DURABLE_DB; default ./durable.db].",
     )(command)
     return command
 

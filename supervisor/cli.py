@@ -29,7 +29,7 @@ from .supervisor import Supervisor, SupervisorOptions
 @click.command(cls=OneLineCommand, context_settings=CONTEXT)
 @workers_option(SupervisorOptions.workers)
 @concurrency_option(SupervisorOptions.concurrency)
-@click.option("--db", help="SQLite database file [env DURABLE_DB; default ./durable.db].")
+@click.option("--db", help="SQLite file or postgresql:// URL [env DURABLE_DB; default ./durable.db].")
 @click.option("--app", help="Module or .py file defining the workflows [env DURABLE_APP; default examples].")
 @pool_size_option()
 @ttl_option(SupervisorOptions.ttl)

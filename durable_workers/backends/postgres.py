@@ -116,7 +116,9 @@ class PostgresStore(PgSchema, Store):
         try:
             size = int(own.get("pool_size") or pool_size or DEFAULT_POOL_SIZE)
         except ValueError:
-            raise ConfigError(f"pool_size must be a whole number in {self.path}") from None
+            size = 0
+        if size < 1:
+            raise ConfigError(f"pool_size must be a whole number of at least 1 in {self.path}") from None
         self.readonly, self.auto_migrate, self.pool_size = readonly, auto_migrate, size
         self._patience = LOCK_PATIENCE_S if lock_patience is None else lock_patience
         self._rng = random.Random()

@@ -21,6 +21,7 @@ from durable_workers.config import load_config
 from tests.conftest import APPS, cli_env, run_cli
 from tests.contract.conftest import Backend
 from tests.integration.fleet_db import query
+from tests.integration.fleet_support import Fleet
 from tests.schema_v1 import downgrade_to_v1
 
 pytestmark = pytest.mark.timeout(180)
@@ -201,3 +202,16 @@ def test_supervisor_rejects_a_bad_pool_size(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S, cwd=tmp_path, env=cli_env())
     assert done.returncode == 2
     assert "--pool-size" in _one_line_error(done)
+
+
+def test_a_supervisor_migrates_a_v1_database_at_start(backend: Backend, tmp_path: Path) -> None:
+    db = _v1_database(backend, "old")
+    fleet = Fleet(tmp_path, Path(db))
+    try:
+        supervisor = fleet.start(workers=1)  # ready: its worker registered, so the schema was usable
+        assert _version(db) == SCHEMA_VERSION
+        assert {"wf-0", "wf-1", "wf-2"} <= {row["id"] for row in query(db, "SELECT id FROM workflows")}
+        supervisor.terminate()
+        assert supervisor.wait_exit() == 0
+    finally:
+        fleet.cleanup()
