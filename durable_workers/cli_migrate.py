@@ -33,9 +33,9 @@ def _open(ctx: click.Context, *, create: bool, readonly: bool) -> Store:
 @click.option("--dry-run", is_flag=True, help="Print the statements that would run; change nothing.")
 @click.pass_context
 def migrate(ctx: click.Context, check: bool, dry_run: bool) -> None:
-    """Create or migrate the database schema to this version's (under the schema lock).
+    """Bring the database schema up to this version, under the schema lock.
 
-    Prints ``schema vN -> vM`` or ``schema is current (vN)``. A database of a
+    Prints 'schema vN -> vM' or 'schema is current (vN)'. A database of a
     newer version is an error: upgrade durable_workers.
     """
     if check and dry_run:
