@@ -32,6 +32,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIN_TTL = 0.5
 #: Longest duration any option accepts (one day): longer waits overflow the thread timers.
 MAX_SECONDS = 86_400.0
+#: Longest host identity accepted by ``--host-id`` / ``DURABLE_HOST_ID`` (characters).
+MAX_HOST_ID_LENGTH = 128
 #: Workflows ``durable status`` lists by default.
 DEFAULT_STATUS_LIMIT = 20
 #: Characters of an input or result ``durable status ID`` shows unless ``--full``.
