@@ -109,6 +109,7 @@ BAD_OPTIONS = [
     ("durable", "status", "--limit", "0"),
     ("durable", "status", "--limit", "-3"),
     ("durable", "chaos", "--workers", "0"),
+    ("durable", "chaos", "--hosts", "0"),
     ("durable", "chaos", "--ttl", "0"),
     ("durable", "chaos", "--concurrency", "0"),
     ("durable", "chaos", "--workflows", "0"),
