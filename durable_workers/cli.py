@@ -37,6 +37,7 @@ from .cli_options import (
     concurrency_option,
     config_options,
     settings as _settings,
+    host_id_option,
     input_options,
     log_level_option,
     read_input,
@@ -289,12 +290,13 @@ def workers(ctx: click.Context, include_stopped: bool, as_json: bool) -> None:
     if not views:
         click.echo("no live workers (start them with `durable-supervisor --workers 4`)")
         return
-    click.echo(f"{'PID':>7}  {'STATE':<9}  {'ALIVE':<5}  {'HEARTBEAT':>9}  {'':<5}  WORKFLOWS")
+    click.echo(f"{'HOST':<20}  {'PID':>7}  {'STATE':<9}  {'ALIVE':<5}  {'HEARTBEAT':>9}  {'':<5}  WORKFLOWS")
     for v in views:
         held = ",".join(lease.workflow_id for lease in v.leases) or "-"
         click.echo(
-            f"{v.worker.pid:>7}  {v.worker.state:<9}  {'yes' if v.alive else 'no':<5}  "
-            f"{heartbeat_age(v.worker):>7.1f}s  {'STALE' if _stale(v) else '':<5}  {held}"
+            f"{_preview(v.worker.host_id or v.worker.host, 20):<20}  {v.worker.pid:>7}  {v.worker.state:<9}  "
+            f"{'yes' if v.alive else 'no':<5}  {heartbeat_age(v.worker, now=v.now):>7.1f}s  "
+            f"{'STALE' if _stale(v) else '':<5}  {held}"
         )
 
 
@@ -326,6 +328,7 @@ def retry(ctx: click.Context, workflow_id: str) -> None:
               help="Fail a workflow claimed more often than this.")  # fmt: skip
 @click.option("--supervisor-pid", type=AT_LEAST_ONE, help="Stop gracefully when this parent process is gone.")
 @click.option("--worker-id", help="Id of the worker row (the supervisor chooses one).")
+@host_id_option
 @log_level_option("INFO")
 @click.pass_context
 def worker(

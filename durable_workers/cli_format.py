@@ -115,7 +115,7 @@ def _stale(view: WorkerView) -> bool:
     """The worker looks alive but its heartbeat is overdue (frozen, or its store writes fail)."""
     from .worker import WorkerOptions
 
-    return view.alive and heartbeat_stale(view.worker, default_ttl=WorkerOptions.ttl)
+    return view.alive and heartbeat_stale(view.worker, default_ttl=WorkerOptions.ttl, now=view.now)
 
 
 def _worker_json(view: WorkerView) -> dict[str, Any]:
@@ -123,6 +123,7 @@ def _worker_json(view: WorkerView) -> dict[str, Any]:
     return {
         "id": w.id,
         "host": w.host,
+        "host_id": w.host_id,
         "pid": w.pid,
         "state": w.state,
         "alive": view.alive,

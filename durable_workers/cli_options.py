@@ -9,6 +9,7 @@ cannot drift apart. Every bad value is one ``Error:`` line on stderr and exit 2
 from __future__ import annotations
 
 import math
+import os
 import sys
 from typing import Any, Callable
 
@@ -17,6 +18,7 @@ import click
 from . import __version__
 from .config import (
     LOG_LEVELS,
+    MAX_HOST_ID_LENGTH,
     MAX_SECONDS,
     MIN_TTL,
 )
@@ -117,6 +119,41 @@ def shutdown_timeout_option(default: float) -> Callable[[F], F]:
         "--shutdown-timeout", type=SECONDS, default=default, show_default=True,
         help="Seconds to drain before SIGKILL (0: at once).",
     )  # fmt: skip
+
+
+class HostId(click.ParamType):
+    """A host identity: non-empty, printable, no whitespace, at most ``MAX_HOST_ID_LENGTH`` characters."""
+
+    name = "ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The identity; a click usage error (exit 2) when it is empty, too long or not printable."""
+        text = str(value)
+        if not text or len(text) > MAX_HOST_ID_LENGTH or not text.isprintable() or any(c.isspace() for c in text):
+            self.fail(
+                f"{text!r} is not a host identity: give 1 to {MAX_HOST_ID_LENGTH} printable characters "
+                "without spaces (e.g. host-a)",
+                param,
+                ctx,
+            )
+        return text
+
+
+def _adopt_host_id(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        os.environ["DURABLE_HOST_ID"] = value  # read by liveness.host_identity(), inherited by workers
+
+
+def host_id_option(command: F) -> F:
+    """``--host-id ID`` [env ``DURABLE_HOST_ID``]: this process's host identity (see liveness.py).
+
+    Validated (:class:`HostId`), then set as ``DURABLE_HOST_ID`` for this
+    process and the workers it starts; the command does not receive it.
+    """
+    return click.option(
+        "--host-id", type=HostId(), envvar="DURABLE_HOST_ID", callback=_adopt_host_id, expose_value=False,
+        is_eager=True, help="Host identity for liveness checks [env DURABLE_HOST_ID; default: boot id + PID namespace].",
+    )(command)  # fmt: skip
 
 
 def log_level_option(default: str, help: str = "Log level (case-insensitive).") -> Callable[[F], F]:

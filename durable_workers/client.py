@@ -39,6 +39,8 @@ class WorkerView:
     worker: WorkerRecord
     leases: tuple[LeaseRecord, ...]
     alive: bool
+    #: The store's clock when the row was read (heartbeat ages of other hosts' rows count from it).
+    now: float = 0.0
 
 
 def encode_input(values: Any) -> str:
@@ -206,10 +208,11 @@ class Client:
     def workers(self, *, include_stopped: bool = False, stale_after: float = 45.0) -> list[WorkerView]:
         """Worker rows with their leases and liveness (live ones only by default)."""
         held = self.store.leases_by_worker()
+        now = self.store.now()  # other hosts' heartbeats are on the database clock
         views = []
         for worker in self.store.list_workers(alive_only=not include_stopped):
-            alive = worker.state in ("running", "draining") and worker_alive(worker, stale_after=stale_after)
-            views.append(WorkerView(worker, tuple(held.get(worker.id, ())), alive))
+            alive = worker.state in ("running", "draining") and worker_alive(worker, stale_after=stale_after, now=now)
+            views.append(WorkerView(worker, tuple(held.get(worker.id, ())), alive, now))
         return views
 
     def unserved_names(self) -> list[str]:

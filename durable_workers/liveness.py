@@ -27,6 +27,8 @@ CREATE_TIME_TOLERANCE = 0.05
 STALE_HEARTBEAT_TTLS = 1.0
 #: A worker whose heartbeat is older than this many TTLs (plus any stall grace) is frozen: its supervisor kills it.
 FROZEN_HEARTBEAT_TTLS = 2.0
+#: A worker of another host whose heartbeat is older than this many of its TTLs is dead: reaped by TTL.
+DEAD_HEARTBEAT_TTLS = 3.0
 
 
 def hostname() -> str:
@@ -110,11 +112,19 @@ def on_this_host(worker: "WorkerRecord") -> bool:
 
 
 def worker_alive(worker: "WorkerRecord", *, stale_after: float, now: float | None = None) -> bool:
-    """Liveness of a worker row: by PID on this host, by heartbeat elsewhere."""
+    """Liveness of a worker row: by PID on this host, by heartbeat elsewhere.
+
+    A row of another host identity is never judged by a local PID (that PID
+    names some other process here, or none): it lives while its heartbeat is
+    younger than ``stale_after`` or ``DEAD_HEARTBEAT_TTLS`` of the row's own
+    TTL, whichever is longer (a host with a long TTL heartbeats seldom).
+    ``now`` is the clock the heartbeats were written on: pass ``store.now()``
+    (the database's clock on PostgreSQL); the local wall clock by default.
+    """
     if on_this_host(worker):
         return process_alive(worker.pid, worker.proc_started_at)
     now = time.time() if now is None else now
-    return worker.heartbeat_at >= now - stale_after
+    return worker.heartbeat_at >= now - max(stale_after, DEAD_HEARTBEAT_TTLS * (worker.ttl or 0.0))
 
 
 def heartbeat_age(worker: "WorkerRecord", *, now: float | None = None) -> float:
@@ -147,9 +157,12 @@ def reap_dead_workers(
     """Mark dead every live-looking worker whose process is gone; expire its leases.
 
     Workers in ``exclude`` (a supervisor's own children, which it reaps
-    itself) are left alone. Returns each reaped worker with the workflow ids
-    it held.
+    itself) are left alone; rows of this host are judged by PID, rows of
+    other hosts by heartbeat age on the store's clock (``now``, by default
+    ``store.now()``), see :func:`worker_alive`. Returns each reaped worker
+    with the workflow ids it held.
     """
+    now = store.now() if now is None else now
     reaped = []
     for worker in store.list_workers(alive_only=True):
         if worker.id not in exclude and not worker_alive(worker, stale_after=stale_after, now=now):

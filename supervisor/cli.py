@@ -12,6 +12,7 @@ from durable_workers.cli_options import (
     CONTEXT,
     OneLineCommand,
     concurrency_option,
+    host_id_option,
     log_level_option,
     pool_size_option,
     shutdown_timeout_option,
@@ -33,6 +34,7 @@ from .supervisor import Supervisor, SupervisorOptions
 @click.option("--app", help="Module or .py file defining the workflows [env DURABLE_APP; default examples].")
 @pool_size_option()
 @ttl_option(SupervisorOptions.ttl)
+@host_id_option
 @shutdown_timeout_option(SupervisorOptions.shutdown_timeout)
 @log_level_option(SupervisorOptions.log_level)
 @version_option

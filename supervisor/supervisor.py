@@ -38,8 +38,10 @@ from durable_workers.backoff import ErrorBackoff
 from durable_workers.config import Config
 from durable_workers.errors import DatabaseReplacedError, StoreUnavailable
 from durable_workers.liveness import (
+    DEAD_HEARTBEAT_TTLS,
     FROZEN_HEARTBEAT_TTLS,
     heartbeat_age,
+    host_identity,
     hostname,
     on_this_host,
     process_stopped,
@@ -142,6 +144,7 @@ class Supervisor:
         if self.config.pool_size is not None:
             env["DURABLE_POOL_SIZE"] = str(self.config.pool_size)
         env.update(self.store.identity_env())  # the worker refuses any other file at the path
+        env["DURABLE_HOST_ID"] = host_identity()  # its rows carry this supervisor's host identity
         # Its own session and process group: a terminal's Ctrl+C reaches only the
         # supervisor (which decides), and a forced stop can SIGKILL the whole group.
         slot.process = subprocess.Popen(self._command(worker_id), env=env, start_new_session=True)
@@ -248,7 +251,9 @@ class Supervisor:
 
     def _reap_others(self, now: float) -> None:
         own = {s.worker_id for s in self.slots}
-        for worker, workflows in reap_dead_workers(self.store, stale_after=self.options.ttl * 3, now=now, exclude=own):
+        for worker, workflows in reap_dead_workers(
+            self.store, stale_after=DEAD_HEARTBEAT_TTLS * self.options.ttl, now=now, exclude=own
+        ):
             log.info("reaped dead worker %s (pid %s)", worker.id, worker.pid)
             for workflow_id in workflows:
                 log.info("reclaimed workflow %s from worker %s (pid %s)", workflow_id, worker.id, worker.pid)
@@ -288,16 +293,18 @@ class Supervisor:
     def loop_once(self, now: float | None = None) -> None:
         """Reap, reclaim, respawn, enforce timeouts and heartbeats, prune, advance a stop.
 
-        ``now`` is the wall time used for database comparisons (reclaim of
-        other hosts' workers, pruning); a test may pass a jumped clock. Local
-        durations use ``time.monotonic()`` whatever ``now`` says. Store errors
-        propagate (see :meth:`tick`).
+        ``now`` is the time used for database comparisons (reclaim of other
+        hosts' workers by their heartbeat, pruning): by default the store's
+        clock (``store.now()``: the database's on PostgreSQL, the one clock
+        every host's rows are written on); a test may pass a jumped clock.
+        Local durations use ``time.monotonic()`` whatever ``now`` says. Store
+        errors propagate (see :meth:`tick`).
         """
-        now = time.time() if now is None else now
         mono = time.monotonic()
         self._reap_children(mono)
         self._check_database(mono)
         if self._last_reap is None or mono - self._last_reap >= self.options.reap_interval:
+            now = self.store.now() if now is None else now
             self._reap_others(now)
             self._kill_overdue(now, mono)
             self._kill_frozen()

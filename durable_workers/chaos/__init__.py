@@ -21,6 +21,11 @@ every ``--fault-interval`` seconds (±50 %), chosen among ``--faults``:
 ``foreign``     a share of check workflows get a step that raises
                 ``KeyboardInterrupt`` or ``SystemExit`` on its first execution;
                 the workflow catches the ``StepFailedError`` and falls back.
+``host``        (with ``--hosts`` 2 or more: that many supervisors, each with
+                its own ``--host-id``, on the one database) ``kill -9`` of a
+                whole host, its supervisor and all its workers at once; the
+                other host takes its work over by TTL, and the killed host is
+                restarted after ``--host-down-seconds`` (default 3 x ttl).
 
 When every workflow has ended (or ``--timeout`` passed) the fleet is stopped and
 the verdict is computed from the database alone: the workflows table, the steps

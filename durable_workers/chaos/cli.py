@@ -42,7 +42,11 @@ def _parse_faults(ctx: click.Context | None, param: click.Parameter | None, text
 
 @click.command("chaos", cls=OneLineCommand, context_settings=CONTEXT)
 @version_option
-@workers_option(ChaosOptions.workers, help="Worker processes of the supervisor.")
+@workers_option(ChaosOptions.workers, help="Worker processes of the supervisor (of each host).")
+@click.option("--hosts", type=AT_LEAST_ONE, default=ChaosOptions.hosts, show_default=True,
+              help="Supervisors, each with its own --host-id, on the one database (the host fault needs 2).")  # fmt: skip
+@click.option("--host-down-seconds", type=POSITIVE_SECONDS, default=None,
+              help="How long a host killed by the host fault stays down  [default: 3 x ttl].")  # fmt: skip
 @click.option("--workflows", type=AT_LEAST_ONE, default=ChaosOptions.workflows, show_default=True,
               help="Check workflows submitted.")  # fmt: skip
 @click.option("--fault-interval", type=POSITIVE_SECONDS, default=ChaosOptions.fault_interval, show_default=True,
@@ -86,7 +90,7 @@ def _parse_faults(ctx: click.Context | None, param: click.Parameter | None, text
 def chaos(json_out: str | None, faults: tuple[str, ...], **values: Any) -> None:
     """Run a self-checking fault-injection experiment on a fresh database.
 
-    Starts a supervisor with --workers, submits --workflows check workflows
+    Starts a supervisor with --workers (one per host with --hosts), submits --workflows check workflows
     (and a few bad-input ones), sends faults while they run, then prints a
     verdict table. Exit 0 only if every invariant held.
     """

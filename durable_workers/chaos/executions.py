@@ -21,7 +21,7 @@ RESUME_GRACE = 1.0
 #: Clock slack between a ledger row and a fault (same host, same clock).
 SLACK = 0.05
 #: Faults that take a worker down or freeze it: they explain executions of that worker only.
-WORKER_FAULTS = ("kill", "stop")
+WORKER_FAULTS = ("kill", "stop", "host")
 #: Faults that make the store unavailable to every worker: they explain any worker's
 #: execution that was under way when they began (its attempt was abandoned).
 STORE_FAULTS = ("outage", "diskfull")
@@ -146,7 +146,7 @@ def _explain(row: LedgerRecord, faults: Sequence[Fault], done_at: float, window:
     for fault in faults:
         if fault.start > done_at + SLACK or row.at < fault.start - window:
             continue
-        if fault.kind == "kill" and fault.start >= row.at - SLACK:
+        if fault.kind in ("kill", "host") and fault.start >= row.at - SLACK:
             return fault
         if fault.kind == "stop" and _began(row) <= (fault.end or float("inf")) + RESUME_GRACE:
             return fault
@@ -247,7 +247,8 @@ def judge_steps(evidence: Evidence, faults: Sequence[Fault], window: float) -> S
     )
     for fault in faults:
         if fault.kind in WORKER_FAULTS and fault.pid is not None:
-            suspects.kills.setdefault(fault.pid, []).append(fault)
+            for pid in fault.fleet if fault.kind == "host" else [fault.pid]:  # a host kill hits all its workers
+                suspects.kills.setdefault(pid, []).append(fault)
     for key, step in evidence.step_rows.items():
         if _completed(step) and key not in evidence.executions:
             findings.output_mismatches.append(

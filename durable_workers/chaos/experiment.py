@@ -17,7 +17,7 @@ from ..errors import DurableError
 from ..records import TERMINAL
 from .faults import Injector
 from .disk import SmallDisk, mount_small_disk
-from .fleet import Fleet, kill_orphans, live_worker_ids
+from .fleet import Fleet, Hosts, kill_orphans, live_worker_ids
 from .options import APP, BAD_INPUT, CHECK_NAMES, FOREIGN_EXCEPTIONS, INJECTED_KINDS, UNKNOWN_NAME, ChaosOptions
 from .verdict import analyse
 
@@ -175,7 +175,7 @@ class Experiment:
         store.ledger_create()
         submitted = submit_all(client, options, self.rng)
         self.progress(f"submitted {len(submitted)} workflows to {self.db}")
-        fleet = Fleet(options, self.db, self.log_path)
+        fleet = Hosts(options, self.db, self.log_path) if options.hosts > 1 else Fleet(options, self.db, self.log_path)
         injector = Injector(options, fleet, store, self.rng, disk=self.disk)
         started = time.time()
         fleet.start()
@@ -227,7 +227,7 @@ class Experiment:
             client.close()
             raise DurableError(f"{self.db} already holds workflows; the chaos experiment needs an empty database")
 
-    def _drive(self, fleet: Fleet, injector: Injector, client: Client, started: float) -> bool:
+    def _drive(self, fleet: Fleet | Hosts, injector: Injector, client: Client, started: float) -> bool:
         """Send faults until every workflow ended (True), the timeout, an interruption or a failing fleet."""
         options = self.options
         pause = threading.Event()
@@ -251,7 +251,7 @@ class Experiment:
                 next_fault = now + options.fault_interval * self.rng.uniform(0.5, 1.5)
             pause.wait(0.01)
 
-    def _restart(self, fleet: Fleet) -> bool:
+    def _restart(self, fleet: Fleet | Hosts) -> bool:
         """Restart a supervisor that exited by itself; False once it has done so more than 5 times."""
         self.unexpected_deaths += 1
         code = fleet.proc.returncode if fleet.proc else "?"

@@ -14,11 +14,11 @@ import psutil
 from ..backends import Store
 from ..errors import DurableError
 from .disk import SmallDisk
-from .fleet import Fleet, child_env, is_alive
+from .fleet import Fleet, Hosts, child_env, is_alive
 from .options import ChaosOptions, Fault
 
 #: Relative frequency of each fault kind among those allowed at a given moment.
-FAULT_WEIGHTS = {"kill": 6, "stop": 2, "supervisor": 1, "lock": 2, "outage": 1, "diskfull": 1}
+FAULT_WEIGHTS = {"kill": 6, "stop": 2, "supervisor": 1, "lock": 2, "outage": 1, "diskfull": 1, "host": 1}
 #: Fault kinds held by the lock-holder helper process (one at a time).
 HOLDER_KINDS = ("lock", "outage")
 #: Seconds after a lock holder ended before the next lock or outage fault.
@@ -33,7 +33,12 @@ class Injector:
     """
 
     def __init__(
-        self, options: ChaosOptions, fleet: Fleet, store: Store, rng: random.Random, disk: SmallDisk | None = None
+        self,
+        options: ChaosOptions,
+        fleet: Fleet | Hosts,
+        store: Store,
+        rng: random.Random,
+        disk: SmallDisk | None = None,
     ) -> None:
         self.options = options
         self.fleet = fleet
@@ -65,6 +70,8 @@ class Injector:
             if kind == "supervisor" and (
                 now - self.last_supervisor_kill < self.options.supervisor_gap or not self.fleet.alive()
             ):
+                continue
+            if kind == "host" and not (isinstance(self.fleet, Hosts) and self.fleet.can_lose_host()):
                 continue
             kinds.append(kind)
         return kinds
@@ -161,6 +168,17 @@ class Injector:
         self.old_fleets.append((fault, procs))
         return fault
 
+    def _host(self, now: float) -> Fault | None:
+        """SIGKILL one host's supervisor and workers at once; it is restarted after ``host_down_for()`` s."""
+        assert isinstance(self.fleet, Hosts)
+        index = self.rng.randrange(len(self.fleet.fleets))
+        held_by = self._held_by_pid()
+        at = time.time()
+        pid, workers = self.fleet.kill_host(index, at)
+        held = sorted({wf for p in workers for wf in held_by.get(p, [])})
+        host_id = self.fleet.fleets[index].host_id or ""
+        return Fault("host", pid, at, end=at + self.fleet.down_for, held=held, fleet=workers, detail=host_id)
+
     def _hold(self, kind: str, seconds: float) -> Fault:
         """Start the lock-holder helper: it holds the write lock for ``seconds``."""
         command = [
@@ -198,6 +216,7 @@ class Injector:
                 fault.end = time.time()
         if self.disk is not None:
             self.disk.tick(now)
+        self.fleet.tick(now)  # restarts a killed host once its down time is over
 
     def _resume(self, pid: int, proc: psutil.Process, fault: Fault) -> None:
         try:

@@ -1,4 +1,4 @@
-"""The experiment's processes: the supervisor it starts, kills and restarts, and leftovers."""
+"""The experiment's processes: the supervisors it starts, kills and restarts (one per host), and leftovers."""
 
 from __future__ import annotations
 
@@ -80,12 +80,13 @@ def live_worker_ids(store: Store) -> set[str]:
 
 
 class Fleet:
-    """The supervisor process the harness starts, kills and restarts."""
+    """The supervisor process the harness starts, kills and restarts (of host ``host_id``, if given)."""
 
-    def __init__(self, options: ChaosOptions, db: str, log_path: Path) -> None:
+    def __init__(self, options: ChaosOptions, db: str, log_path: Path, host_id: str | None = None) -> None:
         self.options = options
         self.db = db
         self.log_path = log_path
+        self.host_id = host_id
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -100,7 +101,7 @@ class Fleet:
             "--ttl", str(self.options.ttl),
             "--shutdown-timeout", "20",
             "--log-level", self.options.log_level,
-        ]  # fmt: skip
+        ] + (["--host-id", self.host_id] if self.host_id else [])  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 command,
@@ -149,6 +150,21 @@ class Fleet:
         self.proc.wait()
         return fleet
 
+    def kill_host(self) -> list[int]:
+        """SIGKILL the supervisor and all its workers at once (the whole host dies); return the workers' pids."""
+        assert self.proc is not None
+        workers = self.workers()
+        for proc in (self.proc, *workers):
+            try:
+                proc.kill()
+            except (psutil.Error, ProcessLookupError):
+                pass
+        self.proc.wait()
+        return [p.pid for p in workers]
+
+    def tick(self, now: float) -> None:
+        """Nothing to do for one host (see :meth:`Hosts.tick`)."""
+
     def stop(self, timeout: float = 40.0) -> bool:
         """Graceful stop (SIGTERM, then SIGKILL of the group); True if it stopped in time."""
         if not self.alive():
@@ -165,3 +181,79 @@ class Fleet:
                 pass
             self.proc.wait()
             return False
+
+
+class Hosts:
+    """``options.hosts`` fleets with distinct host identities on one database, driven as one fleet.
+
+    The supervisor fault kills (and restarts) the supervisor of one host that
+    is up; :meth:`kill_host` kills a whole host, which stays down for
+    ``options.host_down_for()`` seconds before :meth:`tick` restarts it.
+    """
+
+    def __init__(self, options: ChaosOptions, db: str, log_path: Path) -> None:
+        self.db = db
+        self.fleets = [Fleet(options, db, log_path, host_id=f"chaos-host-{i + 1}") for i in range(options.hosts)]
+        self.down_until: dict[int, float] = {}  # index of a killed host -> when it is restarted
+        self.down_for = options.host_down_for()
+
+    def _up(self) -> list[Fleet]:
+        return [f for i, f in enumerate(self.fleets) if i not in self.down_until]
+
+    def _current(self) -> Fleet:
+        """The host a supervisor fault or a restart is about: the first that is up and exited, else the first up."""
+        up = self._up()
+        return next((f for f in up if not f.alive()), up[0])
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The supervisor process of :meth:`_current`."""
+        return self._current().proc
+
+    @property
+    def starts(self) -> int:
+        """Supervisor starts on every host."""
+        return sum(f.starts for f in self.fleets)
+
+    def start(self) -> None:
+        """Start the supervisor of every host that is up and not running."""
+        for fleet in self._up():
+            if not fleet.alive():
+                fleet.start()
+
+    def alive(self) -> bool:
+        """True while every host that is up has its supervisor running."""
+        return all(f.alive() for f in self._up())
+
+    def workers(self) -> list[psutil.Process]:
+        """Worker processes of every host."""
+        return [p for f in self.fleets for p in f.workers()]
+
+    def kill(self) -> list[int]:
+        """``kill -9`` the supervisor of one host (see :meth:`Fleet.kill`)."""
+        return self._current().kill()
+
+    def can_lose_host(self) -> bool:
+        """True when every host is up and running, so another one takes over a killed one."""
+        return not self.down_until and len(self.fleets) > 1 and self.alive()
+
+    def kill_host(self, index: int, now: float) -> tuple[int, list[int]]:
+        """Kill host ``index`` whole; return its supervisor's pid and its workers' pids."""
+        fleet = self.fleets[index]
+        assert fleet.proc is not None
+        pid = fleet.proc.pid
+        workers = fleet.kill_host()
+        self.down_until[index] = now + self.down_for
+        return pid, workers
+
+    def tick(self, now: float) -> None:
+        """Restart the hosts whose down time is over."""
+        for index, due in list(self.down_until.items()):
+            if now >= due:
+                del self.down_until[index]
+                self.fleets[index].start()
+
+    def stop(self, timeout: float = 40.0) -> bool:
+        """Stop every host (a host that is down stays down); True if all stopped in time."""
+        self.down_until.clear()
+        return all([f.stop(timeout) for f in self.fleets])

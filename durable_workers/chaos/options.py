@@ -22,10 +22,11 @@ POISON_TEXT = "crashed the worker"
 UNKNOWN_NAME = "chaos_unknown"
 #: ``lock`` stays within the fleet's lock patience (waited out); ``outage`` outlasts it
 #: (the store is unavailable); ``diskfull`` fills the small filesystem the database lives
-#: on; ``foreign`` makes some check steps raise a foreign BaseException once.
-FAULT_KINDS = ("kill", "stop", "supervisor", "lock", "outage", "diskfull", "foreign")
+#: on; ``foreign`` makes some check steps raise a foreign BaseException once; ``host``
+#: (with ``--hosts`` 2 or more) SIGKILLs a whole host, supervisor and workers at once.
+FAULT_KINDS = ("kill", "stop", "supervisor", "lock", "outage", "diskfull", "foreign", "host")
 #: Fault kinds sent by the injector while the fleet runs (``foreign`` is planted in the workflows).
-INJECTED_KINDS = ("kill", "stop", "supervisor", "lock", "outage", "diskfull")
+INJECTED_KINDS = ("kill", "stop", "supervisor", "lock", "outage", "diskfull", "host")
 #: Fault kinds sent when ``--faults`` is not given (``diskfull`` mounts a filesystem: opt in).
 DEFAULT_FAULTS = ("kill", "stop", "supervisor", "lock", "outage", "foreign")
 #: The foreign BaseExceptions a hazard step raises on its first execution, by turns.
@@ -74,6 +75,12 @@ class ChaosOptions:
     bad_inputs: int = 1  # of each bad-input kind
     concurrency: int = 1
     log_level: str = "WARNING"
+    hosts: int = 1  # supervisors, each with its own host identity, on the one database
+    host_down_seconds: float | None = None  # how long a killed host stays down; default 3 x ttl
+
+    def host_down_for(self) -> float:
+        """Seconds a host killed by the ``host`` fault stays down before it is restarted."""
+        return self.host_down_seconds if self.host_down_seconds is not None else 3 * self.ttl
 
     def fleet_patience(self) -> float | None:
         """The fleet's lock patience (s): ``lock_patience`` when the outage fault is sent, else None (the default)."""
@@ -88,6 +95,8 @@ class ChaosOptions:
         unknown = unknown_faults(self.faults)
         if unknown:
             return unknown
+        if "host" in self.faults and self.hosts < 2:
+            return "the host fault needs a second host to take over: give --hosts 2 (or more)"
         if self.fleet_patience() is not None and "lock" in self.faults and self.lock_seconds >= self.lock_patience:
             return f"--lock-seconds ({self.lock_seconds:g}) must be below --lock-patience ({self.lock_patience:g})"
         if "outage" in self.faults and self.outage_seconds <= self.lock_patience:
@@ -108,5 +117,5 @@ class Fault:
     start: float
     end: float | None = None
     held: list[str] = field(default_factory=list)  # workflows the target held at that moment (kill, stop)
-    fleet: list[int] = field(default_factory=list)  # supervisor kill: its workers
+    fleet: list[int] = field(default_factory=list)  # supervisor or host kill: its workers
     detail: str = ""

@@ -22,11 +22,16 @@ def _row(label: str, value: Any, mark: str = "") -> Row:
     return (label, str(value), mark)
 
 
+def _on_hosts(config: dict[str, Any]) -> str:
+    hosts = config.get("hosts", 1)
+    return f" on each of {hosts} hosts" if hosts > 1 else ""
+
+
 def _head(verdict: dict[str, Any]) -> str:
     c, w, exp = verdict["config"], verdict["workflows"], verdict["expected"]
     faults = ",".join(c["faults"]) or "none"
     return (
-        f"durable chaos: {c['workers']} workers, {w['submitted']} {c['workflow']} workflows "
+        f"durable chaos: {c['workers']} workers{_on_hosts(c)}, {w['submitted']} {c['workflow']} workflows "
         f"(+{exp['failures']['count'] + exp['pending']['count']} bad-input), faults {faults} "
         f"every ~{c['fault_interval']:g} s, ttl {c['ttl']:g} s, seed {c['seed']}\ndatabase: {c['db']}"
     )
@@ -60,6 +65,7 @@ def _fault_rows(verdict: dict[str, Any]) -> list[Row]:
         _row("  kill -9 worker", f["kill"]),
         _row("  SIGSTOP past ttl", f["stop"]),
         _row("  kill -9 supervisor", f"{f['supervisor']} (restarted; {f['supervisor_starts']} starts in all)"),
+        _row("  kill -9 whole host", f"{f['host']} (restarted after it)" if f["host"] else 0),
         _row("  write lock held", f"{f['lock']} ({_rec(f['lock_held_s'])})" if f["lock"] else 0),
         _row("  store outage (lock past patience)", f"{f['outage']} ({_rec(f['outage_held_s'])})" if f["outage"] else 0),
         _row("  disk full", _disk_value(f)),
@@ -117,7 +123,7 @@ def _foreign_rows(verdict: dict[str, Any]) -> list[Row]:
 
 def _step_rows(verdict: dict[str, Any]) -> list[Row]:
     s, checks = verdict["steps"], verdict["checks"]
-    explained = s["explained_by_kill"] + s["explained_by_stop"] + s["explained_by_outage"]
+    explained = s["explained_by_kill"] + s["explained_by_stop"] + s["explained_by_host"] + s["explained_by_outage"]
     return [
         _row("STEPS", ""),
         _row("  executions (ledger)", f"{s['executions']} for {s['distinct']} step calls"),
@@ -150,7 +156,10 @@ def _lock_rows(verdict: dict[str, Any]) -> list[Row]:
 def _recovery_rows(verdict: dict[str, Any]) -> list[Row]:
     rec = verdict["recovery"]
     rows = [_row("RECOVERY (fault -> next step of that workflow)", "")]
-    for kind, label in (("kill", "after kill -9 worker"), ("stop", "after SIGSTOP"), ("supervisor", "after supervisor kill")):
+    kinds = [("kill", "after kill -9 worker"), ("stop", "after SIGSTOP"), ("supervisor", "after supervisor kill")]
+    if verdict["faults"]["host"]:
+        kinds.append(("host", "after whole-host kill"))
+    for kind, label in kinds:
         rows.append(_row(f"  {label}", _rec(rec[kind])))
         rows.append(_row("    ... no lock fault overlapping", _rec(rec[f"{kind}_no_lock_overlap"])))
     rows.append(_row("  old fleet gone after supervisor kill", _rec(rec["old_fleet_exit_after_supervisor_kill"])))

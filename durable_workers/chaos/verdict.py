@@ -23,7 +23,7 @@ from .options import BAD_INPUT, INJECTED_KINDS, POISON_TEXT, UNKNOWN_NAME, Chaos
 #: Markers of a lock error in stored errors and in worker logs.
 LOCK_MARKERS = ("database is locked", "StoreBusyError", "database table is locked")
 #: Fault kinds whose recovery is timed.
-RECOVERED_KINDS = ("kill", "stop", "supervisor")
+RECOVERED_KINDS = ("kill", "stop", "supervisor", "host")
 #: Faults during which the write lock was held, or the store unavailable (for "no lock overlap").
 STALL_KINDS = ("lock",) + STORE_FAULTS
 
@@ -125,7 +125,7 @@ def _faults_section(
     return {
         **{kind: sum(1 for f in faults if f.kind == kind) for kind in INJECTED_KINDS},
         "hit_running_step": len(findings.hits),
-        "hit_a_workflow": sum(1 for f in faults if f.kind in ("kill", "stop") and f.held),
+        "hit_a_workflow": sum(1 for f in faults if f.kind in ("kill", "stop", "host") and f.held),
         "skipped_no_target": skipped,
         "lock_held_s": _held_s(faults, "lock"),
         "outage_held_s": _held_s(faults, "outage"),
@@ -151,6 +151,7 @@ def _steps_section(evidence: Evidence, findings: StepFindings) -> dict[str, Any]
         "reexecutions": sum(n - 1 for n in counts),
         "explained_by_kill": findings.explained["kill"],
         "explained_by_stop": findings.explained["stop"],
+        "explained_by_host": findings.explained["host"],
         "explained_by_outage": findings.explained["outage"] + findings.explained["diskfull"],
         "unexplained": len(findings.unexplained),
         "unexplained_detail": findings.unexplained[:10],
@@ -181,7 +182,7 @@ def _locks_section(evidence: Evidence, log_text: str) -> dict[str, Any]:
 
 def _next_progress(fault: Fault, workflow: WorkflowRecord, rows: Sequence[LedgerRecord]) -> float | None:
     """When ``workflow`` next moved after ``fault``, on a process the fault did not take down."""
-    gone = set(fault.fleet) if fault.kind == "supervisor" else {fault.pid}
+    gone = set(fault.fleet) if fault.kind in ("supervisor", "host") else {fault.pid}
     nxt = next((r.at for r in rows if r.at > fault.start and r.pid not in gone), None)
     if nxt is None and workflow.status == Status.COMPLETED.value and workflow.updated_at > fault.start:
         nxt = workflow.updated_at

@@ -177,6 +177,31 @@ def test_worker_row_with_dead_pid_is_reaped_and_its_lease_freed(store, db, tmp_p
                          token=claim.token, max_attempts=3)
 
 
+def test_another_hosts_worker_is_judged_by_its_heartbeat_on_the_store_clock_never_by_a_local_pid(store, db, tmp_path):
+    """A row of another host identity whose PID is dead here lives while its heartbeat is fresh (3 of its TTLs)."""
+    submit_steps(store, tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        remote = store.register_worker("remote", names=NAMES, pid=child.pid, ttl=10)
+        claim = store.claim_next("remote", NAMES, ttl=10)
+        assert claim is not None
+    finally:
+        child.stdin.close()
+        child.wait(30)
+    assert not process_alive(remote.pid, remote.proc_started_at)  # that PID means nothing on this host
+    query(db, "UPDATE workers SET host_id = 'elsewhere', heartbeat_at = heartbeat_at - 20 WHERE id = 'remote'")
+
+    assert reap_dead_workers(store, stale_after=1) == []  # 20 s < 3 x its own ttl of 10 s
+    assert query(db, "SELECT state FROM workers WHERE id = 'remote'") == [{"state": "running"}]
+    assert store.get_lease("wf-1").worker_id == "remote"
+
+    query(db, "UPDATE workers SET heartbeat_at = heartbeat_at - 11 WHERE id = 'remote'")  # 31 s: dead by TTL
+    reaped = reap_dead_workers(store, stale_after=1)
+    assert [(worker.id, held) for worker, held in reaped] == [("remote", ["wf-1"])]
+    taken = store.claim_next("heir", NAMES, ttl=30)
+    assert taken is not None and taken.token == claim.token + 1
+
+
 def test_reused_pid_counts_as_dead(store, db, tmp_path):
     """A row whose PID now belongs to another process (different create time) is dead."""
     submit_steps(store, tmp_path)

@@ -180,7 +180,7 @@ def test_durable_workers_marks_a_frozen_workers_heartbeat_stale(
     try:
         wait_for(stale, 60, "`durable workers` to mark the frozen worker stale")
         text = run_cli("workers", db=db_path).stdout
-        assert re.search(rf"^\s*{worker.popen.pid}\s+running\s+yes\s+\S+s\s+STALE\b", text, re.MULTILINE), text
+        assert re.search(rf"^\S+\s+{worker.popen.pid}\s+running\s+yes\s+\S+s\s+STALE\b", text, re.MULTILINE), text
     finally:
         proc.resume()
     wait_for(lambda: stale() is False, 60, "the resumed worker's heartbeat to be fresh again")

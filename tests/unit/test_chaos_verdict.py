@@ -75,6 +75,19 @@ def test_a_reexecution_explained_by_a_kill_of_its_worker_during_the_step() -> No
     assert result["recovery"]["kill"]["count"] == 1  # 1.5 -> 2.0
 
 
+def test_a_reexecution_explained_by_a_kill_of_its_whole_host() -> None:
+    workflows, steps, ledger = reexecuted()
+    host = Fault("host", 99, 1.5, held=[WF], fleet=[1, 5])  # supervisor pid 99, its workers 1 and 5
+    result = verdict(workflows, steps, ledger, [host])
+    assert result["ok"] is True
+    assert result["steps"]["reexecutions"] == 1 and result["steps"]["explained_by_host"] == 1
+    assert result["faults"]["host"] == 1 and result["faults"]["hit_running_step"] == 1
+    assert result["recovery"]["host"]["count"] == 1  # 1.5 -> 2.0, on pid 2 (not of the killed host)
+    assert "after whole-host kill" in render(result)
+    unrelated = verdict(workflows, steps, ledger, [Fault("host", 1, 1.5, held=[WF], fleet=[5])])
+    assert unrelated["steps"]["unexplained"] == 1  # the host's supervisor pid is no worker of it
+
+
 def test_an_unexplained_reexecution_fails_the_verdict() -> None:
     workflows, steps, ledger = reexecuted()
     for faults in ([], [Fault("kill", 7, 1.5)], [Fault("kill", 1, 3.0)]):  # none; another pid; after completion
