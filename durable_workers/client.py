@@ -18,6 +18,7 @@ from .errors import ConflictError, InputError, WorkflowFailedError, WorkflowNotF
 from .liveness import worker_alive
 from .records import LeaseRecord, Status, StepRecord, TERMINAL, WorkerRecord, WorkflowRecord
 from .registry import Registry, default_registry, load_app
+from .typed import to_json
 
 
 def _check_same(record: WorkflowRecord, name: str, input_json: str) -> None:
@@ -48,7 +49,7 @@ def encode_input(values: Any) -> str:
             f"input must be a JSON object of keyword arguments, got {type(values).__name__}"
         )
     try:
-        return json.dumps(values, sort_keys=True, allow_nan=False)
+        return json.dumps(values, sort_keys=True, allow_nan=False, default=to_json)
     except (TypeError, ValueError) as exc:
         raise InputError(f"input is not JSON-serialisable: {exc}") from None
 

@@ -63,6 +63,10 @@ class NotSerializableError(DurableError, TypeError):
     """A step or workflow returned a value that JSON cannot encode."""
 
 
+class TypedValueError(DurableError, TypeError):
+    """A stored JSON value does not fit the annotated type it is decoded into."""
+
+
 class StepTimeoutError(DurableError, TimeoutError):
     """A step ran past its ``timeout``."""
 
