@@ -52,6 +52,9 @@ class Context:
     downstream deduplication.
     """
 
+    #: True in the read-only replay of ``durable check-replay`` (:mod:`durable_workers.replaycheck`).
+    read_only = False
+
     def __init__(
         self,
         *,

@@ -35,6 +35,10 @@ class WorkflowNotFound(DurableError):
     """No workflow with the given id exists in the database."""
 
 
+class StepNotFound(DurableError):
+    """The workflow has no recorded step with the given key."""
+
+
 class UnknownWorkflowError(DurableError):
     """No workflow is registered under the given name."""
 

@@ -60,6 +60,8 @@ CONTRACT: tuple[Operation, ...] = (
               retry_safe=False, raises="WorkflowNotFound, InvalidStateError (a retried commit: already CANCELLED)"),
     Operation("retry", "workflow PENDING again; the step failure that ended it (failed_step) and later steps deleted",
               retry_safe=False, raises="WorkflowNotFound, InvalidStateError (a retried commit: already PENDING)"),
+    Operation("fork", "inserts a PENDING copy of a workflow and copies its finished steps recorded before a step",
+              retry_safe=False, raises="WorkflowNotFound, StepNotFound, ConflictError (new_id taken)"),
     Operation("claim_next", "workflow RUNNING with attempts+1, lease upserted with token+1, or FAILED past max_claims",
               retry_safe=False, raises="- (an ambiguous commit is confirmed by its lease (workflow_id, worker_id, token))"),
     Operation("claim_workflow", "as claim_next, for one given workflow (confirmed likewise)", retry_safe=False,
