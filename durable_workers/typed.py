@@ -15,6 +15,7 @@ cannot be resolved, leaves the value as decoded JSON.
 from __future__ import annotations
 
 import dataclasses
+from collections import abc
 import sys
 import types
 import typing
@@ -95,7 +96,7 @@ def _decode(tp: Any, data: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin is Union or (hasattr(types, "UnionType") and origin is getattr(types, "UnionType")):
         return _decode_union(tp, data)
-    if origin in (list, tuple, set, frozenset) or origin in (typing.List, typing.Sequence):
+    if origin in (list, tuple, set, frozenset, abc.Sequence, abc.MutableSequence):
         return _decode_sequence(tp, origin, data)
     if origin is dict:
         args = typing.get_args(tp)
@@ -137,7 +138,7 @@ def _decode_sequence(tp: Any, origin: Any, data: Any) -> Any:
         return tuple(_decode(a, v) for a, v in zip(args, items))
     item_type = args[0] if args else Any
     decoded = [_decode(item_type, v) for v in items]
-    return decoded if origin in (list, typing.List, typing.Sequence) else origin(decoded)
+    return decoded if origin in (list, abc.Sequence, abc.MutableSequence) else origin(decoded)
 
 
 def _decode_dataclass(cls: type, data: Any) -> Any:
