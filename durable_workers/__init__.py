@@ -29,6 +29,7 @@ from .errors import (
     StepFailedError,
     StepTimeoutError,
     StoreBusyError,
+    TypedValueError,
     StoreUnavailable,
     UnknownWorkflowError,
     WorkflowAborted,
@@ -37,6 +38,7 @@ from .errors import (
 )
 from .records import Status, StepStatus
 from .registry import Registry, default_registry, load_app, workflow
+from .typed import Serializer, register_serializer, register_type
 
 __version__ = "0.1.0"
 
@@ -56,6 +58,7 @@ __all__ = [
     "NotSerializableError",
     "Registry",
     "SchemaVersionError",
+    "Serializer",
     "Status",
     "StepEvent",
     "StepFailedError",
@@ -64,12 +67,15 @@ __all__ = [
     "StepTimeoutError",
     "StoreBusyError",
     "StoreUnavailable",
+    "TypedValueError",
     "UnknownWorkflowError",
     "WorkflowAborted",
     "WorkflowFailedError",
     "WorkflowNotFound",
     "default_registry",
     "load_app",
+    "register_serializer",
+    "register_type",
     "step",
     "workflow",
 ]

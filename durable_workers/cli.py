@@ -57,7 +57,7 @@ EXIT_INTERRUPTED = 3  # `durable run` stopped an attempt that must resume in a f
 #: Errors shown as one line (exit 1) instead of a traceback.
 ONE_LINE_ERRORS = (DurableError, StoreUnavailable, CorruptRecordError)
 #: Commands that only read: they open the database read-only (never create or write it).
-READ_COMMANDS = frozenset({"status", "steps", "workers"})
+READ_COMMANDS = frozenset({"status", "steps", "workers", "check-replay"})
 
 
 class DurableGroup(OneLineGroup):
@@ -362,6 +362,12 @@ from .cli_migrate import migrate as _migrate  # noqa: E402
 
 main.add_command(_chaos)
 main.add_command(_migrate)
+
+# Fork and the replay check live in cli_replay (it uses the helpers above).
+from .cli_replay import check_replay as _check_replay, fork as _fork  # noqa: E402
+
+main.add_command(_fork)
+main.add_command(_check_replay)
 
 
 if __name__ == "__main__":  # pragma: no cover

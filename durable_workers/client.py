@@ -8,7 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .backends import POSTGRES_SCHEMES, Store, open_store
 from .config import Config, load_config
@@ -18,6 +18,10 @@ from .errors import ConflictError, InputError, WorkflowFailedError, WorkflowNotF
 from .liveness import worker_alive
 from .records import LeaseRecord, Status, StepRecord, TERMINAL, WorkerRecord, WorkflowRecord
 from .registry import Registry, default_registry, load_app
+from .typed import to_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .replaycheck import ReplayVerdict
 
 
 def _check_same(record: WorkflowRecord, name: str, input_json: str) -> None:
@@ -50,7 +54,7 @@ def encode_input(values: Any) -> str:
             f"input must be a JSON object of keyword arguments, got {type(values).__name__}"
         )
     try:
-        return json.dumps(values, sort_keys=True, allow_nan=False)
+        return json.dumps(values, sort_keys=True, allow_nan=False, default=to_json)
     except (TypeError, ValueError) as exc:
         raise InputError(f"input is not JSON-serialisable: {exc}") from None
 
@@ -229,6 +233,23 @@ class Client:
     def retry(self, workflow_id: str) -> WorkflowRecord:
         """Run a FAILED or CANCELLED workflow again; completed steps are kept."""
         return self.store.retry(workflow_id)
+
+    def fork(self, workflow_id: str, *, from_step: str, new_id: str | None = None) -> str:
+        """Start a PENDING copy of a workflow that replays its history before step ``from_step``.
+
+        Same name and input; ``from_step`` and everything first recorded after
+        it run afresh. The source may be in any status. Returns the new id
+        (``new_id``, or ``ID~fork-N``). Raises :class:`WorkflowNotFound`,
+        :class:`StepNotFound` or :class:`ConflictError` (``new_id`` taken).
+        """
+        return self.store.fork(workflow_id, from_step, new_id)
+
+    def check_replay(self) -> "list[ReplayVerdict]":
+        """Replay every unfinished workflow against the app's code, executing and writing nothing."""
+        from .replaycheck import check_replay
+
+        registry = self.registry  # a bad app fails before the database is opened
+        return check_replay(self.store, registry)
 
     def wait(
         self,

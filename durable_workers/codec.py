@@ -18,6 +18,7 @@ import traceback
 from typing import Any
 
 from .errors import CorruptRecordError, NotSerializableError, StepFailedError
+from .typed import to_json
 
 
 def safe_str(exc: BaseException) -> str:
@@ -39,11 +40,11 @@ def format_traceback(exc: BaseException) -> str:
 def encode_json(value: Any, what: str) -> str:
     """JSON text of ``value``; raises :class:`NotSerializableError` naming ``what``."""
     try:
-        return json.dumps(value, allow_nan=False)
+        return json.dumps(value, allow_nan=False, default=to_json)
     except (TypeError, ValueError) as exc:
         raise NotSerializableError(
             f"{what} returned {type(value).__name__}, which is not JSON-serialisable ({exc}); "
-            "return dicts, lists, strings, numbers, booleans or None"
+            "return JSON values, dataclasses, pydantic models or types given to register_type"
         ) from None
 
 

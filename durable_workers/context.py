@@ -30,6 +30,7 @@ from .errors import (
 )
 from .policy import DEFAULT_POLICY, StepPolicy, current_context, step
 from .records import StepRecord, StepStatus
+from .typed import step_result
 
 
 T = TypeVar("T")
@@ -50,6 +51,9 @@ class Context:
     function ``ctx.step_key`` / ``ctx.idempotency_key`` identify the call for
     downstream deduplication.
     """
+
+    #: True in the read-only replay of ``durable check-replay`` (:mod:`durable_workers.replaycheck`).
+    read_only = False
 
     def __init__(
         self,
@@ -125,7 +129,8 @@ class Context:
         ``ctx.step("id", fn)`` or ``ctx.step(fn)`` (id from the function's
         name; a lambda's from its call site). A completed step returns its
         recorded value without running; the value is always the JSON-decoded
-        result (a tuple comes back as a list). A recorded failure is raised
+        result, rebuilt as ``fn``'s annotated return type when that is a dataclass, a
+        pydantic model or a registered type (:mod:`durable_workers.typed`). A recorded failure is raised
         again. Raises :class:`NotSerializableError` for a result JSON cannot
         encode, :class:`NonDeterminismError` when replay diverges, and
         :class:`DurableError` when called inside another step or from a thread
@@ -262,7 +267,7 @@ class Context:
         if recorded is not None and recorded.status == StepStatus.COMPLETED.value:
             value = decode_json(recorded.output, workflow_id=self.workflow_id, column="output", step_key=key)
             self._emit("replayed", key, attempt=recorded.attempts)
-            return value  # type: ignore[no-any-return]
+            return step_result(fn, value)  # type: ignore[no-any-return]
         if recorded is not None and recorded.status == StepStatus.FAILED.value:
             data = decode_error(recorded.error, workflow_id=self.workflow_id, step_key=key)
             self._emit("replayed-failure", key, attempt=recorded.attempts, error=summarize_error(recorded.error))
@@ -310,7 +315,8 @@ class Context:
                 self._store.complete_step(self.workflow_id, key, output, worker_id=self._worker_id, token=self._token)
                 self._maybe_crash("after", name, key)
                 self._emit("completed", key, attempt=start.attempts, duration=time.monotonic() - began)
-                return decode_json(output, workflow_id=self.workflow_id, column="output", step_key=key)  # type: ignore[no-any-return]
+                value = decode_json(output, workflow_id=self.workflow_id, column="output", step_key=key)
+                return step_result(fn, value)  # type: ignore[no-any-return]
             if not self._control.wakeup.wait(policy.delay(start.attempts)):
                 continue
             self._control.check(self.workflow_id, f"the retry of step {key}")

@@ -41,6 +41,7 @@ from .errors import (
 )
 from .records import Claim, Status, WorkflowRecord
 from .registry import Registry, WorkflowSpec
+from .typed import workflow_inputs
 
 
 log = logging.getLogger("durable_workers.worker")
@@ -80,7 +81,7 @@ def _ending(spec: WorkflowSpec, ctx: Context, record: WorkflowRecord) -> tuple[S
     try:
         if record.corrupt:
             raise CorruptRecordError(record.id, record.corrupt[0], detail="not a JSON object")
-        result = spec.fn(ctx, **record.input)
+        result = spec.fn(ctx, **workflow_inputs(spec.fn, record.input))
         if ctx.diverged is not None:  # the workflow caught the NonDeterminismError: fail anyway
             raise ctx.diverged
         missing = ctx.unreplayed_steps()

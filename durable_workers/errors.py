@@ -35,6 +35,10 @@ class WorkflowNotFound(DurableError):
     """No workflow with the given id exists in the database."""
 
 
+class StepNotFound(DurableError):
+    """The workflow has no recorded step with the given key."""
+
+
 class UnknownWorkflowError(DurableError):
     """No workflow is registered under the given name."""
 
@@ -61,6 +65,10 @@ class NonDeterminismError(DurableError):
 
 class NotSerializableError(DurableError, TypeError):
     """A step or workflow returned a value that JSON cannot encode."""
+
+
+class TypedValueError(DurableError, TypeError):
+    """A stored JSON value does not fit the annotated type it is decoded into."""
 
 
 class StepTimeoutError(DurableError, TimeoutError):

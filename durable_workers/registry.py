@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar, overload
 
 from .errors import ConfigError, DurableError, InputError, UnknownWorkflowError
+from .typed import to_json, workflow_inputs
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,10 +24,11 @@ class WorkflowSpec:
     fn: Callable[..., Any]
 
     def check_input(self, values: dict[str, Any]) -> None:
-        """Raise :class:`InputError` unless ``values`` bind to the function's keyword parameters."""
+        """Raise :class:`InputError` unless ``values`` bind to the keyword parameters and fit their annotated types."""
         try:
             inspect.signature(self.fn).bind(None, **values)
-        except TypeError as exc:
+            workflow_inputs(self.fn, json.loads(json.dumps(values, default=to_json)))
+        except (TypeError, ValueError) as exc:  # TypedValueError is a TypeError
             raise InputError(f"input does not fit workflow {self.name!r}: {exc}") from None
 
 

@@ -65,6 +65,8 @@ CONTRACT: tuple[Operation, ...] = (
     Operation("retry", "workflow PENDING again; the step failure that ended it (failed_step) and later steps deleted",
               retry_safe=False, raises="WorkflowNotFound, InvalidStateError",
               confirmed_by="workflow PENDING with updated_at = this call's now"),
+    Operation("fork", "inserts a PENDING copy of a workflow and copies its finished steps recorded before a step",
+              retry_safe=False, raises="WorkflowNotFound, StepNotFound, ConflictError (new_id taken)"),
     Operation("claim_next", "workflow RUNNING with attempts+1, lease upserted with token+1, or FAILED past max_claims",
               retry_safe=False, raises="-", confirmed_by="the lease held with the claim's (workflow_id, worker_id, token)"),
     Operation("claim_workflow", "as claim_next, for one given workflow", retry_safe=False,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from ..errors import InvalidStateError, WorkflowNotFound
+from ..errors import ConflictError, InvalidStateError, StepNotFound, WorkflowNotFound
 from ..records import TERMINAL, Status, StepStatus, WorkflowRecord
+from typing import Any
+
 from peewee import fn
 from .rows import RowHelpers
 
@@ -57,8 +59,8 @@ class WorkflowOps(RowHelpers):
 
         return self.read(body)
 
-    def list_workflows(self, status: str | None = None, limit: int = 50) -> list[WorkflowRecord]:
-        """The newest workflows first, optionally of one status."""
+    def list_workflows(self, status: str | None = None, limit: int | None = 50) -> list[WorkflowRecord]:
+        """The newest workflows first, optionally of one status (``limit=None``: all of them)."""
         m = self.m
 
         def body() -> list[WorkflowRecord]:
@@ -103,10 +105,7 @@ class WorkflowOps(RowHelpers):
 
         def body() -> WorkflowRecord:
             self._lock_lease(workflow_id)  # waits for an in-flight fenced write of the owner
-            self._lock_workflow(workflow_id)
-            row = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
-            if row is None:
-                raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
+            row = self._locked_workflow(workflow_id)
             if row.status in TERMINAL:
                 raise InvalidStateError(
                     f"workflow {workflow_id} is already {row.status}; nothing to cancel"
@@ -134,10 +133,7 @@ class WorkflowOps(RowHelpers):
         now = self._clock(now)
 
         def body() -> WorkflowRecord:
-            self._lock_workflow(workflow_id)
-            row = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
-            if row is None:
-                raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
+            row = self._locked_workflow(workflow_id)
             if row.status not in (Status.FAILED.value, Status.CANCELLED.value):
                 raise InvalidStateError(
                     f"workflow {workflow_id} is {row.status}; only FAILED or CANCELLED workflows can be retried"
@@ -169,6 +165,68 @@ class WorkflowOps(RowHelpers):
         if row is None or (row.status, row.updated_at) != (status.value, now):
             return None
         return WorkflowRecord.from_row(row)
+
+    def fork(self, workflow_id: str, from_step: str, new_id: str | None = None, *, now: float | None = None) -> str:
+        """Start a PENDING copy of a workflow (any status) that keeps its history before ``from_step``.
+
+        The copy has the same name and input; the steps first recorded (by
+        ``seq``) before step ``from_step`` are copied if they had finished
+        (COMPLETED, or FAILED: a failure the workflow caught), so the copy
+        replays them and runs ``from_step`` and what follows afresh. The new id
+        is ``new_id`` or the first free ``ID~fork-N``. Returns the new id.
+        """
+        m = self.m
+        now = self._clock(now)
+
+        def body() -> str:
+            source = self._locked_workflow(workflow_id)
+            cut = m.Step.get_or_none((m.Step.workflow_id == workflow_id) & (m.Step.step_key == from_step))
+            if cut is None or not cut.seq:
+                raise StepNotFound(
+                    f"workflow {workflow_id} has no recorded step {from_step!r}; "
+                    f"list its step keys with `durable steps {workflow_id}`"
+                )
+            fork_id = self._insert_fork(source, new_id, now)
+            kept = m.Step.select().where(
+                (m.Step.workflow_id == workflow_id) & (m.Step.seq > 0) & (m.Step.seq < cut.seq)
+                & m.Step.status.in_([StepStatus.COMPLETED.value, StepStatus.FAILED.value])
+            )  # fmt: skip
+            rows = [
+                {"workflow_id": fork_id, "step_key": r.step_key, "name": r.name, "scope": r.scope,
+                 "position": r.position, "seq": r.seq, "status": r.status, "output": r.output, "error": r.error,
+                 "attempts": r.attempts, "started_at": r.started_at, "finished_at": r.finished_at}
+                for r in kept
+            ]  # fmt: skip
+            if rows:
+                m.Step.insert_many(rows).execute()
+            self._notify(fork_id)
+            return fork_id
+
+        return self.write(body)
+
+    def _locked_workflow(self, workflow_id: str) -> Any:
+        """Inside a write: the workflow's row, locked; raises :class:`WorkflowNotFound`."""
+        self._lock_workflow(workflow_id)
+        row = self.m.Workflow.get_or_none(self.m.Workflow.id == workflow_id)
+        if row is None:
+            raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
+        return row
+
+    def _insert_fork(self, source: Any, new_id: str | None, now: float) -> str:
+        """Inside a write: insert the fork's PENDING row under ``new_id`` or the first free ``ID~fork-N``."""
+        m = self.m
+        n = 0
+        while True:
+            n += 1
+            fork_id = new_id or f"{source.id}~fork-{n}"
+            inserted = m.Workflow.insert(
+                id=fork_id, name=source.name, input=source.input, status=Status.PENDING.value, attempts=0,
+                run_at=now, created_at=now, updated_at=now,
+            ).on_conflict_ignore().as_rowcount().execute()  # fmt: skip
+            if inserted:
+                return fork_id
+            if new_id is not None:
+                raise ConflictError(f"workflow {new_id} already exists; choose another --id")
 
     def _forget_ending_failure(self, workflow_id: str, failed_step: str | None) -> None:
         """Drop the step whose failure ended the workflow and every step first recorded after it.
