@@ -10,8 +10,10 @@ FAILED, and the work resumes and completes once the server is back.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -19,7 +21,17 @@ import pytest
 
 from tests.apps.core_flows import calls_of
 from tests.conftest import APPS, CI_ENV, cli_env, run_cli
-from tests.integration.fleet_support import cli_cwd, wait_for, workflow_row
+from tests.integration.fleet_support import (
+    Fleet,
+    Supervisor,
+    cli_cwd,
+    ledger_count,
+    running_step,
+    submit,
+    wait_for,
+    wait_status,
+    workflow_row,
+)
 from tests.pg_cluster import PgCluster, PgUnavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -33,7 +45,7 @@ def own_pg() -> Iterator[PgCluster]:
     try:
         cluster = PgCluster.from_environment()
     except PgUnavailable as exc:
-        if __import__("os").environ.get(CI_ENV, "").lower() in ("1", "true", "yes"):
+        if os.environ.get(CI_ENV, "").lower() in ("1", "true", "yes"):
             pytest.fail(f"PostgreSQL is required in CI ({CI_ENV}=true): {exc}", pytrace=False)
         pytest.skip(f"no PostgreSQL: {exc}")
     if cluster.external:
@@ -73,3 +85,48 @@ def test_durable_run_when_the_server_goes_away_is_one_line_exit_3_and_a_rerun_re
     assert calls_of(str(calls)) == ["pay", "pay", "ship"]  # pay's result was never recorded
     row = workflow_row(url, "wf")
     assert row["status"] == "COMPLETED" and "business_decision" not in (row["result"] or ""), row
+
+
+#: Lease TTL of the outage fleet, and how long its outage lasts once the supervisor has seen it:
+#: several TTLs, so that heartbeats look stale for a while (the fault's length, not a sync).
+TTL_S = 1.0
+OUTAGE_S = 4 * TTL_S
+
+
+def hold_outage(sup: Supervisor, seconds: float) -> None:
+    """Keep the server down ``seconds`` while checking, meanwhile, that the supervisor lives."""
+    until = time.monotonic() + seconds
+
+    def over() -> bool:
+        assert sup.popen.poll() is None, sup.log()[-3000:]
+        return time.monotonic() >= until
+
+    wait_for(over, seconds + 30, f"a {seconds:g} s outage")
+
+
+def test_a_fleet_rides_out_a_server_outage_and_completes_the_work(tmp_path: Path, own_pg: PgCluster) -> None:
+    """Supervisor and workers outlive the outage: the step's attempt is interrupted (not FAILED),
+    no healthy worker is killed as frozen while nothing can be written, and the workflow completes
+    once the server is back."""
+    url = own_pg.create_database()
+    fleet = Fleet(tmp_path, url)
+    try:
+        sup = fleet.start(workers=2, ttl=TTL_S)
+        workers = sorted(sup.worker_pids())
+        ledger, release = tmp_path / "ledger.txt", tmp_path / "release"
+        submit(url, "fleet_hold", "wf", {"ledger": str(ledger), "release": str(release)})
+        wait_for(lambda: running_step(url, "wf", "hold#1"), 60, "the hold step to run")
+        own_pg.halt()
+        release.touch()  # the step returns; recording its result meets a server that is gone
+        sup.wait_log("supervisor loop failed: StoreUnavailable", timeout=60)
+        hold_outage(sup, OUTAGE_S)
+        own_pg.resume()
+        wait_status(url, ["wf"], "COMPLETED", timeout=120)
+        assert sorted(sup.worker_pids()) == workers, sup.log()[-3000:]  # none was killed or replaced
+        assert "heartbeat is" not in sup.log()  # the supervisor's frozen-worker kill
+        assert sup.popen.poll() is None
+        row = workflow_row(url, "wf")
+        assert row["error"] is None and "Connection refused" in (row["interruption"] or ""), row
+        assert ledger_count(ledger, "wf", "prep#1") == 1 and ledger_count(ledger, "wf", "finish#1") == 1
+    finally:
+        fleet.cleanup()
