@@ -14,7 +14,7 @@ from .backends import POSTGRES_SCHEMES, Store, open_store
 from .config import Config, load_config
 from .context import Listener
 from .engine import Outcome
-from .errors import ConflictError, InputError, WorkflowFailedError, WorkflowNotFound
+from .errors import ConflictError, InputError, StoreUnavailable, WorkflowFailedError, WorkflowNotFound
 from .liveness import worker_alive
 from .records import LeaseRecord, Status, StepRecord, TERMINAL, WorkerRecord, WorkflowRecord
 from .registry import Registry, default_registry, load_app
@@ -314,4 +314,9 @@ class Client:
 
         record = self.submit(name, workflow_id, input, crash_at=crash_at)
         outcome = run_here(self.store, self.registry, record.id, listener=listener, stop_on_signals=stop_on_signals)
-        return self.store.get_workflow(record.id), outcome
+        try:
+            return self.store.get_workflow(record.id), outcome
+        except StoreUnavailable:
+            if outcome is None or not outcome.release_pending:
+                raise
+            return record, outcome  # abandoned because the store went away, and it still is

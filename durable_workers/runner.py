@@ -18,6 +18,7 @@ from .engine import Outcome, run_claim
 from .heartbeat import Heartbeat, LiveAttempts
 from .liveness import reap_dead_workers
 from .context import Listener
+from .errors import StoreUnavailable
 from .registry import Registry
 from .signals import SignalDispatcher
 from .worker import FORCED_EXIT, new_worker_id
@@ -80,4 +81,7 @@ def run_here(
         return outcome
     finally:
         heartbeat.stop()
-        store.expire_worker(worker_id, state="stopped")
+        try:
+            store.expire_worker(worker_id, state="stopped")
+        except StoreUnavailable as exc:  # the store went away: the row ages out by its TTL
+            log.warning("could not mark worker %s stopped: %s", worker_id, exc)

@@ -1,6 +1,7 @@
 """A visible, idempotent side effect for the examples.
 
-Each call appends one line to ``effects.log`` beside the database, keyed by
+Each call appends one line to ``effects.log`` beside the database (for a PostgreSQL database,
+in the working directory of the process running the step), keyed by
 the step's idempotency key. Like a real downstream API that honours
 idempotency keys, a second delivery with the same key is not appended again.
 """
@@ -15,8 +16,11 @@ from durable_workers import Context
 
 
 def effects_log(ctx: Context) -> Path:
-    """The side-effect file of the database this workflow runs on."""
-    return Path(ctx.database_path).resolve().parent / "effects.log"
+    """The side-effect file of the database this workflow runs on: beside a SQLite file, or in
+    the working directory when the database is a server's (a ``postgresql://`` URL)."""
+    db = ctx.database_path
+    folder = Path.cwd() if "://" in db else Path(db).resolve().parent
+    return folder / "effects.log"
 
 
 def deliver(ctx: Context, action: str, **details: Any) -> dict[str, Any]:

@@ -254,6 +254,18 @@ class PgCluster:
         self._stop_server()
         self._discard()
 
+    def halt(self) -> None:
+        """Stop the server as a crash would (``pg_ctl stop -m immediate``), keeping its data and
+        port: every connection drops, new ones are refused until :meth:`resume`."""
+        if self.external or self.root is None:
+            raise RuntimeError("only a cluster started here can be halted")
+        self._stop_server()
+
+    def resume(self) -> None:
+        """Start a halted server again on the same port and data; RuntimeError if it fails."""
+        if self.root is None or not self._pg_ctl_start(str(self.root / "data")):
+            raise RuntimeError(f"pg_ctl start failed after a halt:\n{self._log_tail()}")
+
     def _stop_server(self) -> None:
         if self.bindir is None or self.root is None or not (self.root / "data" / "postmaster.pid").exists():
             return

@@ -34,6 +34,11 @@ from .store import Store
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
+def is_url(db: str | os.PathLike[str]) -> bool:
+    """True when ``db`` is a database URL (``scheme://…``), False for a SQLite file path."""
+    return "://" in str(db)
+
+
 def open_store(db: str | os.PathLike[str], **options: Any) -> Store:
     """Open the store at ``db``: a SQLite file path or a ``postgresql://user@host:port/dbname`` URL.
 
@@ -44,6 +49,10 @@ def open_store(db: str | os.PathLike[str], **options: Any) -> Store:
     (:class:`DatabaseError` with a one-line reason, :class:`DatabaseReplacedError`,
     :class:`StoreUnavailable`).
     """
+    if is_url(db) and not str(db).startswith(POSTGRES_SCHEMES):
+        raise ConfigError(
+            f"unsupported database URL {db}: pass a SQLite file path or a postgresql://user@host:port/dbname URL"
+        )
     if str(db).startswith(POSTGRES_SCHEMES):
         try:
             from .postgres import PostgresStore
@@ -74,5 +83,6 @@ __all__ = [
     "TERMINAL",
     "WorkerRecord",
     "WorkflowRecord",
+    "is_url",
     "open_store",
 ]

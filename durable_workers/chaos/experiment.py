@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..backends import POSTGRES_SCHEMES
+from ..backends import POSTGRES_SCHEMES, is_url
 from ..client import Client
 from ..errors import DurableError
 from ..records import TERMINAL
@@ -25,7 +25,7 @@ from .verdict import analyse
 def _fresh_db(path: str | None) -> str:
     """The experiment's database: a new temp file, ``path`` if it is a new file, or a URL
     (whose database must be empty: checked once opened, see ``Experiment._check_fresh``)."""
-    if path is not None and path.startswith(POSTGRES_SCHEMES):
+    if path is not None and is_url(path):  # opened (and checked) by open_store
         return path
     if path is None:
         folder = tempfile.mkdtemp(prefix="durable-chaos-")

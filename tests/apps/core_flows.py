@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from durable_workers import Context, DurableError, DurableInterrupt, NotSerializableError, step, workflow
 
@@ -55,9 +57,17 @@ def _jitter() -> None:
 # --------------------------------------------------------------------------- onboarding copy
 
 
+def effects_log_of(db: str) -> Path:
+    """The side-effect file of database ``db``: next to a SQLite file; for a PostgreSQL URL, a
+    file named after the database in the temporary folder (the caller removes it)."""
+    if "://" in db:
+        return Path(tempfile.gettempdir()) / f"core_effects-{urlsplit(db).path.lstrip('/')}.log"
+    return Path(db).parent / "core_effects.log"
+
+
 def core_effects_log(ctx: Context) -> Path:
     """The side-effect file of the database this workflow runs on."""
-    return Path(ctx.database_path).parent / "core_effects.log"
+    return effects_log_of(str(ctx.database_path))
 
 
 def _effect(ctx: Context, action: str) -> dict[str, str]:

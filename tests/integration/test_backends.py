@@ -5,7 +5,9 @@ there used to re-point the process-wide database: the rest of the attempt wrote
 into the other file, and the workflow vanished from its own. Here it runs both
 in ``durable run`` (the CLI process) and in a supervised worker process, and
 must complete in its own database, with the other file holding only what the
-step submitted. Workflows: tests/apps/backend_flows.py.
+step submitted. The workflow's own database is a SQLite file or a PostgreSQL database
+(``any_db``, ``on_both_backends``); the other one is a SQLite file, so the PostgreSQL runs also
+mix the two backends in one process. Workflows: tests/apps/backend_flows.py.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ import pytest
 from tests.conftest import run_cli
 from tests.pg_cluster import free_port
 from tests.integration.fleet_support import (
+    DbTarget,
+    any_db,  # noqa: F401  (fixture)
+    cli_cwd,
     fleet,  # noqa: F401  (fixture)
+    on_both_backends,
     query,
     step_rows,
     submit,
@@ -39,7 +45,7 @@ def _other_database(tmp_path: Path) -> Path:
     return other
 
 
-def _assert_both_sides(db: Path, other: Path, workflow_id: str) -> None:
+def _assert_both_sides(db: DbTarget, other: Path, workflow_id: str) -> None:
     row = workflow_row(db, workflow_id)
     assert row is not None and row["status"] == "COMPLETED", row
     result = json.loads(row["result"])
@@ -53,19 +59,21 @@ def _assert_both_sides(db: Path, other: Path, workflow_id: str) -> None:
     assert [r["id"] for r in query(db, "SELECT id FROM workflows")] == [workflow_id]
 
 
-def test_durable_run_of_a_step_that_submits_to_another_database(tmp_path: Path, db_path: Path) -> None:
+def test_durable_run_of_a_step_that_submits_to_another_database(tmp_path: Path, any_db: DbTarget) -> None:  # noqa: F811
     other = _other_database(tmp_path)
-    done = run_cli("run", "backend_submit_elsewhere", "mine", "--input", json.dumps({"other_db": str(other)}), db=db_path)
+    values = json.dumps({"other_db": str(other)})
+    done = run_cli("run", "backend_submit_elsewhere", "mine", "--input", values, db=any_db, cwd=cli_cwd(any_db))
     assert done.returncode == 0, done.stdout + done.stderr
-    _assert_both_sides(db_path, other, "mine")
+    _assert_both_sides(any_db, other, "mine")
 
 
-def test_a_worker_whose_step_submits_to_another_database(tmp_path: Path, db_path: Path, fleet) -> None:  # noqa: F811
+@on_both_backends
+def test_a_worker_whose_step_submits_to_another_database(tmp_path: Path, fleet) -> None:  # noqa: F811
     other = _other_database(tmp_path)
     fleet.start(workers=1)
-    submit(db_path, "backend_submit_elsewhere", "mine", {"other_db": str(other)})
-    wait_status(db_path, ["mine"], "COMPLETED", timeout=60)
-    _assert_both_sides(db_path, other, "mine")
+    submit(fleet.db, "backend_submit_elsewhere", "mine", {"other_db": str(other)})
+    wait_status(fleet.db, ["mine"], "COMPLETED", timeout=60)
+    _assert_both_sides(fleet.db, other, "mine")
 
 
 @pytest.mark.parametrize("command", [("status",), ("submit", "backend_other_side", "x")])

@@ -7,6 +7,10 @@
 * Read commands work for a user who may only read the database and its folder, and never
   create a database; no command leaves a database behind when the app, name or input is bad.
 * ``--input-file PATH|-`` carries inputs too large for argv; ``durable status ID`` previews them.
+
+Resuming with the recorded input and the large inputs run on both backends (``any_db``); the
+rest is about SQLite files (the folder, the file's mode, no file created) or fails before any
+database is opened. PostgreSQL's bad targets: tests/integration/test_cli_pg_errors.py.
 """
 
 from __future__ import annotations
@@ -16,11 +20,9 @@ import json
 import os
 import pwd
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
-from contextlib import closing
 from pathlib import Path
 from typing import Iterator
 
@@ -29,7 +31,7 @@ import pytest
 from durable_workers import __version__
 from durable_workers.config import PREVIEW_CHARS
 from tests.conftest import APPS, ROOT, cli_env, run_cli
-from tests.integration.fleet_support import Fleet, submit
+from tests.integration.fleet_support import DbTarget, Fleet, any_db, query, submit  # noqa: F401  (any_db: fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -164,14 +166,14 @@ def test_version_on_every_command(command: tuple[str, ...], tmp_path: Path) -> N
 # --------------------------------------------------------------------------- 20. resume with the recorded input
 
 
-def test_run_without_input_resumes_with_the_recorded_input(tmp_path: Path) -> None:
-    db = tmp_path / "durable.db"
+def test_run_without_input_resumes_with_the_recorded_input(tmp_path: Path, any_db: DbTarget) -> None:  # noqa: F811
+    db = any_db
     crashed = run_cli(
         "run", "onboarding", "w-1", "--input", '{"employee_id": "emp-9"}', "--crash-at", "provision_access:before",
-        db=db, app=EXAMPLES_APP,
+        db=db, app=EXAMPLES_APP, cwd=tmp_path,
     )  # fmt: skip
     assert crashed.returncode < 0, crashed.stderr  # SIGKILLed itself mid-run
-    resumed = run_cli("run", "onboarding", "w-1", db=db, app=EXAMPLES_APP)
+    resumed = run_cli("run", "onboarding", "w-1", db=db, app=EXAMPLES_APP, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "w-1 COMPLETED" in resumed.stdout and '"employee": "emp-9"' in resumed.stdout
     attached = run_program("durable-submit", "onboarding", "w-1", "--db", str(db), "--app", str(EXAMPLES_APP), cwd=tmp_path)
@@ -308,14 +310,13 @@ def test_rejected_submit_or_run_leaves_no_database(program: str, args: tuple[str
 # --------------------------------------------------------------------------- 24. large inputs
 
 
-def stored_input(db: Path, workflow_id: str) -> dict:
-    with closing(sqlite3.connect(db)) as conn:
-        (text,) = conn.execute("SELECT input FROM workflows WHERE id = ?", (workflow_id,)).fetchone()
-    return json.loads(text)
+def stored_input(db: DbTarget, workflow_id: str) -> dict:
+    (row,) = query(db, "SELECT input FROM workflows WHERE id = ?", (workflow_id,))
+    return json.loads(row["input"])
 
 
-def test_input_file_and_stdin_carry_an_input_too_large_for_argv(tmp_path: Path) -> None:
-    db = tmp_path / "durable.db"
+def test_input_file_and_stdin_carry_an_input_too_large_for_argv(tmp_path: Path, any_db: DbTarget) -> None:  # noqa: F811
+    db = any_db
     big = {"name": "x" * 3_000_000}  # over Linux's 128 KiB limit on one argv string
     path = tmp_path / "input.json"
     path.write_text(json.dumps(big), encoding="utf-8")

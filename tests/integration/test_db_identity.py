@@ -7,6 +7,10 @@ supervisor exited with ``DatabaseReplacedError.exit_code``, one error line from 
 traceback, no worker left, and nothing written to the file now at the path — including by
 SQLite replaying the old file's write-ahead log into it. Tests wait on files, log lines and
 process exit with bounded polling; no fixed sleeps, no timing assertions.
+
+SQLite only: a database file that can be deleted or replaced under its path, and its
+write-ahead log, are SQLite's (a PostgreSQL database dropped under a store is tested in
+tests/contract/test_postgres.py).
 """
 
 from __future__ import annotations

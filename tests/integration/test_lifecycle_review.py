@@ -1,6 +1,7 @@
 """Findings of the hostile review of the lifecycle work (issue 8, items 1, 11, 17).
 
-Real CLI processes and hand-started workers; synchronisation on files and database rows.
+Real CLI processes and hand-started workers; synchronisation on files and database rows. Every
+test runs on a SQLite file and on a PostgreSQL database (``any_db``).
 """
 
 from __future__ import annotations
@@ -15,14 +16,23 @@ import pytest
 
 from tests.apps.core_flows import calls_of
 from tests.conftest import APPS, cli_env, run_cli
-from tests.integration.fleet_support import submit, wait_for, wait_status, workflow_row
+from tests.integration.fleet_support import (  # noqa: F401  (any_db: fixture)
+    DbTarget,
+    any_db,
+    cli_cwd,
+    submit,
+    wait_for,
+    wait_status,
+    workflow_row,
+)
 from tests.integration.test_lifecycle_fleet import HandWorker, hand_workers  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 APP = APPS / "__init__.py"
 
 
-def test_ctrl_c_during_durable_run_stops_before_the_next_step_and_a_rerun_resumes(tmp_path: Path, db_path: Path) -> None:
+def test_ctrl_c_during_durable_run_stops_before_the_next_step_and_a_rerun_resumes(tmp_path: Path, any_db: DbTarget) -> None:  # noqa: F811
+    db_path = any_db
     calls, gate = tmp_path / "calls", tmp_path / "gate"
     gate.touch()
     values = json.dumps({"calls": str(calls), "gate": str(gate)})
@@ -41,27 +51,29 @@ def test_ctrl_c_during_durable_run_stops_before_the_next_step_and_a_rerun_resume
     assert "wf interrupted:" in out and "run the same command again to resume" in out
     assert "Traceback" not in err
     assert workflow_row(db_path, "wf")["status"] == "PENDING"
-    done = run_cli("run", "life_guarded", "wf", db=db_path)
+    done = run_cli("run", "life_guarded", "wf", db=db_path, cwd=cli_cwd(db_path))
     assert done.returncode == 0, done.stdout + done.stderr
     assert calls_of(str(calls)) == ["pay", "ship"]  # pay was recorded before the stop: not re-run
 
 
-def test_retry_of_a_workflow_its_own_body_failed_keeps_every_recorded_step(tmp_path: Path, db_path: Path) -> None:
+def test_retry_of_a_workflow_its_own_body_failed_keeps_every_recorded_step(tmp_path: Path, any_db: DbTarget) -> None:  # noqa: F811
+    db_path = any_db
     calls, flag = tmp_path / "calls", tmp_path / "flag"
     flag.touch()
     values = json.dumps({"calls": str(calls), "flag": str(flag)})
-    first = run_cli("run", "life_caught_then_raise", "wf", "--input", values, db=db_path)
+    first = run_cli("run", "life_caught_then_raise", "wf", "--input", values, db=db_path, cwd=cli_cwd(db_path))
     assert first.returncode == 1 and "the body says no" in first.stdout
     flag.unlink()
-    assert run_cli("retry", "wf", db=db_path).returncode == 0
-    again = run_cli("run", "life_caught_then_raise", "wf", db=db_path)
+    assert run_cli("retry", "wf", db=db_path, cwd=cli_cwd(db_path)).returncode == 0
+    again = run_cli("run", "life_caught_then_raise", "wf", db=db_path, cwd=cli_cwd(db_path))
     assert again.returncode == 0, again.stdout + again.stderr
     assert calls_of(str(calls)) == ["bad", "charge"]  # neither the caught failure nor charge ran again
 
 
 def test_a_timed_out_steps_retry_never_runs_beside_the_timed_out_execution(
-    tmp_path: Path, db_path: Path, hand_workers: list[HandWorker]  # noqa: F811
+    tmp_path: Path, any_db: DbTarget, hand_workers: list[HandWorker]  # noqa: F811
 ) -> None:
+    db_path = any_db
     calls = tmp_path / "calls"
     first = HandWorker(db_path, tmp_path / "a.log", "--concurrency", "2", "--ttl", "3")
     hand_workers.append(first)

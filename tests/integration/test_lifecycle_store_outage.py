@@ -5,6 +5,9 @@ while a step is being checkpointed: the attempt is abandoned as a ``StoreUnavail
 interrupt, the workflow's ``except Exception`` never sees it, nothing is recorded as a failure,
 the real cause is logged and kept in ``workflows.interruption``, and the workflow completes once
 the store is back.
+
+SQLite only (a full disk under the database file, SQLite's write lock); the PostgreSQL
+counterpart, a server that stops mid-step and comes back, is tests/integration/test_pg_outage.py.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ A real helper process (``python -m durable_workers.chaos lock``, the chaos
 experiment's lock holder) holds the SQLite write lock; the test's write must
 give up with :class:`StoreUnavailable` once its (short) patience is spent,
 instead of waiting out the default of ~130 s.
+
+SQLite only: the single write lock of a database file is SQLite's (PostgreSQL locks rows, and a
+contended row lock is tested in tests/contract/).
 """
 
 from __future__ import annotations

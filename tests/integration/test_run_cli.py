@@ -1,9 +1,14 @@
-"""``durable run`` / ``durable steps`` as real subprocesses on real SQLite files.
+"""``durable run`` / ``durable steps`` as real subprocesses on real SQLite files and PostgreSQL.
 
 * A run that SIGKILLs itself at every step boundary of onboarding resumes with the next
   ``durable run``: completed steps are replayed (their effect stays single), the rest run.
 * Bad input fails with one ``Error:`` line, a non-zero exit and an untouched database.
 * ``durable steps`` prints the recorded keys, statuses and attempts (table and JSON).
+
+The crash-and-resume test of tests/apps' onboarding and the ``durable steps`` tests run on both
+backends (``any_db``); the example app's run and the bad-input table (a damaged, read-only or
+newer-schema SQLite file) on SQLite: the input checks happen before any database is opened, and
+PostgreSQL's bad targets are tests/integration/test_cli_pg_errors.py.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from typing import Callable
 
 import pytest
 
+from tests.apps.core_flows import effects_log_of
 from tests.conftest import APPS, ROOT, run_cli
+from tests.integration.fleet_support import DbTarget, any_db, cli_cwd, query  # noqa: F401  (any_db: fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -39,13 +46,10 @@ CRASH_POINTS = [f"{name}:{point}" for name in ONBOARDING_KEYS for point in ("bef
 # --------------------------------------------------------------------------- helpers
 
 
-def step_rows(db: Path, workflow_id: str) -> dict[str, tuple[str, int]]:
-    """step_key -> (status, attempts), read with plain sqlite3."""
-    with closing(sqlite3.connect(db)) as conn:
-        rows = conn.execute(
-            "SELECT step_key, status, attempts FROM steps WHERE workflow_id = ?", (workflow_id,)
-        ).fetchall()
-    return {key: (status, attempts) for key, status, attempts in rows}
+def step_rows(db: DbTarget, workflow_id: str) -> dict[str, tuple[str, int]]:
+    """step_key -> (status, attempts), read with the test's own connection (either backend)."""
+    rows = query(db, "SELECT step_key, status, attempts FROM steps WHERE workflow_id = ?", (workflow_id,))
+    return {r["step_key"]: (r["status"], r["attempts"]) for r in rows}
 
 
 def resume_report(stdout: str) -> dict[str, str]:
@@ -61,13 +65,13 @@ def effect_counts(log: Path, prefix: str = "") -> Counter[str]:
 
 
 def crash_and_resume(
-    db: Path, app: Path, name: str, crash_at: str, effects: Callable[[], Counter[str]]
+    db: DbTarget, app: Path, name: str, crash_at: str, effects: Callable[[], Counter[str]]
 ) -> tuple[set[str], Counter[str], Counter[str]]:
     """Run until the process kills itself at ``crash_at``, then run again; check what both runs did.
 
     Returns the keys COMPLETED at the crash, and the effect counts at the crash and at the end.
     """
-    crashed = run_cli("run", name, "emp-1", "--crash-at", crash_at, db=db, app=app)
+    crashed = run_cli("run", name, "emp-1", "--crash-at", crash_at, db=db, app=app, cwd=cli_cwd(db))
     assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
     at_crash, effects_at_crash = step_rows(db, "emp-1"), effects()
 
@@ -76,7 +80,7 @@ def crash_and_resume(
     assert at_crash[target_key] == ("COMPLETED" if point == "after" else "RUNNING", 1)
     assert effects_at_crash[target_key] == (1 if point == "after" else 0)
 
-    resumed = run_cli("run", name, "emp-1", db=db, app=app)
+    resumed = run_cli("run", name, "emp-1", db=db, app=app, cwd=cli_cwd(db))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "emp-1 COMPLETED" in resumed.stdout
     completed_at_crash = {key for key, (status, _) in at_crash.items() if status == "COMPLETED"}
@@ -93,12 +97,17 @@ def crash_and_resume(
 
 
 @pytest.mark.parametrize("crash_at", CRASH_POINTS)
-def test_crash_at_step_boundary_then_resume_runs_each_completed_effect_once(tmp_path: Path, crash_at: str) -> None:
-    """tests/apps/core_flows.py's onboarding copy appends EVERY execution to its log."""
-    db, log = tmp_path / "durable.db", tmp_path / "core_effects.log"
-    completed, before, after = crash_and_resume(
-        db, APPS / "__init__.py", "core_onboarding", crash_at, lambda: effect_counts(log)
-    )
+def test_crash_at_step_boundary_then_resume_runs_each_completed_effect_once(
+    tmp_path: Path, any_db: DbTarget, crash_at: str  # noqa: F811
+) -> None:
+    """tests/apps/core_flows.py's onboarding copy appends EVERY execution to its log (both backends)."""
+    db, log = any_db, effects_log_of(str(any_db))
+    try:
+        completed, before, after = crash_and_resume(
+            db, APPS / "__init__.py", "core_onboarding", crash_at, lambda: effect_counts(log)
+        )
+    finally:
+        log.unlink(missing_ok=True)
     for key in ONBOARDING_KEYS.values():
         if key in completed:
             assert (before[key], after[key]) == (1, 1), key  # replayed, not run again
@@ -212,26 +221,29 @@ def test_bad_input_is_one_error_line_and_changes_nothing(
 # --------------------------------------------------------------------------- durable steps
 
 
-def steps_output(db: Path, workflow_id: str) -> tuple[list[tuple[str, str, int]], dict[str, dict]]:
+def steps_output(db: DbTarget, workflow_id: str) -> tuple[list[tuple[str, str, int]], dict[str, dict]]:
     """``durable steps ID`` as (key, status, attempts) rows in printed order; ``--json`` must agree."""
-    table = run_cli("steps", workflow_id, db=db)
+    table = run_cli("steps", workflow_id, db=db, cwd=cli_cwd(db))
     assert table.returncode == 0, table.stderr
     header, *lines = table.stdout.splitlines()
     assert header.split()[:3] == ["KEY", "STATUS", "ATTEMPTS"]
     rows = [(key, status, int(attempts)) for key, status, attempts, *_ in (line.split() for line in lines)]
 
-    as_json = run_cli("steps", workflow_id, "--json", db=db)
+    as_json = run_cli("steps", workflow_id, "--json", db=db, cwd=cli_cwd(db))
     assert as_json.returncode == 0, as_json.stderr
     records = json.loads(as_json.stdout)
     assert [(r["step_key"], r["status"], r["attempts"]) for r in records] == rows
     return rows, {r["step_key"]: r for r in records}
 
 
-def test_steps_shows_the_rerun_attempt_after_a_crash(tmp_path: Path) -> None:
-    db = tmp_path / "durable.db"
-    crashed = run_cli("run", "core_onboarding", "emp-1", "--crash-at", "create_record:before", db=db)
-    assert crashed.returncode == -signal.SIGKILL
-    assert run_cli("run", "core_onboarding", "emp-1", db=db).returncode == 0
+def test_steps_shows_the_rerun_attempt_after_a_crash(any_db: DbTarget) -> None:  # noqa: F811
+    db = any_db
+    try:
+        crashed = run_cli("run", "core_onboarding", "emp-1", "--crash-at", "create_record:before", db=db, cwd=cli_cwd(db))
+        assert crashed.returncode == -signal.SIGKILL
+        assert run_cli("run", "core_onboarding", "emp-1", db=db, cwd=cli_cwd(db)).returncode == 0
+    finally:
+        effects_log_of(str(db)).unlink(missing_ok=True)
 
     rows, records = steps_output(db, "emp-1")
     assert sorted(rows) == sorted(
@@ -247,10 +259,10 @@ def test_steps_shows_the_rerun_attempt_after_a_crash(tmp_path: Path) -> None:
     assert records["create_record#1"]["error"] is None
 
 
-def test_steps_shows_a_failed_step_with_its_attempts_and_error(tmp_path: Path) -> None:
-    db = tmp_path / "durable.db"
+def test_steps_shows_a_failed_step_with_its_attempts_and_error(tmp_path: Path, any_db: DbTarget) -> None:  # noqa: F811
+    db = any_db
     failing = json.dumps({"calls": str(tmp_path / "calls"), "fail_times": 5, "retries": 1})
-    failed = run_cli("run", "core_retry", "flaky-1", "--input", failing, db=db)
+    failed = run_cli("run", "core_retry", "flaky-1", "--input", failing, db=db, cwd=cli_cwd(db))
     assert failed.returncode == 1
     assert "flaky-1 FAILED: ConnectionError: attempt 2 failed" in failed.stdout
 
