@@ -47,3 +47,19 @@ def patch_flow(ctx: Context, calls: str, halt_file: str | None = None) -> str:
     ctx.step("halt", lambda: halt(halt_file))
     ctx.step("b", lambda: record_call(calls, "b"))
     return branch
+
+
+@workflow
+def parallel_sleep_flow(ctx: Context, calls: str) -> list[Any]:
+    """Two branches sleeping different times and one that does not; then a last step."""
+
+    def branch(label: str, seconds: float) -> str:
+        ctx.step(f"{label}-before", lambda: record_call(calls, f"{label}-before"))
+        if seconds:
+            ctx.sleep(seconds)
+        ctx.step(f"{label}-after", lambda: record_call(calls, f"{label}-after"))
+        return label
+
+    results = ctx.parallel(lambda: branch("short", 0.2), lambda: branch("long", 0.5), lambda: branch("none", 0))
+    ctx.step("last", lambda: record_call(calls, "last"))
+    return results

@@ -107,3 +107,31 @@ def test_deprecate_patch_accepts_histories_with_and_without_the_marker(client: C
     assert record.status == "COMPLETED" and record.result == "new"
     record, _ = client.run_here("patch_flow", "fresh", {"calls": str(calls)})
     assert record.status == "COMPLETED" and record.result == "new"
+
+
+def test_sleeping_parallel_branches_resume_after_their_wakes_and_run_each_step_once(client: Client, db_path: Path, tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    record, _ = client.run_here("parallel_sleep_flow", "p1", {"calls": str(calls)})
+    assert record.status == "COMPLETED" and record.result == ["short", "long", "none"]
+    labels = calls_of(calls)
+    assert sorted(labels) == sorted(
+        ["short-before", "short-after", "long-before", "long-after", "none-before", "none-after", "last"]
+    )
+    assert labels[-1] == "last"
+    sleeps = [key for key, _ in _steps(db_path, "p1") if "durable:sleep" in key]
+    assert len(sleeps) == 2
+
+
+def test_status_shows_when_a_waiting_workflow_wakes() -> None:
+    from dataclasses import replace
+
+    from durable_workers.cli_format import sleeping_note
+    from durable_workers.records import WorkflowRecord
+
+    base = WorkflowRecord.from_values(
+        {"id": "w", "name": "n", "input": "{}", "status": "WAITING", "result": None, "error": None, "attempts": 0,
+         "run_at": 0.0, "created_at": 0.0, "updated_at": 0.0, "crash_at": None, "wake_at": 1_800_000_123.0}
+    )  # fmt: skip
+    assert sleeping_note(base, 1_800_000_000.0) == "sleeping until 2027-01-15T08:02:03Z (in 2m3s)"
+    assert sleeping_note(base, 1_800_000_200.0) == "sleeping until 2027-01-15T08:02:03Z (due now)"
+    assert sleeping_note(replace(base, status="PENDING"), 0.0) == ""
