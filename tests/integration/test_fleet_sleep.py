@@ -1,7 +1,8 @@
 """Durable sleep through a real fleet, on SQLite and PostgreSQL (``on_both_backends``).
 
 Workflows (tests/apps/primitive_flows.py ``sleep_flow``) record a step, sleep, record
-another. While they all sleep no worker holds a lease; when due any worker resumes them,
+another. While they all sleep no worker holds a lease; when due any worker resumes them
+(a worker SIGKILLed between recording the wake time and suspending included),
 each step having run once; a fleet restarted meanwhile still wakes them. Tests wait on
 database rows with bounded polling and assert no timings.
 """
@@ -18,6 +19,7 @@ from tests.integration.fleet_support import (  # noqa: F401  (fleet: the fixture
     fleet,
     on_both_backends,
     query,
+    submit,
     submit_many,
     wait_for,
     wait_status,
@@ -73,3 +75,15 @@ def test_a_fleet_restarted_while_workflows_sleep_still_wakes_them(fleet, tmp_pat
     fleet.start(workers=2)
     wait_status(fleet.db, ids, "COMPLETED", 60)
     _each_step_ran_once(tmp_path, ids)
+
+
+def test_a_worker_killed_between_recording_the_sleep_and_suspending_loses_nothing(fleet, tmp_path: Path) -> None:
+    """SIGKILL right after the wake time is committed, before the suspend: the next worker resumes it."""
+    fleet.start(workers=2)
+    values = {"calls": str(tmp_path / "crashed"), "seconds": SLEEP_S}
+    submit(fleet.db, "sleep_flow", "crashed", values, "--crash-at", "durable:sleep:after")
+    wait_status(fleet.db, ["crashed"], "COMPLETED", 90)
+    assert calls_of(tmp_path / "crashed") == ["before", "after"]
+    row = query(fleet.db, "SELECT attempts FROM workflows WHERE id = 'crashed'")[0]
+    assert row["attempts"] >= 2  # the killed attempt counted; the sleep step was replayed, not re-recorded
+    assert len(query(fleet.db, "SELECT step_key FROM steps WHERE workflow_id = 'crashed' AND step_key LIKE 'durable:%'")) == 1
