@@ -18,6 +18,7 @@ import click
 
 from .codec import CORRUPT_MARK, summarize_error
 from .cli_format import (
+    sleeping_note,
     _emit_json,
     _preview,
     _print_end,
@@ -140,8 +141,9 @@ def run(
         client.close()
     if outcome is None:
         click.echo(f"{record.id} had already ended; nothing to run (`durable steps {record.id}` shows its steps)")
-    elif outcome.status in ("ABANDONED", "RELEASED"):
-        reason = outcome.reason or "stopped by a signal before its next step"
+    elif outcome.status in ("ABANDONED", "RELEASED", Status.WAITING.value):
+        waiting = outcome.wake_at is not None
+        reason = outcome.reason or ("stopped while it sleeps (WAITING)" if waiting else "stopped by a signal before its next step")
         click.echo(f"{record.id} interrupted: {reason}; run the same command again to resume")
         sys.exit(EXIT_INTERRUPTED)
     _print_end(record)
@@ -237,6 +239,8 @@ def _show_workflow(client: Client, workflow_id: str, as_json: bool, full: bool) 
         print_value("input", record.input, full=full)
     if record.interruption and record.status != Status.COMPLETED.value:
         click.echo(f"last interruption: {record.interruption}")
+    if sleeping_note(record, time.time()):
+        click.echo(sleeping_note(record, time.time()))
     if lease is not None and lease.worker_id:
         left = (lease.expires_at or 0) - time.time()
         click.echo(f"lease: worker {lease.worker_id} token {lease.token} (expires in {left:.1f}s)")
@@ -272,7 +276,7 @@ def status(ctx: click.Context, workflow_id: str | None, as_json: bool, limit: in
     for name in unserved:
         click.echo(f"waiting: no live worker registers {name!r}")
     for r in recent:
-        summary = f"  {r.error.splitlines()[0]}" if r.error else ""
+        summary = f"  {r.error.splitlines()[0]}" if r.error else f"  {sleeping_note(r, time.time())}".rstrip()
         click.echo(f"{r.id:<24} {r.name:<16} {r.status:<10} attempts={r.attempts}{_preview(summary, 60)}")
 
 

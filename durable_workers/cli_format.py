@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -61,6 +62,7 @@ def _workflow_json(record: WorkflowRecord) -> dict[str, Any]:
         "id": record.id,
         "name": record.name,
         "status": record.status,
+        "wake_at": record.wake_at,
         "input": CORRUPT_MARK if "input" in record.corrupt else record.input,
         "result": CORRUPT_MARK if "result" in record.corrupt else record.result,
         "corrupt": list(record.corrupt),
@@ -109,6 +111,19 @@ def _print_end(record: WorkflowRecord) -> None:
     else:
         summary = (record.error or "").splitlines()[0] if record.error else ""
         click.echo(f"{record.id} {record.status}: {summary}")
+
+
+def sleeping_note(record: WorkflowRecord, now: float) -> str:
+    """``sleeping until <ISO time> (in 2m3s)`` for a WAITING workflow, else ``""``."""
+    if record.status != Status.WAITING.value or record.wake_at is None:
+        return ""
+    at = datetime.fromtimestamp(record.wake_at, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    left = int(record.wake_at - now)
+    if left <= 0:
+        return f"sleeping until {at} (due now)"
+    hours, rest = divmod(left, 3600)
+    span = (f"{hours}h" if hours else "") + (f"{rest // 60}m" if hours or rest >= 60 else "") + f"{rest % 60}s"
+    return f"sleeping until {at} (in {span})"
 
 
 def _stale(view: WorkerView) -> bool:

@@ -29,6 +29,7 @@ from .errors import (
     StepTimeoutError,
 )
 from .policy import DEFAULT_POLICY, StepPolicy, current_context, step
+from .primitives import Primitives
 from .records import StepRecord, StepStatus
 from .typed import step_result
 
@@ -43,7 +44,7 @@ class _Overrun(Exception):
         self.error = error
 
 
-class Context:
+class Context(Primitives):
     """Handed to every workflow function as its first argument.
 
     ``ctx.step(...)`` runs and checkpoints a side effect, ``ctx.parallel(...)``

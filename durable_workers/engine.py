@@ -10,6 +10,7 @@ the workflow returns                      COMPLETED + result, lease released
 it raises (anything, BaseException too)   FAILED + error, lease released
 NonDeterminismError, CorruptRecordError   FAILED + reason (not catchable)
 drain (WorkerStopping)                    PENDING again, lease released
+it sleeps (ctx.sleep, WorkflowSuspended)  WAITING + wake_at, lease released
 a step timed out with retries left        the failed attempt; the lease is held until
                                           the process exits, then a fresh one retries
 StoreUnavailable                          nothing now; the worker hands the
@@ -38,6 +39,7 @@ from .errors import (
     StoreUnavailable,
     WorkerStopping,
     WorkflowAborted,
+    WorkflowSuspended,
 )
 from .records import Claim, Status, WorkflowRecord
 from .registry import Registry, WorkflowSpec
@@ -52,7 +54,8 @@ class Outcome:
     """How an attempt ended.
 
     ``status`` is COMPLETED or FAILED when this attempt recorded the end,
-    ``LOST`` when the lease was lost (nothing more was written), ``RELEASED``
+    ``LOST`` when the lease was lost (nothing more was written), ``WAITING``
+    when it suspended until ``wake_at`` (a durable sleep), ``RELEASED``
     when a stopping worker handed the workflow back, or ``ABANDONED`` when the
     attempt gave up (a timed-out step, the store unavailable). ``reason`` says
     why it was abandoned; ``release_pending`` is True when the store could not
@@ -69,6 +72,7 @@ class Outcome:
     reason: str | None = None
     release_pending: bool = False
     hold: bool = False
+    wake_at: float | None = None
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -145,6 +149,8 @@ def run_claim(
         return Outcome(record.id, "LOST")
     except WorkflowAborted as exc:
         return Outcome(record.id, Status.FAILED.value, error=str(exc))
+    except WorkflowSuspended as exc:
+        return _suspend(store, claim, worker_id, exc.wake_at, ctx)
     except WorkerStopping:
         if ctx.overran:  # a timed-out step of this attempt may still be running here
             return _hold(store, claim, worker_id, "stopped after a step timed out")
@@ -160,6 +166,19 @@ def run_claim(
         return _last_resort(store, claim, worker_id, exc)
     finally:
         keys.activate(None)
+
+
+def _suspend(store: Store, claim: Claim, worker_id: str, wake_at: float, ctx: Context) -> Outcome:
+    """Record WAITING until ``wake_at`` (lease released); hold instead while a timed-out step may run here."""
+    if ctx.overran:
+        return _hold(store, claim, worker_id, "suspended after a step timed out")
+    try:
+        store.suspend_workflow(claim.workflow.id, wake_at, worker_id=worker_id, token=claim.token)
+    except LeaseLost:
+        return Outcome(claim.workflow.id, "LOST")
+    except StoreUnavailable as exc:
+        return _give_back(store, claim, worker_id, "ABANDONED", reason=f"store unavailable: {exc.cause}")
+    return Outcome(claim.workflow.id, Status.WAITING.value, wake_at=wake_at)
 
 
 def _hold(store: Store, claim: Claim, worker_id: str, reason: str) -> Outcome:

@@ -115,6 +115,15 @@ class WorkerStopping(DurableInterrupt):
     """The worker is draining: the attempt stops before its next step and is released."""
 
 
+class WorkflowSuspended(DurableInterrupt):
+    """The workflow sleeps until ``wake_at``: the attempt ends and the workflow is recorded WAITING."""
+
+    def __init__(self, workflow_id: str, wake_at: float) -> None:
+        super().__init__(f"workflow {workflow_id} sleeps until {wake_at}")
+        self.workflow_id = workflow_id
+        self.wake_at = wake_at
+
+
 class AttemptAbandoned(DurableInterrupt):
     """The attempt stops because a step timed out with retries left.
 

@@ -95,10 +95,16 @@ def auto_name(fn: Callable[..., Any]) -> str:
     return name.replace("<locals>.", "")
 
 
+#: Step names starting with this are the context's own (sleep, now, patches); user step ids cannot.
+RESERVED_PREFIX = "durable:"
+
+
 def check_name(name: str) -> None:
-    """Raise :class:`DurableError` unless ``name`` can be a step id (non-empty, no ``#`` or ``/``)."""
+    """Raise :class:`DurableError` unless ``name`` can be a step id (non-empty, no ``#`` or ``/``, not reserved)."""
     if not name or "#" in name or "/" in name:
         raise DurableError(f"invalid step id {name!r}: use a non-empty name without '#' or '/'")
+    if name.startswith(RESERVED_PREFIX):
+        raise DurableError(f"invalid step id {name!r}: names starting with {RESERVED_PREFIX!r} are reserved")
 
 
 def idempotency_key(workflow_id: str, step_key: str) -> str:

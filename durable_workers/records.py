@@ -18,6 +18,7 @@ class Status(str, Enum):
 
     PENDING = "PENDING"
     RUNNING = "RUNNING"
+    WAITING = "WAITING"  # suspended until ``wake_at`` (no lease, no slot); runnable again when due
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
@@ -58,6 +59,10 @@ class WorkflowRecord:
     crash_at: str | None
     interruption: str | None = None
     failed_step: str | None = None
+    #: When a WAITING workflow becomes runnable again (epoch seconds).
+    wake_at: float | None = None
+    #: The workflow that started this one as a child, if one did.
+    parent_id: str | None = None
     #: Columns whose stored JSON does not decode (``input`` must be an object); shown, never run.
     corrupt: tuple[str, ...] = ()
 

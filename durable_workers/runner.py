@@ -57,7 +57,9 @@ def run_here(
     ``None`` when the workflow had already ended. An ``ABANDONED`` outcome
     (a step timed out with retries left, or the store became unavailable)
     or a ``RELEASED`` one (stopped by a signal, see ``stop_on_signals``)
-    means: run it again to resume.
+    means: run it again to resume. A workflow that sleeps (``ctx.sleep``) is
+    waited for in this process and resumed when due; stopped meanwhile, it
+    stays WAITING and the ``WAITING`` outcome is returned.
     """
     reap_dead_workers(store, stale_after=stale_after)
     worker_id = new_worker_id()
@@ -67,18 +69,21 @@ def run_here(
         _stop_on_signals(attempts)
     heartbeat = Heartbeat(store, worker_id, ttl, attempts).start()
     try:
-        claim = store.claim_workflow(workflow_id, worker_id, ttl=ttl)
-        if claim is None:
-            return None
-        control = attempts.begin(claim.workflow.id, claim.token)
-        try:
-            outcome = run_claim(store, registry, claim, worker_id=worker_id, listener=listener, control=control)
-        finally:
-            attempts.end(claim.workflow.id, claim.token)
-        if outcome.release_pending:
-            attempts.defer_release(claim.workflow.id, claim.token, outcome.reason)
-            attempts.retry_releases(store, worker_id)
-        return outcome
+        while True:
+            claim = store.claim_workflow(workflow_id, worker_id, ttl=ttl)
+            if claim is None:
+                return None
+            control = attempts.begin(claim.workflow.id, claim.token)
+            try:
+                outcome = run_claim(store, registry, claim, worker_id=worker_id, listener=listener, control=control)
+            finally:
+                attempts.end(claim.workflow.id, claim.token)
+            if outcome.release_pending:
+                attempts.defer_release(claim.workflow.id, claim.token, outcome.reason)
+                attempts.retry_releases(store, worker_id)
+            # A durable sleep: a foreground run waits it out here (it stays WAITING if stopped meanwhile).
+            if outcome.wake_at is None or attempts.stopping.wait(max(outcome.wake_at - store.now(), 0.0)):
+                return outcome
     finally:
         heartbeat.stop()
         try:

@@ -295,6 +295,14 @@ class WorkerProcess:
             )
             self.request_stop()
 
+    def _next_wake_mono(self, last_poll: float) -> float:
+        """Monotonic time at which the earliest WAITING workflow served here is due (inf: none)."""
+        try:
+            wake_at = self.store.next_wake(self.registry.names())
+        except (Exception, StoreUnavailable):
+            return float("inf")  # the backoff bounds the wait; the next claim reports the trouble
+        return float("inf") if wake_at is None else last_poll + max(wake_at - time.time(), 0.0)
+
     def run(self) -> None:
         """Claim and run workflows until asked to stop; then drain and exit.
 
@@ -326,8 +334,8 @@ class WorkerProcess:
                     if self._wake.wait(0.05):
                         self._wake.clear()
                     continue
-                # Idle: wake on a database change, a finished attempt, or the backoff.
-                deadline = last_poll + idle
+                # Idle: wake on a database change, a finished attempt, the backoff, or a due sleeper.
+                deadline = min(last_poll + idle, self._next_wake_mono(last_poll))
                 woken = False
                 while not self.stop_claiming.is_set() and time.monotonic() < deadline:
                     if self._wake.wait(0.01):

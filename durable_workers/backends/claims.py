@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
+from peewee import fn
+
 from ..errors import InvalidStateError, LeaseLost, WorkflowNotFound
 from ..liveness import host_identity, process_alive
 from ..records import TERMINAL, Claim, LeaseRecord, Status, StepRecord, StepStatus, WorkflowRecord
@@ -141,8 +143,8 @@ class ClaimOps(RowHelpers):
     ) -> Claim | None:
         """Claim the oldest runnable workflow among ``names`` for ``worker_id``.
 
-        Runnable means PENDING with ``run_at <= now``, or RUNNING under an
-        expired lease. Returns ``None`` when there is nothing to do. A workflow
+        Runnable means PENDING with ``run_at <= now``, WAITING with
+        ``wake_at <= now`` (both in due order), or RUNNING under an expired lease. Returns ``None`` when there is nothing to do. A workflow
         claimed more than ``max_claims`` times is failed instead of returned.
         """
         if not names:
@@ -279,6 +281,25 @@ class ClaimOps(RowHelpers):
             return True if (row.status, row.updated_at) == (Status.PENDING.value, now) else None
 
         return self.write(body, confirm=confirm)
+
+    def next_wake(self, names: Sequence[str]) -> float | None:
+        """The earliest ``wake_at`` of a WAITING workflow among ``names`` (None: none waits).
+
+        What an idle worker bounds its poll interval by, so a due wake is not overslept.
+        """
+        m = self.m
+        if not names:
+            return None
+
+        def body() -> float | None:
+            value: float | None = (
+                m.Workflow.select(fn.MIN(m.Workflow.wake_at))
+                .where((m.Workflow.status == Status.WAITING.value) & m.Workflow.name.in_(list(names)))
+                .scalar()
+            )
+            return value
+
+        return self.read(body)
 
     def get_lease(self, workflow_id: str) -> LeaseRecord | None:
         """The lease row of a workflow, if it was ever claimed."""

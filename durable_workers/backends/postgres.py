@@ -282,17 +282,18 @@ class PostgresStore(PgSchema, Store):
     # ----------------------------------------------------------------- claim probe (dialect hook)
 
     def _runnable(self, names: Sequence[str], now: float, stale_before: float | None = None) -> str | None:
-        """Id of a runnable workflow among ``names``: under the longest-expired lease, else the PENDING one due first.
+        """Id of a runnable workflow among ``names``: under the longest-expired lease, else the PENDING or WAITING one due first.
 
         Inside a transaction the row is locked ``FOR UPDATE SKIP LOCKED``: a row
         another claimer is taking is skipped, never waited for. The pending probe
-        is one index range scan per name (``workflows_pending_due``).
+        is one index range scan per name (``workflows_pending_due``), and the
+        due-WAITING probe likewise by ``wake_at`` (``workflows_waiting_due``).
         """
         m = self.m
         names = list(names)
         stale_before = now if stale_before is None else stale_before
         locking = self.db.in_transaction()
-        running, pending = Status.RUNNING.value, Status.PENDING.value
+        running, pending, waiting = Status.RUNNING.value, Status.PENDING.value, Status.WAITING.value
 
         def stale() -> Any:
             query = (
@@ -314,20 +315,21 @@ class PostgresStore(PgSchema, Store):
         if row is not None:
             return row[0]
         best: tuple[float, str] | None = None
-        for name in names:
+        for status, column in ((pending, m.Workflow.run_at), (waiting, m.Workflow.wake_at)):
+            for name in names:
 
-            def head(name: str = name) -> Any:
-                query = (
-                    m.Workflow.select(m.Workflow.id, m.Workflow.run_at)
-                    .where((m.Workflow.status == pending) & (m.Workflow.name == name) & (m.Workflow.run_at <= now))
-                    .order_by(m.Workflow.run_at)
-                    .limit(1)
-                )
-                return query.for_update("FOR UPDATE", skip_locked=True) if locking else query
+                def head(name: str = name, status: str = status, column: Any = column) -> Any:
+                    query = (
+                        m.Workflow.select(m.Workflow.id, column)
+                        .where((m.Workflow.status == status) & (m.Workflow.name == name) & (column <= now))
+                        .order_by(column)
+                        .limit(1)
+                    )
+                    return query.for_update("FOR UPDATE", skip_locked=True) if locking else query
 
-            found = self._execute(f"runnable_pending{lock}", head, [pending, name, now, 1]).fetchone()
-            if found is not None and (best is None or found[1] < best[0]):
-                best = (found[1], found[0])
+                found = self._execute(f"runnable_{status.lower()}{lock}", head, [status, name, now, 1]).fetchone()
+                if found is not None and (best is None or found[1] < best[0]):
+                    best = (found[1], found[0])
         return best[1] if best is not None else None
 
     # ----------------------------------------------------------------- chaos and ledger

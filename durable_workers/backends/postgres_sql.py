@@ -19,19 +19,33 @@ SCHEMA_LOCK_KEY = 0x64757261626C65
 VERSION_KEY = "schema_version"
 DB_ID_KEY = "db_id"
 #: Tables of the engine schema (a database holding some of them but no version is another application's).
-ENGINE_TABLES = ("workflows", "steps", "leases", "workers", "meta")
+ENGINE_TABLES = ("workflows", "steps", "leases", "workers", "messages", "events", "meta")
 
-#: An empty database becomes the current schema version (2) with these statements, in one transaction.
+#: Tables of the durable primitives (messages, events), in CREATE and in the migration to 3.
+PRIMITIVE_TABLES: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS messages (
+        id text PRIMARY KEY, workflow_id text NOT NULL, topic text NOT NULL DEFAULT '', payload text, key text,
+        created_at double precision NOT NULL, consumed_by_step text)""",
+    "CREATE INDEX IF NOT EXISTS messages_workflow_topic ON messages (workflow_id, topic, created_at)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS messages_workflow_key ON messages (workflow_id, key) WHERE key IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS events (
+        workflow_id text NOT NULL, key text NOT NULL, value text, updated_at double precision NOT NULL,
+        PRIMARY KEY (workflow_id, key))""",
+)
+
+#: An empty database becomes the current schema version (3) with these statements, in one transaction.
 CREATE: tuple[str, ...] = (
     """CREATE TABLE workflows (
         id text PRIMARY KEY, name text NOT NULL, input text NOT NULL DEFAULT '{}',
         status text NOT NULL DEFAULT 'PENDING', result text, error text,
         attempts integer NOT NULL DEFAULT 0, run_at double precision NOT NULL,
         created_at double precision NOT NULL, updated_at double precision NOT NULL,
-        crash_at text, interruption text, failed_step text)""",
+        crash_at text, interruption text, failed_step text, wake_at double precision, parent_id text)""",
     "CREATE INDEX workflows_status_created_at ON workflows (status, created_at)",
     # The claim's pending probe: per served name, PENDING rows in due order.
     "CREATE INDEX workflows_pending_due ON workflows (name, run_at) WHERE status = 'PENDING'",
+    # The claim's due-WAITING probe: per served name, WAITING rows in wake order.
+    "CREATE INDEX workflows_waiting_due ON workflows (name, wake_at) WHERE status = 'WAITING'",
     """CREATE TABLE steps (
         workflow_id text NOT NULL, step_key text NOT NULL, name text NOT NULL, scope text NOT NULL DEFAULT '',
         position integer NOT NULL, status text NOT NULL, output text, error text,
@@ -52,6 +66,7 @@ CREATE: tuple[str, ...] = (
         heartbeat_at double precision NOT NULL, state text NOT NULL DEFAULT 'running',
         names text NOT NULL DEFAULT '[]', concurrency integer NOT NULL DEFAULT 1, supervisor_pid integer,
         host_id text NOT NULL DEFAULT '', heartbeat_mono double precision, ttl double precision)""",
+    *PRIMITIVE_TABLES,
     "CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL)",
 )
 

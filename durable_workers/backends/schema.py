@@ -31,7 +31,9 @@ from ..records import Status
 #: 2: workflows.interruption/failed_step, steps.seq/token/interruptions, leases.renewed_mono,
 #:    workers.host_id/heartbeat_mono/ttl, the meta table; index workflows(status, name, run_at)
 #:    replaces workflows(name, status).
-SCHEMA_VERSION = 2
+#: 3: workflows.wake_at (WAITING) and parent_id, the messages and events tables; index
+#:    workflows(status, name, wake_at) for the claim's due-WAITING probe.
+SCHEMA_VERSION = 3
 
 
 class BaseModel(Model):
@@ -57,6 +59,8 @@ class Workflow(BaseModel):
     crash_at = TextField(null=True)  # demo fault injection: "STEP:before|after"
     interruption = TextField(null=True)  # why the last attempt was abandoned (store outage, timeout, ...)
     failed_step = TextField(null=True)  # key of the step whose failure ended the workflow, if one did
+    wake_at = FloatField(null=True)  # a WAITING workflow is runnable again from this time on
+    parent_id = TextField(null=True)  # the workflow that started this one as a child, if one did
 
     class Meta:
         table_name = "workflows"
@@ -65,6 +69,8 @@ class Workflow(BaseModel):
             # The claim's pending probe: one range scan per served name, in due order
             # (SqliteStore._runnable); rows of other names and future run_at are never visited.
             (("status", "name", "run_at"), False),
+            # The claim's due-WAITING probe, likewise per name in wake order.
+            (("status", "name", "wake_at"), False),
         )
 
 
@@ -133,6 +139,35 @@ class Worker(BaseModel):
         table_name = "workers"
 
 
+class Message(BaseModel):
+    """A message sent to a workflow on a topic, until a step consumes it (``messages``)."""
+
+    id = TextField(primary_key=True)
+    workflow_id = TextField()
+    topic = TextField(default="")
+    payload = TextField(null=True)
+    key = TextField(null=True)  # idempotency key of the send, if it gave one
+    created_at = FloatField()
+    consumed_by_step = TextField(null=True)
+
+    class Meta:
+        table_name = "messages"
+        indexes = ((("workflow_id", "topic", "created_at"), False), (("workflow_id", "key"), True))
+
+
+class Event(BaseModel):
+    """A key/value a workflow publishes for others to read (``events``)."""
+
+    workflow_id = TextField()
+    key = TextField()
+    value = TextField(null=True)
+    updated_at = FloatField()
+
+    class Meta:
+        table_name = "events"
+        primary_key = CompositeKey("workflow_id", "key")
+
+
 class DatabaseInfo(BaseModel):
     """Facts about the database itself (``db_id``: a random id written at creation)."""
 
@@ -173,7 +208,7 @@ class Ledger(BaseModel):
 
 
 #: The engine's tables (the chaos ledger is created on demand, see ``Ledger``).
-ALL_MODELS: tuple[type[BaseModel], ...] = (Workflow, Step, Lease, Worker, DatabaseInfo)
+ALL_MODELS: tuple[type[BaseModel], ...] = (Workflow, Step, Lease, Worker, Message, Event, DatabaseInfo)
 
 
 @dataclass(frozen=True)
@@ -184,6 +219,8 @@ class Models:
     Step: Any
     Lease: Any
     Worker: Any
+    Message: Any
+    Event: Any
     DatabaseInfo: Any
     Ledger: Any
     #: Column names of ``workflows`` and ``steps`` in model order (what ``SELECT *`` returns).
@@ -193,7 +230,7 @@ class Models:
     @property
     def engine_tables(self) -> list[Any]:
         """The bound engine tables, in ``ALL_MODELS`` order (for ``create_tables``)."""
-        return [self.Workflow, self.Step, self.Lease, self.Worker, self.DatabaseInfo]
+        return [self.Workflow, self.Step, self.Lease, self.Worker, self.Message, self.Event, self.DatabaseInfo]
 
 
 def _bound(model: type[BaseModel], db: Database) -> Any:
@@ -225,6 +262,8 @@ def bind(db: Database) -> Models:
         Step=_bound(Step, db),
         Lease=_bound(Lease, db),
         Worker=_bound(Worker, db),
+        Message=_bound(Message, db),
+        Event=_bound(Event, db),
         DatabaseInfo=_bound(DatabaseInfo, db),
         Ledger=_bound(Ledger, db),
     )

@@ -328,7 +328,7 @@ class SqliteStore(Store):
     # ----------------------------------------------------------------- claim probe (dialect hook)
 
     def _runnable(self, names: Sequence[str], now: float, stale_before: float | None = None) -> str | None:
-        """Id of a runnable workflow among ``names``: under the longest-expired lease, else the PENDING one due first.
+        """Id of a runnable workflow among ``names``: under the longest-expired lease, else the PENDING or WAITING one due first.
 
         The stale probe walks only expired leases (``leases(expires_at)``), so
         RUNNING rows under live leases cost nothing. The pending probe is one range scan of ``workflows(status, name, run_at)``
@@ -336,12 +336,14 @@ class SqliteStore(Store):
         does not grow with PENDING rows of names this worker does not serve, nor
         with rows whose ``run_at`` is in the future. PENDING work is therefore
         taken in due order (``run_at``; for a workflow submitted to run now that is
-        its creation time), not strictly by ``created_at``.
+        its creation time), not strictly by ``created_at``. A WAITING row is due
+        at its ``wake_at`` (index ``workflows(status, name, wake_at)``) and
+        competes with PENDING rows by that time.
         """
         m = self.m
         names = list(names)
         stale_before = now if stale_before is None else stale_before
-        running, pending = Status.RUNNING.value, Status.PENDING.value
+        running, pending, waiting = Status.RUNNING.value, Status.PENDING.value, Status.WAITING.value
         # Driven from leases (CROSS JOIN fixes the loop order in SQLite): only expired leases
         # are visited, in expiry order, never the RUNNING rows that live workers hold.
         row = self._execute(
@@ -366,24 +368,28 @@ class SqliteStore(Store):
             heads = [
                 peewee.Select(
                     [
-                        m.Workflow.select(m.Workflow.id, m.Workflow.run_at)
-                        .where((m.Workflow.status == pending) & (m.Workflow.name == name) & (m.Workflow.run_at <= now))
-                        .order_by(m.Workflow.run_at)
+                        m.Workflow.select(m.Workflow.id, column.alias("due"))
+                        .where((m.Workflow.status == status) & (m.Workflow.name == name) & (column <= now))
+                        .order_by(column)
                         .limit(1)
                         .alias(f"head{i}")
                     ],
                     [SQL("*")],
                 )
-                for i, name in enumerate(names)
+                for i, (status, column, name) in enumerate(
+                    (status, column, name)
+                    for status, column in ((pending, m.Workflow.run_at), (waiting, m.Workflow.wake_at))
+                    for name in names
+                )
             ]
             union = functools.reduce(operator.add, heads)  # UNION ALL
-            # SQLite returns the bare column (id) of the row that gives MIN(run_at).
-            return peewee.Select([union.alias("heads")], [SQL("id"), fn.MIN(SQL("run_at"))]).bind(self.db)
+            # SQLite returns the bare column (id) of the row that gives MIN(due).
+            return peewee.Select([union.alias("heads")], [SQL("id"), fn.MIN(SQL("due"))]).bind(self.db)
 
         row = self._execute(
-            f"runnable_pending/{len(names)}",
+            f"runnable_due/{len(names)}",
             due_first,
-            [value for name in names for value in (pending, name, now, 1)],
+            [value for status in (pending, waiting) for name in names for value in (status, name, now, 1)],
         ).fetchone()
         return row[0] if row is not None else None
 

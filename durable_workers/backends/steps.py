@@ -334,14 +334,7 @@ class StepOps(RowHelpers):
         now = self._clock(now)
 
         def body() -> bool:
-            released = self._execute(
-                "release_held_lease",
-                lambda: m.Lease.update(worker_id=None, expires_at=None).where(
-                    (m.Lease.workflow_id == workflow_id) & (m.Lease.worker_id == worker_id) & (m.Lease.token == token)
-                ),
-                [None, None, workflow_id, worker_id, token],
-            ).rowcount
-            if not released:
+            if not self._release_held(workflow_id, worker_id, token):
                 return False
             self._execute(
                 "finish_workflow",
@@ -359,4 +352,42 @@ class StepOps(RowHelpers):
             return True if ended.exists() and not self._lease_held(workflow_id, worker_id, token) else None
 
         if not self.write(body, confirm=confirm):
+            raise LeaseLost(f"workflow {workflow_id}: lease token {token} is no longer held")
+
+    def _release_held(self, workflow_id: str, worker_id: str, token: int) -> bool:
+        """Inside a write: release the lease if (worker_id, token) still holds it; False if not (the fence)."""
+        m = self.m
+        released: int = self._execute(
+            "release_held_lease",
+            lambda: m.Lease.update(worker_id=None, expires_at=None).where(
+                (m.Lease.workflow_id == workflow_id) & (m.Lease.worker_id == worker_id) & (m.Lease.token == token)
+            ),
+            [None, None, workflow_id, worker_id, token],
+        ).rowcount
+        return released > 0
+
+    def suspend_workflow(
+        self, workflow_id: str, wake_at: float, *, worker_id: str, token: int, now: float | None = None
+    ) -> None:
+        """Record a workflow WAITING until ``wake_at`` and release its lease (fenced, like finish).
+
+        The attempt is not counted against ``max_claims`` (a workflow may sleep
+        any number of times). Raises :class:`LeaseLost`, writing nothing, when
+        the lease is no longer held; a retried commit finds it released likewise.
+        """
+        m = self.m
+        now = self._clock(now)
+
+        def body() -> bool:
+            if not self._release_held(workflow_id, worker_id, token):
+                return False
+            m.Workflow.update(
+                status=Status.WAITING.value,
+                wake_at=wake_at,
+                attempts=self._greatest(m.Workflow.attempts - 1, 0),
+                updated_at=now,
+            ).where(m.Workflow.id == workflow_id).execute()
+            return True
+
+        if not self.write(body):
             raise LeaseLost(f"workflow {workflow_id}: lease token {token} is no longer held")

@@ -159,7 +159,7 @@ def test_concurrent_first_starts_on_an_empty_database_do_not_race(pg_databases) 
             racer.join(WAIT_S * 2)
         assert errors == []
         assert len({store._db_id for store in opened}) == 1  # one creator; the rest found its schema
-        assert sql(url, "SELECT key, value FROM meta WHERE key = 'schema_version'") == [("schema_version", "2")]
+        assert sql(url, "SELECT key, value FROM meta WHERE key = 'schema_version'") == [("schema_version", "3")]
         for store in opened:
             store.close_idle()
 

@@ -2,7 +2,8 @@
 
 Timing is not asserted (the `scale` benchmark measures it); the query plan is: SQLite's
 ``EXPLAIN QUERY PLAN`` of the statement ``SqliteStore._runnable`` actually ran must search the
-``(status, name, run_at)`` index with all three bounded, per served name, and need no
+``(status, name, run_at)`` index with all three bounded, per served name (and the
+``(status, name, wake_at)`` index likewise for WAITING rows), and need no
 temporary B-tree (a sort would mean visiting every due row) and no table scan.
 """
 
@@ -30,6 +31,11 @@ def _fill(db_path: Path, now: float) -> None:
         rows = [(f"other-{i}", "nobody_serves_this", now - 100 + i * 1e-3) for i in range(BACKLOG)]
         rows += [(f"later-{i}", SERVED[i % 2], now + 3600 + i) for i in range(BACKLOG)]
         con.executemany(
+            "INSERT INTO workflows (id, name, input, status, attempts, run_at, created_at, updated_at, wake_at)"
+            " VALUES (?, ?, '{}', 'WAITING', 0, ?, ?, ?, ?)",
+            [(f"asleep-{i}", SERVED[i % 2], now - 300, now - 300, now - 300, now + 7200 + i) for i in range(BACKLOG)],
+        )
+        con.executemany(
             "INSERT INTO workflows (id, name, input, status, attempts, run_at, created_at, updated_at)"
             " VALUES (?, ?, '{}', 'PENDING', 0, ?, ?, ?)",
             [(wid, name, run_at, now - 200, now - 200) for wid, name, run_at in rows],
@@ -49,9 +55,10 @@ def _plan(db_path: Path, sql: str, params: list[object]) -> list[str]:
 
 def _pending_probe_plan(store: Store, db_path: Path, now: float) -> list[str]:
     assert store.claim_next("w-probe", SERVED, ttl=30, now=now) is None  # compiles the statement
-    sql = store.compiled(f"runnable_pending/{len(SERVED)}")
+    sql = store.compiled(f"runnable_due/{len(SERVED)}")
     assert sql is not None, "the claim did not run the statement"
-    return _plan(db_path, sql, [v for name in SERVED for v in ("PENDING", name, now, 1)])
+    params = [v for status in ("PENDING", "WAITING") for name in SERVED for v in (status, name, now, 1)]
+    return _plan(db_path, sql, params)
 
 
 @pytest.mark.parametrize("analyzed", [False, True], ids=["no-stats", "analyzed"])
@@ -65,9 +72,12 @@ def test_pending_probe_is_an_index_range_scan_per_name(store: Store, db_path: Pa
     plan = _pending_probe_plan(store, db_path, now)
     searches = [line for line in plan if "workflows" in line or line.startswith(("SEARCH t", "SCAN t"))]
     assert searches, plan
+    pending = "USING INDEX workflows_status_name_run_at (status=? AND name=? AND run_at<?)"
+    waiting = "USING INDEX workflows_status_name_wake_at (status=? AND name=? AND wake_at<?)"
     for line in searches:
-        assert "USING INDEX workflows_status_name_run_at (status=? AND name=? AND run_at<?)" in line, plan
-    assert len(searches) == len(SERVED), plan
+        assert pending in line or waiting in line, plan
+    assert [pending in line for line in searches].count(True) == len(SERVED), plan
+    assert [waiting in line for line in searches].count(True) == len(SERVED), plan
     assert not [line for line in plan if "TEMP B-TREE" in line], plan
     assert not [line for line in plan if line.startswith("SCAN t")], plan
 

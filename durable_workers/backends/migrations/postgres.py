@@ -4,8 +4,8 @@ The version lives in ``meta.schema_version``.
 
 ``MIGRATIONS[v]`` takes a database from version ``v`` to ``v + 1``. The
 PostgreSQL history starts at version 2 (``postgres_sql.CREATE`` makes an empty
-database current), so there are none yet; the next schema change adds
-``MIGRATIONS[2]`` here and ``MIGRATIONS[2]`` in ``sqlite.py``.
+database current); each schema change adds one entry here and the same
+version's entry in ``sqlite.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ from ..schema import SCHEMA_VERSION
 from . import Migration, check_not_newer, pending, wanted_at_open
 
 #: ``from_version -> statements`` (one transaction per run, under the advisory lock).
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (  # v3: WAITING and its wake time, the parent link, messages and events
+        "ALTER TABLE workflows ADD COLUMN IF NOT EXISTS wake_at double precision",
+        "ALTER TABLE workflows ADD COLUMN IF NOT EXISTS parent_id text",
+        "CREATE INDEX IF NOT EXISTS workflows_waiting_due ON workflows (name, wake_at) WHERE status = 'WAITING'",
+        *q.PRIMITIVE_TABLES,
+    ),
+}
 
 
 class PgSchema:

@@ -26,6 +26,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         'CREATE INDEX IF NOT EXISTS "workflows_status_name_run_at" ON "workflows" ("status", "name", "run_at")',
         'DROP INDEX IF EXISTS "workflows_name_status"',
     ),
+    2: (
+        "ALTER TABLE workflows ADD COLUMN wake_at REAL",
+        "ALTER TABLE workflows ADD COLUMN parent_id TEXT",
+        'CREATE INDEX IF NOT EXISTS "workflows_status_name_wake_at" ON "workflows" ("status", "name", "wake_at")',
+        'CREATE TABLE IF NOT EXISTS "messages" ("id" TEXT NOT NULL PRIMARY KEY, "workflow_id" TEXT NOT NULL, '
+        '"topic" TEXT NOT NULL, "payload" TEXT, "key" TEXT, "created_at" REAL NOT NULL, "consumed_by_step" TEXT)',
+        'CREATE INDEX IF NOT EXISTS "messages_workflow_id_topic_created_at" ON "messages" ("workflow_id", "topic", "created_at")',
+        'CREATE UNIQUE INDEX IF NOT EXISTS "messages_workflow_id_key" ON "messages" ("workflow_id", "key")',
+        'CREATE TABLE IF NOT EXISTS "events" ("workflow_id" TEXT NOT NULL, "key" TEXT NOT NULL, "value" TEXT, '
+        '"updated_at" REAL NOT NULL, PRIMARY KEY ("workflow_id", "key"))',
+    ),
 }
 
 

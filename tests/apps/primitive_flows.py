@@ -1,0 +1,65 @@
+"""Workflows of the durable primitives' tests: sleep, recorded values, patches.
+
+``calls`` files count step executions (:func:`record_call`); ``halt`` stands in for a
+crash (see core_flows). ``CODE_VERSION`` selects which code of ``patch_flow`` runs,
+as a deploy would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from durable_workers import Context, workflow
+from tests.apps.core_flows import halt, record_call
+
+#: Which version of ``patch_flow`` is deployed (1: before the patch, 2: patched, 3: patch deprecated).
+CODE_VERSION = 2
+
+
+@workflow
+def sleep_flow(ctx: Context, calls: str, seconds: float = 0.5) -> str:
+    """Record a step, sleep durably, record another."""
+    ctx.step("before", lambda: record_call(calls, "before"))
+    ctx.sleep(seconds)
+    ctx.step("after", lambda: record_call(calls, "after"))
+    return "woke"
+
+
+@workflow
+def recorded_values_flow(ctx: Context, halt_file: str | None = None) -> list[Any]:
+    """Take a recorded time, UUID and random number, then (maybe) crash."""
+    values = [ctx.now(), ctx.uuid4(), ctx.random()]
+    ctx.step("halt", lambda: halt(halt_file))
+    return values
+
+
+@workflow
+def patch_flow(ctx: Context, calls: str, halt_file: str | None = None) -> str:
+    """Version 1: a, old, halt, b. Version 2 patches ``old`` into ``new``; version 3 deprecates the patch."""
+    ctx.step("a", lambda: record_call(calls, "a"))
+    if CODE_VERSION == 1:
+        branch = ctx.step("old", lambda: "old")
+    elif CODE_VERSION == 2:
+        branch = ctx.step("new", lambda: "new") if ctx.patched("use-new") else ctx.step("old", lambda: "old")
+    else:
+        ctx.deprecate_patch("use-new")
+        branch = ctx.step("new", lambda: "new")
+    ctx.step("halt", lambda: halt(halt_file))
+    ctx.step("b", lambda: record_call(calls, "b"))
+    return branch
+
+
+@workflow
+def parallel_sleep_flow(ctx: Context, calls: str) -> list[Any]:
+    """Two branches sleeping different times and one that does not; then a last step."""
+
+    def branch(label: str, seconds: float) -> str:
+        ctx.step(f"{label}-before", lambda: record_call(calls, f"{label}-before"))
+        if seconds:
+            ctx.sleep(seconds)
+        ctx.step(f"{label}-after", lambda: record_call(calls, f"{label}-after"))
+        return label
+
+    results = ctx.parallel(lambda: branch("short", 0.2), lambda: branch("long", 0.5), lambda: branch("none", 0))
+    ctx.step("last", lambda: record_call(calls, "last"))
+    return results
