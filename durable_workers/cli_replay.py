@@ -27,7 +27,7 @@ def fork(ctx: click.Context, workflow_id: str, from_step: str, new_id: str | Non
 
 
 def _line(verdict: ReplayVerdict) -> str:
-    mark = "ok" if verdict.ok else "DIVERGES"
+    mark = "ok" if verdict.ok else verdict.outcome.upper()
     where = f" at {verdict.step}" if verdict.step and not verdict.ok else ""
     return f"{verdict.workflow_id}  {verdict.name}  {verdict.status}  {mark}{where}: {verdict.detail}"
 
@@ -48,6 +48,6 @@ def check_replay(ctx: click.Context, as_json: bool) -> None:
     else:
         for verdict in verdicts:
             click.echo(_line(verdict))
-        click.echo(f"{len(verdicts)} unfinished workflows checked: {len(diverging)} would diverge")
+        click.echo(f"{len(verdicts)} unfinished workflows checked: {len(diverging)} would diverge or break")
     if diverging:
         ctx.exit(EXIT_FAILED)

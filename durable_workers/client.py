@@ -240,8 +240,11 @@ class Client:
         Same name and input; ``from_step`` and everything first recorded after
         it run afresh. The source may be in any status. Returns the new id
         (``new_id``, or ``ID~fork-N``). Raises :class:`WorkflowNotFound`,
-        :class:`StepNotFound` or :class:`ConflictError` (``new_id`` taken).
+        :class:`StepNotFound`, :class:`ConflictError` (``new_id`` taken) or
+        :class:`InputError` (an empty ``new_id``).
         """
+        if new_id is not None and not new_id.strip():
+            raise InputError("the new workflow id is empty: pass a non-empty --id, or leave it out for ID~fork-N")
         return self.store.fork(workflow_id, from_step, new_id)
 
     def check_replay(self) -> "list[ReplayVerdict]":

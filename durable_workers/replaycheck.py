@@ -48,7 +48,9 @@ class ReplayVerdict:
 
     ``outcome`` is ``continues`` (the history ends at ``step``), ``completes``
     (every call was recorded and the function returned), ``fails`` (a recorded
-    failure ends the function, as it would in a real run), ``stops`` (another
+    failure ends the function, as it would in a real run), ``breaks`` (the new
+    code raises something other than a recorded failure while replaying: its
+    inputs or a recorded value no longer fit, or a bug), ``stops`` (another
     primitive ended the replay, see ``detail``), ``diverges`` (``step`` is the
     first call that does not match) or ``unregistered``.
     """
@@ -63,7 +65,7 @@ class ReplayVerdict:
     @property
     def ok(self) -> bool:
         """False when the current code would hit a NonDeterminismError (or cannot run the workflow)."""
-        return self.outcome not in ("diverges", "unregistered")
+        return self.outcome not in ("diverges", "breaks", "unregistered")
 
     def as_json(self) -> dict[str, Any]:
         """The verdict as a JSON object (``--json``)."""
@@ -124,9 +126,11 @@ def check_workflow(store: Store, registry: Registry, record: WorkflowRecord) -> 
     except DurableInterrupt as exc:
         if ctx.diverged is None:
             return _verdict(record, "stops", None, str(exc) or type(exc).__name__)
-    except BaseException as exc:  # the workflow's own failure, as a real replay would raise it
-        if ctx.diverged is None:
+    except Exception as exc:
+        if ctx.diverged is None and ctx.failed_step_of(exc) is not None:  # a recorded failure, replayed as recorded
             return _verdict(record, "fails", None, f"would fail: {type(exc).__name__}: {exc}")
+        if ctx.diverged is None:  # the new code raises where the recorded run went on: deploying it fails this workflow
+            return _verdict(record, "breaks", None, f"the new code raises {type(exc).__name__}: {exc}")
     finally:
         keys.activate(None)
     if ctx.diverged is not None:

@@ -73,7 +73,8 @@ def to_json(value: Any) -> Any:
         if codec is not None:
             return codec.encode(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}  # nested ones: encoded in turn
+        # init fields only: the others are derived (``__post_init__``) and rebuilt on decoding; nested ones encode in turn
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
     base = _pydantic_base()
     if base is not None and isinstance(value, base):
         return value.model_dump(mode="json")  # type: ignore[attr-defined]

@@ -51,7 +51,7 @@ def test_check_replay_passes_v1_and_catches_the_renamed_step_of_v2(any_db: DbTar
     lines = same.stdout.splitlines()
     assert any(line.startswith("wf-1  replay_order  RUNNING  ok: would continue at ship#1") for line in lines)
     assert any(line.startswith("wf-1~fork-1  replay_order  PENDING  ok: would continue at charge#1") for line in lines)
-    assert lines[-1] == "4 unfinished workflows checked: 0 would diverge"
+    assert lines[-1] == "4 unfinished workflows checked: 0 would diverge or break"
 
     changed = durable(any_db, V2, "check-replay", "--json")
     assert changed.returncode == 1, changed.stderr
@@ -76,6 +76,7 @@ def test_fork_errors_are_one_line(any_db: DbTarget) -> None:  # noqa: F811
         (("fork", "wf-1", "--from", "nope#1"), "list its step keys with `durable steps wf-1`"),
         (("fork", "missing", "--from", "reserve#1"), "no workflow with id 'missing'"),
         (("fork", "wf-1", "--from", "reserve#1", "--id", "wf-2"), "workflow wf-2 already exists; choose another --id"),
+        (("fork", "wf-1", "--from", "reserve#1", "--id", ""), "pass a non-empty --id"),
     ):
         result = durable(any_db, V1, *args)
         assert result.returncode == 1

@@ -46,6 +46,17 @@ def waiting(ctx: Context, halt_file: str) -> int:
     raise AssertionError("a real run would wait here")
 
 
+def renamed_input(ctx: Context, path: str) -> int:
+    """v1 with its parameter renamed: the recorded input no longer binds."""
+    return 0
+
+
+def buggy(ctx: Context, halt_file: str) -> int:
+    a, b = ctx.parallel(lambda: ctx.step("x", lambda: 1), lambda: ctx.step("y", lambda: 2))
+    return a.missing  # type: ignore[attr-defined, no-any-return]
+
+
+
 class Suspend(DurableInterrupt):
     """Stands in for another primitive's suspend."""
 
@@ -90,9 +101,11 @@ def recorded(db_path: Path, tmp_path: Path) -> Path:
         (swallowing, "diverges", "renamed#1"),
         (waiting, "continues", "recv#1"),
         (suspending, "stops", None),
+        (renamed_input, "breaks", None),
+        (buggy, "breaks", None),
     ],
 )
 def test_each_version_gets_its_verdict(recorded: Path, version: Callable[..., Any], outcome: str, step: str | None) -> None:
     verdict = _check(recorded, version)
     assert (verdict.outcome, verdict.step) == (outcome, step), verdict.detail
-    assert verdict.ok is (outcome != "diverges")
+    assert verdict.ok is (outcome not in ("diverges", "breaks"))

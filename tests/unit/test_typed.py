@@ -7,7 +7,7 @@ typed objects, and the stored rows stay plain JSON.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Optional, Sequence
@@ -111,3 +111,19 @@ def test_pydantic_models_round_trip_when_pydantic_is_installed(db_path: Path) ->
     finally:
         client.close()
     assert decode_as(Account, json.loads(json.dumps(ctx_value, default=to_json))) == ctx_value
+
+
+@dataclass
+class Priced:
+    qty: int
+    total: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.total = self.qty * 10
+
+
+def test_a_derived_field_is_not_stored_and_is_rebuilt_on_decoding() -> None:
+    stored = json.loads(json.dumps(Priced(3), default=to_json))
+    assert stored == {"qty": 3}
+    rebuilt = decode_as(Priced, stored)
+    assert (rebuilt.qty, rebuilt.total) == (3, 30)
