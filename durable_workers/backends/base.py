@@ -64,7 +64,7 @@ CONTRACT: tuple[Operation, ...] = (
               confirmed_by="workflow CANCELLED with updated_at = this call's now"),
     Operation("retry", "workflow PENDING again; the step failure that ended it (failed_step) and later steps deleted",
               retry_safe=False, raises="WorkflowNotFound, InvalidStateError",
-              confirmed_by="workflow PENDING with updated_at = this call's now"),
+              confirmed_by="workflow run_at = this call's now (claims keep run_at)"),
     Operation("fork", "inserts a PENDING copy of a workflow and copies its finished steps recorded before a step",
               retry_safe=False, raises="WorkflowNotFound, StepNotFound, ConflictError (new_id taken)"),
     Operation("claim_next", "workflow RUNNING with attempts+1, lease upserted with token+1, or FAILED past max_claims",

@@ -152,19 +152,31 @@ class WorkflowOps(RowHelpers):
             self._notify(workflow_id)
             return WorkflowRecord.from_row(m.Workflow.get_by_id(workflow_id))
 
-        return self.write(body, confirm=lambda: self._confirm_change(workflow_id, Status.PENDING, now))
+        return self.write(body, confirm=lambda: self._confirm_retry(workflow_id, now))
 
     def _confirm_change(self, workflow_id: str, status: Status, now: float) -> WorkflowRecord | None:
-        """After an ambiguous commit of ``cancel``/``retry``: the row if it shows ``status`` set at ``now``, else None.
+        """After an ambiguous commit of ``cancel``: the row if it shows ``status`` set at ``now``, else None.
 
-        ``now`` is fixed per call (and a retry also sets ``run_at``), so another
-        writer's change is not mistaken for this one; then the body runs again.
+        ``now`` is fixed per call, so another writer's change is not mistaken
+        for this one; then the body runs again.
         """
         m = self.m
         row = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
         if row is None or (row.status, row.updated_at) != (status.value, now):
             return None
         return WorkflowRecord.from_row(row)
+
+    def _confirm_retry(self, workflow_id: str, now: float) -> WorkflowRecord | None:
+        """After an ambiguous commit of ``retry``: the row if its ``run_at`` is this call's ``now``, else None.
+
+        Not the status: a worker may have claimed (or even finished) the retried
+        workflow before the confirmation reads it. ``run_at`` is set by submit
+        and retry only (claims, releases and suspends keep it), so it still
+        shows this call's commit.
+        """
+        m = self.m
+        row = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
+        return WorkflowRecord.from_row(row) if row is not None and row.run_at == now else None
 
     def fork(self, workflow_id: str, from_step: str, new_id: str | None = None, *, now: float | None = None) -> str:
         """Start a PENDING copy of a workflow (any status) that keeps its history before ``from_step``.

@@ -115,3 +115,22 @@ def test_retry(pair) -> None:
     record = _lost_reply(proxy, lambda: via.retry("wf", now=T0 + 2))
     assert (record.status, record.attempts) == (Status.PENDING.value, 0)
     assert direct.get_workflow("wf").status == Status.PENDING.value
+
+
+def test_retry_claimed_before_its_confirmation(pair) -> None:
+    """A worker claims the retried workflow between the lost reply and the confirmation: still confirmed."""
+    direct, via, proxy = pair
+    claim = _claimed(via)
+    via.finish_workflow("wf", Status.FAILED, worker_id="w", token=claim.token, error="bad", now=T0 + 1)
+    drop = via._drop_connection
+    taken: list[Claim | None] = []
+
+    def drop_then_claim() -> None:
+        drop()
+        taken.append(direct.claim_next("w2", [NAME], ttl=TTL, now=T0 + 3))
+
+    via._drop_connection = drop_then_claim  # type: ignore[method-assign]
+    record = _lost_reply(proxy, lambda: via.retry("wf", now=T0 + 2))
+    assert taken and taken[0] is not None  # the claim did happen first
+    assert record.run_at == T0 + 2
+    assert direct.get_workflow("wf").status == Status.RUNNING.value
