@@ -110,11 +110,14 @@ def split_url(url: str) -> tuple[str, dict[str, str], str]:
     """``(conninfo URL for libpq, the store's own query options, the URL to show in messages)``.
 
     The shown URL has no password. Raises :class:`ConfigError` (one line) for a
-    URL that is not a PostgreSQL URL or whose port is not a number.
+    URL that is not a PostgreSQL URL, cannot be parsed, or whose port is not a number.
     """
     if not url.startswith(SCHEMES):
         raise ConfigError(f"not a PostgreSQL URL (postgresql://user@host:port/dbname): {url}")
-    parts = urlsplit("postgresql://" + url.split("://", 1)[1])
+    try:
+        parts = urlsplit("postgresql://" + url.split("://", 1)[1])
+    except ValueError as exc:  # an unbalanced "[" of an IPv6 host, say
+        raise ConfigError(f"malformed database URL ({exc}): expected postgresql://user@host:port/dbname") from None
     try:
         parts.port
     except ValueError:

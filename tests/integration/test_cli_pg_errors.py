@@ -82,3 +82,11 @@ def test_every_command_reports_an_unusable_postgresql_target_in_one_line(target:
         if proc.returncode == 0 or not one_line or "Traceback" in out + err:
             wrong.append(f"{name}: exit {proc.returncode}\nstdout: {out}\nstderr: {err}")
     assert not wrong, f"{url}:\n" + "\n".join(wrong)
+
+
+def test_a_url_that_cannot_be_parsed_is_one_line() -> None:
+    """urllib refuses an unbalanced IPv6 bracket; the command still says so in one line."""
+    proc = _start("durable", ("status",), "postgresql://durable@[::1/durable")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in out + err
+    assert err.strip().startswith("Error: malformed database URL") and len(err.strip().splitlines()) == 1, err
