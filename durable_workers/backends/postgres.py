@@ -95,6 +95,8 @@ class PostgresStore(Store):
     how many seconds a transaction retries a locked row or a conflict before
     :class:`StoreUnavailable`. ``readonly=True`` opens read-only sessions.
     ``synchronous`` is accepted for the SQLite dialect's sake and ignored.
+    ``listen=False`` (or ``?listen=off`` in the URL) gives idle workers no
+    LISTEN connection: they find new work by polling alone.
     """
 
     dialect = "postgresql"
@@ -110,8 +112,10 @@ class PostgresStore(Store):
         lock_patience: float | None = None,
         synchronous: str | None = None,
         connect_timeout: float = CONNECT_TIMEOUT_S,
+        listen: bool = True,
     ) -> None:
         conninfo, own, self.path = q.split_url(str(url))
+        self.listen = q.flag(own["listen"], "listen", self.path) if "listen" in own else listen
         try:
             size = int(own.get("pool_size") or pool_size or POOL_SIZE)
         except ValueError:
@@ -312,13 +316,17 @@ class PostgresStore(Store):
     def _notify(self, workflow_id: str) -> None:
         self.db.execute_sql(q.NOTIFY, (workflow_id,))
 
-    def change_watch(self, names: Iterable[str] = ()) -> NotifyWatch:
+    def change_watch(self, names: Iterable[str] = ()) -> NotifyWatch | None:
         """A LISTEN connection of its own (not pooled, autocommit) that reports wake-ups for ``names``.
+
+        ``None`` when the store was opened with ``listen`` off (idle workers poll).
 
         Submit, retry and release send one inside their transaction (delivered
         at commit). Never raises: while the connection is down, ``changed()``
         says True now and then (the worker then polls) and reconnects.
         """
+        if not self.listen:
+            return None
         return NotifyWatch(self._conninfo, names, self._connect_timeout)
 
     # ----------------------------------------------------------------- claim probe (dialect hook)
