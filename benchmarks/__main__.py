@@ -4,6 +4,8 @@
     python -m benchmarks --quick                  # tiny sizes, 1 repetition (smoke test)
     python -m benchmarks --only floor,step --sync NORMAL --out step.json
     python -m benchmarks --only throughput --plot docs/benchmarks-throughput.png
+    python -m benchmarks --db postgresql://user@host:port/dbname   # the suite on PostgreSQL
+    python -m benchmarks --pg --peer dbos          # a throwaway PostgreSQL cluster, and DBOS beside us
 
 Exit status 0 when every selected benchmark ran, 1 when one of them failed
 (the others still run and are reported).
@@ -22,10 +24,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from .databases import Databases, is_postgres, throwaway_server
 from .measure import Figure, machine
 from .report import plot_throughput, table, write_json
 
 BENCHMARKS = ("floor", "step", "throughput", "latency", "recovery", "scale")
+#: What runs on PostgreSQL (the scale benchmark measures SQLite's claim query plans).
+PG_BENCHMARKS = ("floor", "step", "throughput", "latency", "recovery")
+#: The column label of PostgreSQL figures (SQLite's are its synchronous modes).
+PG_MODE = "PG"
+PEERS = ("dbos",)
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class Sizes:
     steps: int = 500
     step_repeat: int = 5
     workers: tuple[int, ...] = (1, 2, 4, 8)
+    hosts: tuple[int, ...] = (4,)  # PostgreSQL: worker totals also run over two supervisors
     workflows: int = 1000
     io_workflows: int = 1000
     io_concurrency: int = 8
@@ -61,6 +70,7 @@ QUICK = Sizes(
     steps=50,
     step_repeat=1,
     workers=(1, 2),
+    hosts=(2,),
     workflows=20,
     io_workflows=20,
     io_concurrency=2,
@@ -100,15 +110,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", help="where databases go (default: a new temporary folder, removed after)")
     parser.add_argument("--keep", action="store_true", help="keep the databases and fleet logs")
     parser.add_argument("--log-level", default="WARNING", help="log level of the benchmark fleets [WARNING]")
+    parser.add_argument(
+        "--db", help="a PostgreSQL server URL (postgresql://user@host:port/dbname): each benchmark gets a new database on it"
+    )
+    parser.add_argument("--pg", action="store_true", help="start a throwaway PostgreSQL cluster and run on it")
+    parser.add_argument("--peer", choices=PEERS, help="also measure this peer on the same PostgreSQL server")
+    parser.add_argument("--peer-venv", help="the peer's own virtualenv [a folder in the temporary directory]")
     args = parser.parse_args(argv)
-    args.only = [b.strip() for b in args.only.split(",") if b.strip()]
+    if args.db and not is_postgres(args.db):
+        parser.error("--db takes a postgresql:// URL (SQLite runs use --workdir)")
+    if args.db and args.pg:
+        parser.error("--db and --pg exclude each other")
+    if args.peer and not (args.db or args.pg):
+        parser.error("--peer needs PostgreSQL: add --db postgresql://… or --pg")
+    postgres = bool(args.db or args.pg)
+    available = PG_BENCHMARKS if postgres else BENCHMARKS
+    only = args.only if args.only != ",".join(BENCHMARKS) else ",".join(available)
+    args.only = [b.strip() for b in only.split(",") if b.strip()]
     unknown = [b for b in args.only if b not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    if postgres and "scale" in args.only:
+        parser.error(f"scale runs on SQLite only; choose from {', '.join(PG_BENCHMARKS)}")
     args.sync = [s.strip().upper() for s in args.sync.split(",") if s.strip()]
     bad = [s for s in args.sync if s not in ("OFF", "NORMAL", "FULL", "EXTRA")]
     if bad:
         parser.error(f"unknown synchronous mode(s) {', '.join(bad)}")
+    if postgres:
+        args.sync = [PG_MODE]  # synchronous modes are SQLite's
     return args
 
 
@@ -130,7 +159,7 @@ def sizes_for(args: argparse.Namespace) -> Sizes:
     return replace(sizes, **overrides)
 
 
-def plan(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> list[tuple[str, Callable[[], list[Figure]]]]:
+def plan(args: argparse.Namespace, sizes: Sizes, dbs: Databases) -> list[tuple[str, Callable[[], list[Figure]]]]:
     """(label, thunk) for each selected benchmark and sync mode, in run order."""
     from .floor import bench_floor
     from .latency import bench_latency
@@ -142,18 +171,19 @@ def plan(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> list[tuple[st
     jobs: list[tuple[str, Callable[[], list[Figure]]]] = []
     for sync in args.sync:
         if "step" in args.only:  # measures the floor too, back to back, for the ratio
-            jobs.append((f"step {sync}", lambda s=sync: bench_step(workdir, s, steps=sizes.steps, repeat=sizes.step_repeat)))
+            jobs.append((f"step {sync}", lambda s=sync: bench_step(dbs, s, steps=sizes.steps, repeat=sizes.step_repeat)))
         elif "floor" in args.only:
-            jobs.append((f"floor {sync}", lambda s=sync: bench_floor(workdir, s, steps=sizes.steps, repeat=sizes.step_repeat)))
+            jobs.append((f"floor {sync}", lambda s=sync: bench_floor(dbs, s, steps=sizes.steps, repeat=sizes.step_repeat)))
     for sync in args.sync:
         if "throughput" in args.only:
             jobs.append(
                 (
                     f"throughput {sync}",
                     lambda s=sync: bench_throughput(
-                        workdir,
+                        dbs,
                         s,
                         workers=list(sizes.workers),
+                        hosts=sizes.hosts if dbs.server else (),
                         count=sizes.workflows,
                         io_count=sizes.io_workflows,
                         io_concurrency=sizes.io_concurrency,
@@ -163,14 +193,16 @@ def plan(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> list[tuple[st
                     ),
                 )
             )
+    listens: list[bool | None] = [True, False] if dbs.server else [None]
     for sync in args.sync:
-        if "latency" in args.only:
+        for listen in listens if "latency" in args.only else []:
             jobs.append(
                 (
-                    f"latency {sync}",
-                    lambda s=sync: bench_latency(
-                        workdir,
+                    f"latency {sync}" + ("" if listen is None else " NOTIFY" if listen else " polling"),
+                    lambda s=sync, listen=listen: bench_latency(
+                        dbs,
                         s,
+                        listen=listen,
                         workers=sizes.latency_workers,
                         samples=sizes.latency_samples,
                         idle_s=sizes.idle_s,
@@ -187,7 +219,7 @@ def plan(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> list[tuple[st
                 (
                     f"recovery {sync}",
                     lambda s=sync: bench_recovery(
-                        workdir,
+                        dbs,
                         s,
                         workers=sizes.recovery_workers,
                         samples=sizes.recovery_samples,
@@ -201,7 +233,7 @@ def plan(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> list[tuple[st
             (
                 f"scale {','.join(args.sync)}",
                 lambda: bench_scale(
-                    workdir,
+                    dbs.workdir,
                     args.sync,
                     sizes=list(sizes.scale_sizes),
                     claims=sizes.claims,
@@ -209,7 +241,7 @@ def plan(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> list[tuple[st
                     repeat=sizes.repeat,
                 )
                 + bench_backlog(
-                    workdir,
+                    dbs.workdir,
                     args.sync,
                     backlog=sizes.backlog,
                     claims=sizes.claims,
@@ -236,48 +268,66 @@ def git_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "--short", "HEAD"), "modified": git("status", "--short").splitlines()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    sizes = sizes_for(args)
-    if args.workdir:
-        workdir = Path(args.workdir).resolve()
-        workdir.mkdir(parents=True, exist_ok=True)
-    else:
-        workdir = Path(tempfile.mkdtemp(prefix="durable-bench-"))
+def run_jobs(jobs: list[tuple[str, Callable[[], list[Figure]]]], dbs: Databases, meta: dict[str, Any]) -> list[Figure]:
+    """Run each job (errors are recorded, the rest still run); each job's databases are dropped after it."""
+    figures: list[Figure] = []
+    started = time.monotonic()
+    for label, job in jobs:
+        print(f"[{time.monotonic() - started:7.1f}s] {label} ...", file=sys.stderr, flush=True)
+        try:
+            produced = job()
+        except Exception as exc:  # report it, run the rest
+            traceback.print_exc()
+            meta["errors"][label] = f"{type(exc).__name__}: {exc}"
+            continue
+        finally:
+            if not meta["keep"]:
+                dbs.drop_all()
+        figures += produced
+        for f in produced:
+            print(f"           {f.sync:6} {f.bench}: {f.metric} = {f.render()}", file=sys.stderr, flush=True)
+    meta["elapsed_s"] = round(time.monotonic() - started, 1)
+    return figures
+
+
+def peer_jobs(args: argparse.Namespace, sizes: Sizes, dbs: Databases) -> list[tuple[str, Callable[[], list[Figure]]]]:
+    """The peer's throughput run and its ratio to ours (``--peer``), measured after our suite."""
+    if not args.peer:
+        return []
+    from .peers.dbos_peer import bench_dbos
+
+    workers = 4 if 4 in sizes.workers else max(sizes.workers)
+    return [(f"peer {args.peer}", lambda: bench_dbos(dbs, workers=workers, count=sizes.workflows, repeat=sizes.repeat,
+                                                   venv=args.peer_venv, mode=args.sync[0]))]  # fmt: skip
+
+
+def run_suite(args: argparse.Namespace, sizes: Sizes, workdir: Path, server: str | None) -> int:
+    """Run the selected benchmarks on ``workdir`` (SQLite) or ``server`` (PostgreSQL), print and write results."""
+    dbs = Databases(workdir, server)
     meta: dict[str, Any] = {
         "machine": machine(),
         "mode": "quick" if args.quick else "full",
+        "dialect": dbs.dialect,
         "sizes": {k: v for k, v in sizes.__dict__.items() if k != "extra"},
         "selected": args.only,
         "synchronous": args.sync,
         "workdir": str(workdir),
         "errors": {},
+        "keep": args.keep,
         "git": git_state(),
     }
+    where = f"PostgreSQL server {server.split('@')[-1]}" if server else f"SQLite {meta['machine']['sqlite']}"
     print(
         f"durable_workers benchmarks ({meta['mode']}): {', '.join(args.only)}; synchronous {', '.join(args.sync)}\n"
         f"machine: {meta['machine']['nproc']} × {meta['machine']['cpu_model']}, Python {meta['machine']['python']}, "
-        f"SQLite {meta['machine']['sqlite']}; databases in {workdir}",
+        f"{where}; work folder {workdir}",
         file=sys.stderr,
     )
-    figures: list[Figure] = []
-    started = time.monotonic()
-    try:
-        for label, job in plan(args, sizes, workdir):
-            print(f"[{time.monotonic() - started:7.1f}s] {label} ...", file=sys.stderr, flush=True)
-            try:
-                produced = job()
-            except Exception as exc:  # report it, run the rest
-                traceback.print_exc()
-                meta["errors"][label] = f"{type(exc).__name__}: {exc}"
-                continue
-            figures += produced
-            for f in produced:
-                print(f"           {f.sync:6} {f.bench}: {f.metric} = {f.render()}", file=sys.stderr, flush=True)
-    finally:
-        if not args.keep and not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
-    meta["elapsed_s"] = round(time.monotonic() - started, 1)
+    figures = run_jobs(plan(args, sizes, dbs) + peer_jobs(args, sizes, dbs), dbs, meta)
+    if args.peer:
+        from .peers.dbos_peer import ratio
+
+        figures += ratio(figures)
     print(table(figures, args.sync))
     if args.out:
         write_json(args.out, figures, meta)
@@ -289,6 +339,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"failed: {', '.join(meta['errors'])}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = sizes_for(args)
+    if args.workdir:
+        workdir = Path(args.workdir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="durable-bench-"))
+    try:
+        if not args.pg:
+            return run_suite(args, sizes, workdir, args.db)
+        with throwaway_server() as server:
+            return run_suite(args, sizes, workdir, server)
+    finally:
+        if not args.keep and not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from typing import Any
 
 import psutil
 
+from .databases import is_postgres, reader
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = "benchmarks.flows"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
@@ -28,33 +30,33 @@ class FleetError(RuntimeError):
     """The fleet did not do what the benchmark waited for."""
 
 
-def reader(path: str | Path) -> sqlite3.Connection:
-    """A read-only connection for polling (WAL readers never block the fleet)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10.0)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    return conn
-
-
 class Fleet:
-    """One supervisor process and its workers on ``db``."""
+    """One supervisor process and its workers on ``db`` (a SQLite path or a PostgreSQL URL).
+
+    ``host_id`` runs the supervisor as another host (``DURABLE_HOST_ID``);
+    ``log_path`` defaults to ``db`` with a ``.fleet.log`` suffix (needed for a URL).
+    """
 
     def __init__(
         self,
-        db: Path,
+        db: str | Path,
         *,
         workers: int,
         synchronous: str,
         concurrency: int = 1,
         ttl: float = 15.0,
         log_level: str = "WARNING",
+        host_id: str | None = None,
+        log_path: Path | None = None,
     ) -> None:
-        self.db = Path(db)
+        self.db = db if is_postgres(db) else Path(db)
+        self.host_id = host_id
         self.workers = workers
         self.synchronous = synchronous
         self.concurrency = concurrency
         self.ttl = ttl
         self.log_level = log_level
-        self.log_path = self.db.with_suffix(".fleet.log")
+        self.log_path = log_path if log_path is not None else Path(db).with_suffix(".fleet.log")
         self.process: subprocess.Popen[bytes] | None = None
         self.seen_pids: set[int] = set()
         self._log: Any = None
@@ -64,7 +66,10 @@ class Fleet:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLE_")}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-        env["DURABLE_SYNCHRONOUS"] = self.synchronous
+        if not is_postgres(self.db):
+            env["DURABLE_SYNCHRONOUS"] = self.synchronous
+        if self.host_id:
+            env["DURABLE_HOST_ID"] = self.host_id
         return env
 
     def command(self) -> list[str]:
@@ -86,7 +91,7 @@ class Fleet:
         self.process = subprocess.Popen(
             self.command(),
             env=self.env(),
-            cwd=str(self.db.parent),
+            cwd=str(self.log_path.parent),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
@@ -117,14 +122,14 @@ class Fleet:
             if self.process.poll() is not None:
                 raise FleetError(f"supervisor exited with {self.process.returncode}\n{self.log_tail()}")
             pids = self.worker_pids()
-            if len(pids) == self.workers and self.db.exists():
+            if len(pids) == self.workers and (is_postgres(self.db) or Path(self.db).exists()):
                 try:
                     with reader(self.db) as conn:
                         rows = conn.execute(
                             "SELECT pid FROM workers WHERE state = 'running' AND supervisor_pid = ?",
                             (self.process.pid,),
                         ).fetchall()
-                except sqlite3.OperationalError:
+                except (sqlite3.OperationalError, *_pg_errors()):
                     rows = []
                 if set(pids) <= {pid for (pid,) in rows}:
                     return pids
@@ -199,6 +204,14 @@ class Fleet:
         return used
 
 
+def _pg_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import psycopg
+    except ImportError:
+        return ()
+    return (psycopg.Error,)
+
+
 def cpu_seconds(pid: int) -> float | None:
     """CPU seconds of a process: the sum of its threads' nanosecond ``schedstat`` on Linux.
 
@@ -224,7 +237,7 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def wait_terminal(
-    db: Path, ids: tuple[str, str], count: int, *, timeout: float, fleet: Fleet | None = None, poll: float = 0.05
+    db: str | Path, ids: tuple[str, str], count: int, *, timeout: float, fleet: Fleet | None = None, poll: float = 0.05
 ) -> tuple[float, dict[str, int]]:
     """Wait until ``count`` workflows with ``ids[0] <= id < ids[1]`` are terminal.
 

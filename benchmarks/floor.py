@@ -1,4 +1,4 @@
-"""Floor: raw ``sqlite3`` doing the minimum a durable step needs.
+"""Floor: raw ``sqlite3`` doing the minimum a durable step needs (PostgreSQL: :mod:`.floor_pg`).
 
 Per step, two short ``BEGIN IMMEDIATE`` transactions on the engine's own
 ``steps`` table (same schema, indexes and pragmas as the engine, same
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from durable_workers.backends import open_store
 
+from .databases import Databases
 from .measure import Figure
 from .flows import PAYLOAD
 
@@ -66,16 +67,25 @@ def run_floor(path: str | Path, synchronous: str, steps: int, workflow_id: str =
         conn.close()
 
 
-def floor_per_step(workdir: Path, synchronous: str, steps: int, tag: str) -> float:
-    """Seconds per raw durable step, on a fresh database in ``workdir``."""
-    path = workdir / f"floor-{synchronous.lower()}-{tag}.db"
+def floor_per_step(dbs: Databases, synchronous: str, steps: int, tag: str) -> float:
+    """Seconds per raw durable step, on a fresh database of ``dbs``."""
+    if dbs.server:
+        from .floor_pg import floor_per_step_pg
+
+        return floor_per_step_pg(dbs, steps, tag)
+    path = dbs.new(f"floor-{synchronous.lower()}-{tag}")
     create_schema(path, synchronous)
     return run_floor(path, synchronous, steps) / steps
 
 
-def bench_floor(workdir: Path, synchronous: str, *, steps: int, repeat: int) -> list[Figure]:
+def floor_metric(dbs: Databases) -> str:
+    """The floor's metric name: which raw driver it is."""
+    return "raw psycopg per step" if dbs.server else "raw sqlite3 per step"
+
+
+def bench_floor(dbs: Databases, synchronous: str, *, steps: int, repeat: int) -> list[Figure]:
     """The floor alone (``--only floor``)."""
-    figure = Figure("floor", "raw sqlite3 per step", "µs", synchronous, params={"steps": steps})
+    figure = Figure("floor", floor_metric(dbs), "µs", synchronous, params={"steps": steps})
     for rep in range(repeat):
-        figure.samples.append(floor_per_step(workdir, synchronous, steps, f"r{rep}") * 1e6)
+        figure.samples.append(floor_per_step(dbs, synchronous, steps, f"r{rep}") * 1e6)
     return [figure]

@@ -10,6 +10,9 @@ and left alone for a settle period. Then:
   step's recorded ``started_at`` minus the time taken just before the submit
   call. p50 and p99 per repetition; the figure is their median over
   repetitions.
+
+On PostgreSQL it runs twice: idle workers woken by NOTIFY (their LISTEN
+connection), and by polling alone (the store's ``?listen=off``).
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from pathlib import Path
 
 from durable_workers.backends import open_store
 
-from .fleet import Fleet, FleetError, reader, wait_terminal
+from .databases import Databases, reader, with_option
+from .fleet import Fleet, FleetError, wait_terminal
 from .measure import Figure, percentile
 
 
-def first_step_start(db: Path, workflow_id: str, *, timeout: float = 30.0) -> float:
+def first_step_start(db: str | Path, workflow_id: str, *, timeout: float = 30.0) -> float:
     """``started_at`` of the workflow's first step, once it exists."""
     deadline = time.monotonic() + timeout
     with reader(db) as conn:
@@ -39,9 +43,10 @@ def first_step_start(db: Path, workflow_id: str, *, timeout: float = 30.0) -> fl
 
 
 def bench_latency(
-    workdir: Path,
+    dbs: Databases,
     synchronous: str,
     *,
+    listen: bool | None = None,
     workers: int,
     samples: int,
     idle_s: float,
@@ -50,19 +55,26 @@ def bench_latency(
     repeat: int,
     log_level: str,
 ) -> list[Figure]:
+    """Idle CPU and submit-to-start p50/p95/p99; ``listen`` (PostgreSQL) picks NOTIFY or polling only."""
     params = {"workers": workers, "samples": samples, "idle_window_s": idle_s, "gap_s": list(gap)}
-    p50 = Figure("latency", "submit-to-start p50", "ms", synchronous, params=params, note="target ≤ 20 ms")
-    p99 = Figure("latency", "submit-to-start p99", "ms", synchronous, params=params)
+    tag = "" if listen is None else (" (NOTIFY)" if listen else " (polling)")
+    target = "target ≤ 10 ms" if listen else "target ≤ 20 ms" if listen is None else ""
+    p50 = Figure("latency", f"submit-to-start p50{tag}", "ms", synchronous, params=params, note=target)
+    p95 = Figure("latency", f"submit-to-start p95{tag}", "ms", synchronous, params=params)
+    p99 = Figure("latency", f"submit-to-start p99{tag}", "ms", synchronous, params=params)
     cpu_worker = Figure(
-        "latency", "idle CPU per worker", "% core", synchronous, params=params, note="target < 1 %"
+        "latency", f"idle CPU per worker{tag}", "% core", synchronous, params=params, note="target < 1 %"
     )
-    cpu_worker_max = Figure("latency", "idle CPU, busiest worker", "% core", synchronous, params=params)
-    cpu_supervisor = Figure("latency", "idle CPU supervisor", "% core", synchronous, params=params)
+    cpu_worker_max = Figure("latency", f"idle CPU, busiest worker{tag}", "% core", synchronous, params=params)
+    cpu_supervisor = Figure("latency", f"idle CPU supervisor{tag}", "% core", synchronous, params=params)
     rng = random.Random(1234)
     for rep in range(repeat):
-        db = workdir / f"lat-{synchronous.lower()}-r{rep}.db"
+        db = dbs.new(f"lat-{synchronous.lower()}-{'poll' if listen is False else 'wake'}-r{rep}")
         open_store(db, synchronous=synchronous).close()
-        with Fleet(db, workers=workers, synchronous=synchronous, log_level=log_level) as fleet:
+        fleet_db = with_option(db, "listen=off") if listen is False else db
+        with Fleet(
+            fleet_db, workers=workers, synchronous=synchronous, log_level=log_level, log_path=dbs.log_path(db)
+        ) as fleet:
             time.sleep(settle_s)  # workers back off to their idle poll interval
             before = fleet.cpu_seconds()
             wall = time.perf_counter()
@@ -95,6 +107,7 @@ def bench_latency(
             finally:
                 store.close()
             p50.samples.append(percentile(latencies, 50))
+            p95.samples.append(percentile(latencies, 95))
             p99.samples.append(percentile(latencies, 99))
             p50.params.setdefault("all_ms", []).append([round(x, 2) for x in latencies])
-    return [p50, p99, cpu_worker, cpu_worker_max, cpu_supervisor]
+    return [p50, p95, p99, cpu_worker, cpu_worker_max, cpu_supervisor]

@@ -23,11 +23,12 @@ from pathlib import Path
 
 from durable_workers.backends import Store, open_store
 
-from .fleet import Fleet, FleetError, reader, wait_terminal
+from .databases import Databases, reader
+from .fleet import Fleet, FleetError, wait_terminal
 from .measure import Figure
 
 
-def _wait_hang(db: Path, workflow_id: str, *, attempt: int, timeout: float = 60.0) -> float:
+def _wait_hang(db: str | Path, workflow_id: str, *, attempt: int, timeout: float = 60.0) -> float:
     """``started_at`` of the ``hang`` step once its attempt number reaches ``attempt``."""
     deadline = time.monotonic() + timeout
     with reader(db) as conn:
@@ -42,7 +43,7 @@ def _wait_hang(db: Path, workflow_id: str, *, attempt: int, timeout: float = 60.
     raise FleetError(f"step hang#1 of {workflow_id} did not reach attempt {attempt} within {timeout}s")
 
 
-def _owner_pid(db: Path, workflow_id: str) -> int:
+def _owner_pid(db: str | Path, workflow_id: str) -> int:
     with reader(db) as conn:
         row = conn.execute(
             "SELECT w.pid FROM leases l JOIN workers w ON w.id = l.worker_id WHERE l.workflow_id = ?",
@@ -53,7 +54,7 @@ def _owner_pid(db: Path, workflow_id: str) -> int:
     return int(row[0])
 
 
-def _start_sample(store: Store, db: Path, markers: Path, workflow_id: str) -> int:
+def _start_sample(store: Store, db: str | Path, markers: Path, workflow_id: str) -> int:
     store.submit(workflow_id, "bench_recovery", json.dumps({"marker_dir": str(markers)}, sort_keys=True))
     _wait_hang(db, workflow_id, attempt=1)
     time.sleep(0.05)  # well inside the step's body
@@ -61,7 +62,7 @@ def _start_sample(store: Store, db: Path, markers: Path, workflow_id: str) -> in
 
 
 def bench_recovery(
-    workdir: Path,
+    dbs: Databases,
     synchronous: str,
     *,
     workers: int,
@@ -70,7 +71,7 @@ def bench_recovery(
     log_level: str,
 ) -> list[Figure]:
     figures: list[Figure] = []
-    markers = workdir / f"markers-{synchronous.lower()}"
+    markers = dbs.workdir / f"markers-{synchronous.lower()}"
     markers.mkdir(exist_ok=True)
 
     if samples:
@@ -79,10 +80,11 @@ def bench_recovery(
             "recovery", "supervisor alive p50", "ms", synchronous, params=params, note="target ≤ 500 ms"
         )
         alive_max = Figure("recovery", "supervisor alive max", "ms", synchronous, params=params)
-        db = workdir / f"rec-alive-{synchronous.lower()}.db"
+        db = dbs.new(f"rec-alive-{synchronous.lower()}")
         open_store(db, synchronous=synchronous).close()
         times = []
-        with Fleet(db, workers=workers, synchronous=synchronous, log_level=log_level) as fleet:
+        log = dbs.log_path(db)
+        with Fleet(db, workers=workers, synchronous=synchronous, log_level=log_level, log_path=log) as fleet:
             store = open_store(db, synchronous=synchronous)
             try:
                 for i in range(samples):
@@ -106,10 +108,11 @@ def bench_recovery(
         restart_max = Figure("recovery", "supervisor restarted max", "ms", synchronous, params=params)
         times = []
         for i in range(restart_samples):
-            db = workdir / f"rec-restart-{synchronous.lower()}-{i}.db"
+            db = dbs.new(f"rec-restart-{synchronous.lower()}-{i}")
             open_store(db, synchronous=synchronous).close()
-            first = Fleet(db, workers=workers, synchronous=synchronous, log_level=log_level)
-            second = Fleet(db, workers=workers, synchronous=synchronous, log_level=log_level)
+            log = dbs.log_path(db)
+            first = Fleet(db, workers=workers, synchronous=synchronous, log_level=log_level, log_path=log)
+            second = Fleet(db, workers=workers, synchronous=synchronous, log_level=log_level, log_path=log)
             store = open_store(db, synchronous=synchronous)
             try:
                 first.start()

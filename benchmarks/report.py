@@ -19,7 +19,7 @@ from typing import Any
 
 from .measure import Figure, dump_json, fmt
 
-ORDER = ("floor", "step", "throughput", "latency", "recovery", "scale")
+ORDER = ("floor", "step", "throughput", "latency", "recovery", "scale", "peer")
 
 
 def table(figures: list[Figure], syncs: list[str]) -> str:
@@ -60,7 +60,7 @@ def plot_throughput(path: str, figures: list[Figure]) -> bool:
         return False
     series: dict[tuple[str, str], list[Figure]] = {}
     for f in figures:
-        if f.bench == "throughput" and f.metric.endswith("workflows/s"):
+        if f.bench == "throughput" and f.metric.endswith("workflows/s") and "supervisors" not in f.params:
             variant = f.metric.split()[0]
             series.setdefault((variant, f.sync), []).append(f)
     if not series:

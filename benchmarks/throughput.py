@@ -10,17 +10,20 @@ largest ``updated_at`` the workers recorded). Variants:
 - ``noop``: no-op steps, ``--concurrency 1`` per worker (CPU/SQLite bound);
 - ``io``: each step sleeps 10 ms, ``--concurrency C`` per worker (I/O bound).
 
-The onboarding shape has 4 steps, so steps/s = 4 × workflows/s.
+The onboarding shape has 4 steps, so steps/s = 4 × workflows/s. With
+``hosts`` (PostgreSQL), the no-op run is repeated for those worker totals
+split over two supervisors with distinct ``DURABLE_HOST_ID`` on one database.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from pathlib import Path
 
 from durable_workers.backends import Store, open_store
 
+from .databases import Databases
 from .fleet import Fleet, wait_terminal
 from .measure import Figure
 
@@ -40,23 +43,35 @@ def submit_batch(store: Store, prefix: str, count: int, input_json: str) -> floa
 
 
 def run_throughput(
-    workdir: Path,
+    dbs: Databases,
     synchronous: str,
     *,
     workers: int,
+    supervisors: int = 1,
     concurrency: int,
     sleep_ms: float,
     count: int,
     repeat: int,
     log_level: str,
 ) -> list[tuple[float, float]]:
-    """(seconds, failed count) per repetition of ``count`` workflows on one fleet."""
+    """(seconds, failed count) per repetition of ``count`` workflows on one fleet (``workers`` over ``supervisors``)."""
     variant = "io" if sleep_ms else "noop"
-    db = workdir / f"tp-{variant}-{synchronous.lower()}-w{workers}.db"
+    db = dbs.new(f"tp-{variant}-{synchronous.lower()}-w{workers}-s{supervisors}")
     open_store(db, synchronous=synchronous).close()  # the schema exists before workers open it
     input_json = json.dumps({"sleep_ms": sleep_ms}, sort_keys=True)
     runs = []
-    with Fleet(db, workers=workers, synchronous=synchronous, concurrency=concurrency, log_level=log_level) as fleet:
+    with contextlib.ExitStack() as stack:
+        fleets = [
+            stack.enter_context(
+                Fleet(
+                    db, workers=workers // supervisors, synchronous=synchronous, concurrency=concurrency,
+                    log_level=log_level, host_id=f"bench-host-{n}" if supervisors > 1 else None,
+                    log_path=dbs.log_path(db, f"-{n}"),
+                )
+            )
+            for n in range(supervisors)
+        ]  # fmt: skip
+        fleet = fleets[0]
         store = open_store(db, synchronous=synchronous)
         try:
             for rep in range(repeat):
@@ -72,10 +87,11 @@ def run_throughput(
 
 
 def bench_throughput(
-    workdir: Path,
+    dbs: Databases,
     synchronous: str,
     *,
     workers: list[int],
+    hosts: tuple[int, ...] = (),
     count: int,
     io_count: int,
     io_concurrency: int,
@@ -85,19 +101,24 @@ def bench_throughput(
 ) -> list[Figure]:
     """workflows/s and steps/s for each worker count, no-op and I/O-bound."""
     figures: list[Figure] = []
-    variants = [("noop", 0.0, 1, count), ("io", sleep_ms, io_concurrency, io_count)]
-    for variant, sleep, concurrency, n in variants:
+    variants = [("noop", 0.0, 1, count, workers, 1), ("io", sleep_ms, io_concurrency, io_count, workers, 1)]
+    variants.append(("noop", 0.0, 1, count, list(hosts), 2))
+    for variant, sleep, concurrency, n, totals, supervisors in variants:
         if n <= 0:
             continue
-        for w in workers:
+        for w in totals:
             params = {"workers": w, "concurrency": concurrency, "workflows": n, "sleep_ms": sleep}
             label = f"{variant} w={w}" + (f" c={concurrency}" if concurrency > 1 else "")
+            if supervisors > 1:
+                params["supervisors"] = supervisors
+                label += f" on {supervisors} hosts"
             wf = Figure("throughput", f"{label} workflows/s", "wf/s", synchronous, params=params, higher_is_better=True)
             st = Figure("throughput", f"{label} steps/s", "steps/s", synchronous, params=params, higher_is_better=True)
             runs = run_throughput(
-                workdir,
+                dbs,
                 synchronous,
                 workers=w,
+                supervisors=supervisors,
                 concurrency=concurrency,
                 sleep_ms=sleep,
                 count=n,

@@ -66,3 +66,40 @@ def test_unknown_benchmark_is_a_usage_error() -> None:
     result = run_bench("--only", "floor,warp", timeout=60)
     assert result.returncode == 2
     assert "unknown benchmark(s) warp" in result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_quick_run_on_postgresql_creates_and_drops_a_database_per_benchmark(pg_url: str, tmp_path: Path) -> None:
+    import psycopg
+
+    out = tmp_path / "results.json"
+    result = run_bench("--quick", "--db", pg_url, "--out", str(out), "--workdir", str(tmp_path / "work"), timeout=280)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    data = json.loads(out.read_text())
+    assert data["dialect"] == "postgresql" and not data["errors"]
+    results = data["results"]
+    assert {r["bench"] for r in results} == FAMILIES - {"scale"}
+    for r in results:
+        assert r["sync"] == "PG"
+        assert r["n"] >= 1 and r["median"] is not None and r["min"] <= r["median"] <= r["max"], r
+    metrics = {(r["bench"], r["metric"]) for r in results}
+    assert ("floor", "raw psycopg per step") in metrics
+    assert ("step", "ratio to floor") in metrics
+    assert ("throughput", "noop w=2 on 2 hosts workflows/s") in metrics
+    assert ("latency", "submit-to-start p95 (NOTIFY)") in metrics
+    assert ("latency", "submit-to-start p50 (polling)") in metrics
+    assert ("recovery", "supervisor alive p50") in metrics
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'dw_bench_%'").fetchall()
+    assert left == []
+
+
+def test_postgresql_options_are_checked_before_anything_runs() -> None:
+    result = run_bench("--db", "/tmp/some.db", timeout=60)
+    assert result.returncode == 2 and "--db takes a postgresql:// URL" in result.stderr
+    result = run_bench("--pg", "--only", "scale", timeout=60)
+    assert result.returncode == 2 and "scale runs on SQLite only" in result.stderr
+    result = run_bench("--peer", "dbos", timeout=60)
+    assert result.returncode == 2 and "--peer needs PostgreSQL" in result.stderr

@@ -95,6 +95,8 @@ class PostgresStore(PgSchema, Store):
     :class:`StoreUnavailable`. ``readonly=True`` opens read-only sessions.
     ``synchronous`` is accepted for the SQLite dialect's sake and ignored.
     ``auto_migrate=False`` leaves an empty or older schema for :meth:`migrate`.
+    ``listen=False`` (or ``?listen=off`` in the URL) gives idle workers no
+    LISTEN connection: they find new work by polling alone.
     """
 
     dialect = "postgresql"
@@ -111,8 +113,10 @@ class PostgresStore(PgSchema, Store):
         synchronous: str | None = None,
         connect_timeout: float = CONNECT_TIMEOUT_S,
         auto_migrate: bool = True,
+        listen: bool = True,
     ) -> None:
         conninfo, own, self.path = q.split_url(str(url))
+        self.listen = q.flag(own["listen"], "listen", self.path) if "listen" in own else listen
         try:
             size = int(own.get("pool_size") or pool_size or DEFAULT_POOL_SIZE)
         except ValueError:
@@ -270,13 +274,17 @@ class PostgresStore(PgSchema, Store):
     def _notify(self, workflow_id: str) -> None:
         self.db.execute_sql(q.NOTIFY, (workflow_id,))
 
-    def change_watch(self, names: Iterable[str] = ()) -> NotifyWatch:
+    def change_watch(self, names: Iterable[str] = ()) -> NotifyWatch | None:
         """A LISTEN connection of its own (not pooled, autocommit) that reports wake-ups for ``names``.
+
+        ``None`` when the store was opened with ``listen`` off (idle workers poll).
 
         Submit, retry and release send one inside their transaction (delivered
         at commit). Never raises: while the connection is down, ``changed()``
         says True now and then (the worker then polls) and reconnects.
         """
+        if not self.listen:
+            return None
         return NotifyWatch(self._conninfo, names, self._connect_timeout)
 
     # ----------------------------------------------------------------- claim probe (dialect hook)

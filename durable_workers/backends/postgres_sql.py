@@ -103,7 +103,7 @@ UNAVAILABLE_CLASSES = ("53",)
 #: URL schemes this dialect opens.
 SCHEMES = ("postgresql://", "postgres://")
 #: Query keys of a database URL that are the store's options, not libpq's.
-STORE_KEYS = ("pool_size",)
+STORE_KEYS = ("pool_size", "listen")
 
 
 def split_url(url: str) -> tuple[str, dict[str, str], str]:
@@ -137,6 +137,16 @@ def _shown(netloc: str, path: str) -> str:
         user, host = netloc.rsplit("@", 1)
         netloc = f"{user.split(':', 1)[0]}@{host}"
     return f"postgresql://{netloc}{path}"
+
+
+def flag(value: str, key: str, shown: str) -> bool:
+    """A yes/no URL option (``on``/``off``, ``true``/``false``, ``1``/``0``); else a one-line ConfigError."""
+    lowered = value.strip().lower()
+    if lowered in ("on", "true", "yes", "1"):
+        return True
+    if lowered in ("off", "false", "no", "0"):
+        return False
+    raise ConfigError(f"{key} must be on or off in {shown}, not {value!r}")
 
 
 def connect_reason(exc: BaseException) -> str:

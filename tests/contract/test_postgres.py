@@ -349,3 +349,22 @@ def test_the_chaos_lock_fault_makes_writers_wait_and_readers_not(pg_url: str, st
         holder.join(WAIT_S)
     racer.join()
     assert racer.error is None and racer.result[1] is True  # it landed once the lock was gone
+
+
+def test_listen_off_gives_idle_workers_no_watch_and_a_bad_value_is_one_line(pg_url: str) -> None:
+    sep = "&" if "?" in pg_url else "?"
+    quiet = open_store(f"{pg_url}{sep}listen=off")
+    try:
+        assert quiet.change_watch([NAME]) is None
+    finally:
+        quiet.close_idle()
+    loud = open_store(pg_url, listen=True)
+    watch = loud.change_watch([NAME])
+    try:
+        assert watch is not None
+    finally:
+        watch.close()
+        loud.close_idle()
+    with pytest.raises(ConfigError, match="listen must be on or off") as bad:
+        open_store(f"{pg_url}{sep}listen=maybe")
+    _one_line(bad.value)
