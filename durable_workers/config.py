@@ -34,6 +34,8 @@ MIN_TTL = 0.5
 MAX_SECONDS = 86_400.0
 #: PostgreSQL connections in a store's pool unless ``--pool-size`` / ``DURABLE_POOL_SIZE`` / ``?pool_size=`` say otherwise.
 DEFAULT_POOL_SIZE = 8
+#: Seconds a PostgreSQL store extrapolates the database clock on its monotonic clock before reading it again.
+CLOCK_RESYNC_S = 1.0
 #: Longest host identity accepted by ``--host-id`` / ``DURABLE_HOST_ID`` (characters).
 MAX_HOST_ID_LENGTH = 128
 #: Workflows ``durable status`` lists by default.

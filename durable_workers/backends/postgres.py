@@ -41,7 +41,7 @@ from peewee import SQL, fn
 from playhouse.pool import MaxConnectionsExceeded
 from playhouse.postgres_ext import PooledPsycopg3Database
 
-from ..config import DEFAULT_POOL_SIZE
+from ..config import CLOCK_RESYNC_S, DEFAULT_POOL_SIZE
 from ..errors import ConfigError, DatabaseError, DatabaseReplacedError, LeaseLost, StoreUnavailable
 from ..records import Status
 from . import postgres_sql as q
@@ -126,6 +126,7 @@ class PostgresStore(PgSchema, Store):
         self.readonly, self.auto_migrate, self.pool_size = readonly, auto_migrate, size
         self._patience = LOCK_PATIENCE_S if lock_patience is None else lock_patience
         self._rng = random.Random()
+        self._clock_sample: tuple[float, float] | None = None
         self._state = threading.local()
         options = f"-c lock_timeout={LOCK_TIMEOUT_MS} -c idle_in_transaction_session_timeout={IDLE_TXN_TIMEOUT_MS}"
         if readonly:
@@ -186,10 +187,32 @@ class PostgresStore(PgSchema, Store):
     # ----------------------------------------------------------------- transaction hooks
 
     def now(self) -> float:
-        """The database's clock (UNIX seconds, per statement): every host's leases on one clock."""
-        if self.db.in_transaction():
+        """The database's clock (UNIX seconds): every host's leases, deadlines and wake times on one clock.
+
+        Read from the server (``statement_timestamp()``) at most every
+        ``CLOCK_RESYNC_S`` seconds and carried forward on this process's
+        monotonic clock in between, so an operation does not pay a round trip
+        for it. The error is at most half the read's round trip plus the
+        monotonic drift over one resync, far below any TTL; a jump of the
+        server's clock is picked up at the next read, one of this host's is
+        never seen.
+        """
+        sample = self._clock_sample
+        mono = time.monotonic()
+        if sample is None or mono - sample[1] >= CLOCK_RESYNC_S:
+            sample = self._read_clock()
+        return sample[0] + (mono - sample[1])
+
+    def _read_clock(self) -> tuple[float, float]:
+        """``(database time, monotonic time of the same instant)``, freshly read; kept for :meth:`now`."""
+        def read() -> float:
             return float(self.db.execute_sql(q.CLOCK).fetchone()[0])
-        return float(self.read(lambda: self.db.execute_sql(q.CLOCK).fetchone()[0]))
+
+        asked = time.monotonic()
+        value = read() if self.db.in_transaction() else self.read(read)
+        answered = time.monotonic()
+        self._clock_sample = sample = (value, (asked + answered) / 2)
+        return sample
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[None]:
