@@ -257,6 +257,21 @@ class StoreBase:
             )
         )
 
+    def _share_locked(self, query: Any) -> Any:
+        """``query`` over the lease row locking it ``FOR SHARE`` (a fenced write's source; unchanged where writers are serialised)."""
+        return query
+
+    def _write_one(
+        self, name: str, build: Callable[[], Any], params: Sequence[Any], *, confirm: Callable[[], int | None] | None = None
+    ) -> int:
+        """One hot-path statement (see :meth:`_execute`) as a write of its own; the rows it changed.
+
+        Without ``confirm`` the statement must be safe to run again after an
+        ambiguous commit; with it, as :meth:`write`'s ``confirm``.
+        """
+        rows: int = self.write(lambda: self._execute(name, build, params).rowcount, safe=confirm is None, confirm=confirm)
+        return rows
+
     def _lock_lease(self, workflow_id: str) -> None:
         """Inside a write: lock the workflow's lease row, if any, before its workflow row (no-op where writers are serialised)."""
 

@@ -1,7 +1,8 @@
 """The PostgreSQL dialect of the store: one database shared by workers on any number of hosts.
 
 Transactions run in READ COMMITTED (asserted at connect), one short transaction
-per operation, on connections from the store's own pool (one per thread).
+per operation (the one-statement fenced writes: that statement in autocommit),
+on connections from the store's own pool (one per thread).
 Writers run concurrently, so where SQLite relies on ``BEGIN IMMEDIATE`` this
 dialect takes row locks:
 
@@ -281,6 +282,27 @@ class PostgresStore(PgSchema, Store):
             .where((lease.workflow_id == workflow_id) & (lease.worker_id == worker_id) & (lease.token == token))
             .for_update("FOR SHARE")
         )
+
+    def _share_locked(self, query: Any) -> Any:
+        return query.for_update("FOR SHARE")
+
+    def _write_one(
+        self, name: str, build: Callable[[], Any], params: Sequence[Any], *, confirm: Callable[[], int | None] | None = None
+    ) -> int:
+        """In autocommit, one round trip: the statement is its own transaction, its fence locking the lease row first.
+
+        A reply lost leaves its commit unknown (AMBIGUOUS). Inside an open transaction: a nested write.
+        """
+        if self.db.in_transaction():
+            return super()._write_one(name, build, params, confirm=confirm)
+
+        def body() -> int:
+            self._state.commit_failed = True  # read by _classify until the reply is in
+            rows: int = self._execute(name, build, params).rowcount
+            self._state.commit_failed = False
+            return rows
+
+        return self._run(body, write=False, safe=confirm is None, confirm=confirm)
 
     def _lock_lease(self, workflow_id: str) -> None:
         self.db.execute_sql("SELECT 1 FROM leases WHERE workflow_id = %s FOR NO KEY UPDATE", (workflow_id,))

@@ -138,25 +138,25 @@ class StepOps(RowHelpers):
             started = self._confirm_start(workflow_id, step_key, worker_id, token, now)
             return 1 if isinstance(started, StepStart) and started.attempts == 1 else None
 
-        return self.write(
-            lambda: self._execute(
-                "start_new_step",
-                lambda: m.Step.insert_from(
+        return self._write_one(
+            "start_new_step",
+            lambda: m.Step.insert_from(
+                self._share_locked(
                     m.Lease.select(
                         Value(workflow_id), Value(step_key), Value(name), Value(scope), Value(position),
                         Value(seq), Value(running), Value(1), Value(deadline), Value(now), Value(worker_id),
                         Value(token),
                     ).where(
                         (m.Lease.workflow_id == workflow_id) & (m.Lease.worker_id == worker_id) & (m.Lease.token == token)
-                    ),
-                    [
-                        m.Step.workflow_id, m.Step.step_key, m.Step.name, m.Step.scope, m.Step.position, m.Step.seq,
-                        m.Step.status, m.Step.attempts, m.Step.deadline, m.Step.started_at, m.Step.worker_id, m.Step.token,
-                    ],
-                ).on_conflict_ignore(),
-                [workflow_id, step_key, name, scope, position, seq, running, 1, deadline, now, worker_id, token,
-                 workflow_id, worker_id, token],
-            ).rowcount,
+                    )
+                ),
+                [
+                    m.Step.workflow_id, m.Step.step_key, m.Step.name, m.Step.scope, m.Step.position, m.Step.seq,
+                    m.Step.status, m.Step.attempts, m.Step.deadline, m.Step.started_at, m.Step.worker_id, m.Step.token,
+                ],
+            ).on_conflict_ignore(),
+            [workflow_id, step_key, name, scope, position, seq, running, 1, deadline, now, worker_id, token,
+             workflow_id, worker_id, token],
             confirm=confirm,
         ) == 1
 
@@ -262,7 +262,7 @@ class StepOps(RowHelpers):
 
     def _fenced_write(self, workflow_id: str, name: str, build: Callable[[], Any], params: Sequence[Any]) -> None:
         """One fenced statement in its own transaction; no row changed means the lease is lost."""
-        if self.write(lambda: self._execute(name, build, params).rowcount, safe=True) == 0:
+        if self._write_one(name, build, params) == 0:
             raise LeaseLost(f"workflow {workflow_id}: the lease is no longer held")
 
     def note_step_timeout(

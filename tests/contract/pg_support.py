@@ -98,6 +98,8 @@ class CommitReplyDropper:
     ``arm()``: the next ``COMMIT`` a client sends is forwarded (the server
     commits), then the proxy closes that client's connection instead of passing
     the reply on: the client cannot know whether its transaction committed.
+    ``arm(marker)``: likewise for the next message holding ``marker``, say a
+    statement the store sends in autocommit (its own commit).
     """
 
     def __init__(self, url: str) -> None:
@@ -106,10 +108,12 @@ class CommitReplyDropper:
         port = self.listener.getsockname()[1]
         self.url = url.replace(f":{self.upstream[1]}/", f":{port}/")
         self.armed = threading.Event()
+        self.marker = b"COMMIT"
         self.dropped = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def arm(self) -> None:
+    def arm(self, marker: bytes = b"COMMIT") -> None:
+        self.marker = marker
         self.armed.set()
 
     def _accept(self) -> None:
@@ -130,7 +134,7 @@ class CommitReplyDropper:
                     data = client.recv(65536)
                     if not data:
                         return
-                    if b"COMMIT" in data and self.armed.is_set():
+                    if self.armed.is_set() and self.marker in data:
                         self.armed.clear()
                         committing = True
                     server.sendall(data)

@@ -98,6 +98,21 @@ def test_a_stale_holders_fenced_write_waits_for_a_claim_and_is_then_rejected(pg_
         old.finish_workflow("wf", Status.COMPLETED, result_json="1", worker_id="w1", token=first.token)
 
 
+def test_a_stale_holders_new_step_insert_waits_for_a_claim_and_is_then_rejected(pg_url: str, stores) -> None:
+    old, new = stores(), stores()
+    old.submit("wf", NAME, "{}", now=T0)
+    first = _claimed(old, "w1", T0)
+    holder = Held(new, lambda: _claimed(new, "w2", LATER))  # the new claim, not committed yet
+    try:
+        racer = Racer(old, lambda: _start(old, "w1", first.token))
+        wait_for(lambda: holder.pid in blocked_by(pg_url, racer.pid), WAIT_S, "the fenced insert to wait for the claim")
+    finally:
+        holder.release()
+    racer.join()
+    assert isinstance(racer.error, LeaseLost)
+    assert new.load_steps("wf") == []
+
+
 def test_two_stores_claiming_at_once_never_take_the_same_workflow(stores) -> None:
     a, b = stores(), stores()
     for i in range(2):
@@ -320,7 +335,7 @@ def test_an_ambiguous_commit_of_a_claim_is_confirmed_not_claimed_twice(pg_url: s
         assert claim is not None and (claim.workflow.id, claim.token) == ("wf", 1)
         assert direct.get_workflow("wf").attempts == 1  # the committed claim was found, not taken again
         _start(via, "w", claim.token)
-        proxy.arm()
+        proxy.arm(b'UPDATE "steps"')  # sent in autocommit: the statement is its own commit
         via.complete_step("wf", "s#1", '"out"', worker_id="w", token=claim.token)  # safe: simply run again
         assert proxy.dropped == 2
         assert direct.load_steps("wf")[0].status == StepStatus.COMPLETED.value
