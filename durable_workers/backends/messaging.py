@@ -19,7 +19,7 @@ class MessageOps(RowHelpers):
         """Store a message for ``workflow_id`` on ``topic``; ``(message id, created)``.
 
         Idempotent by ``key``: a second send with the same key stores nothing
-        and returns the first message's id. A WAITING workflow is made due now
+        and returns the first message's id (even once the workflow ended). A WAITING workflow is made due now
         (``wake_at``) and listening workers are told. Raises WorkflowNotFound
         for an unknown workflow, InvalidStateError for a finished one.
         """
@@ -29,14 +29,14 @@ class MessageOps(RowHelpers):
 
         def body() -> tuple[str, bool]:
             row = self._locked_workflow(workflow_id)
-            if row.status in TERMINAL:
-                raise InvalidStateError(f"workflow {workflow_id} is already {row.status}; it takes no messages")
             match = m.Message.id == new_id
             if key is not None:
                 match = match | ((m.Message.workflow_id == workflow_id) & (m.Message.key == key))
             found = m.Message.select(m.Message.id).where(match).scalar()
-            if found is not None:
+            if found is not None:  # sent already (this very call retried, or the same key): still one message
                 return str(found), found == new_id
+            if row.status in TERMINAL:
+                raise InvalidStateError(f"workflow {workflow_id} is already {row.status}; it takes no new messages")
             m.Message.insert(
                 id=new_id, workflow_id=workflow_id, topic=topic, payload=payload, key=key, created_at=now
             ).execute()
@@ -106,3 +106,11 @@ class MessageOps(RowHelpers):
             return {row.key: row.value for row in rows.order_by(m.Event.key)}
 
         return self.read(body)
+
+    def _message_waiting(self, workflow_id: str, topic: str) -> bool:
+        """Inside a write: is an unconsumed message on ``topic`` there for ``workflow_id``?"""
+        m = self.m
+        query = m.Message.select(m.Message.id).where(
+            (m.Message.workflow_id == workflow_id) & (m.Message.topic == topic) & m.Message.consumed_by_step.is_null()
+        )
+        return bool(query.exists())
