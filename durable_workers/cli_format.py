@@ -130,8 +130,8 @@ def sleeping_note(record: WorkflowRecord, now: float, steps: Sequence[StepRecord
     if record.status != Status.WAITING.value or record.wake_at is None:
         return ""
     topic = _awaited_topic(steps)
-    if topic is not None and record.wake_at >= NO_TIMEOUT_WAKE_AT:
-        return f"waiting for a message on {topic!r} with no timeout"
+    if record.wake_at >= NO_TIMEOUT_WAKE_AT:
+        return f"waiting for a message on {topic!r} with no timeout" if topic else "waiting for a message, no timeout"
     what = f"waiting for a message on {topic!r}" if topic else "sleeping"
     at = datetime.fromtimestamp(record.wake_at, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     left = int(record.wake_at - now)

@@ -89,7 +89,8 @@ CONTRACT: tuple[Operation, ...] = (
     Operation("finish_workflow", "workflow COMPLETED or FAILED (with failed_step), lease released", _F,
               retry_safe=False, raises="LeaseLost",
               confirmed_by="workflow in the given status with updated_at = now and the lease no longer held"),
-    Operation("suspend_workflow", "workflow WAITING with wake_at (attempts-1), lease released", _F,
+    Operation("suspend_workflow", "workflow WAITING with wake_at (now if a message on its topic is there; attempts-1), "
+              "lease released", _F,
               retry_safe=False, raises="LeaseLost (a retried commit finds the lease released)"),
     Operation("send_message", "inserts a messages row unless its key was sent; a WAITING workflow due now (wake_at)",
               raises="WorkflowNotFound, InvalidStateError (finished workflow)"),

@@ -106,11 +106,3 @@ class MessageOps(RowHelpers):
             return {row.key: row.value for row in rows.order_by(m.Event.key)}
 
         return self.read(body)
-
-    def _message_waiting(self, workflow_id: str, topic: str) -> bool:
-        """Inside a write: is an unconsumed message on ``topic`` there for ``workflow_id``?"""
-        m = self.m
-        query = m.Message.select(m.Message.id).where(
-            (m.Message.workflow_id == workflow_id) & (m.Message.topic == topic) & m.Message.consumed_by_step.is_null()
-        )
-        return bool(query.exists())

@@ -116,3 +116,18 @@ def test_events_are_upserted_last_write_wins(backend: Backend) -> None:
     store.set_event("wf", "a", '"x"', worker_id="w", token=claim.token)
     store.set_event("wf", "b", "2", worker_id="w", token=claim.token)
     assert store.get_events("wf") == {"a": '"x"', "b": "2"}
+
+
+def test_a_suspend_on_a_topic_with_a_message_already_there_is_due_at_once(backend: Backend) -> None:
+    """A send that raced the receive's suspend is not lost: the suspend records wake_at = now."""
+    now = time.time()
+    store, claim = _running(backend, "race-wake", now)
+    store.send_message("wf", "other", "x", now=now)
+    store.send_message("wf", "approval", "1", now=now)  # RUNNING: nothing to wake yet
+    store.suspend_workflow("wf", now + 10_000, worker_id="w", token=claim.token, topic="approval", now=now + 1)
+    assert store.get_workflow("wf").wake_at == now + 1
+    again = store.claim_next("w", ["n"], ttl=TTL, now=now + 1)
+    assert again is not None
+    store.consume_message("wf", "approval", "s", worker_id="w", token=again.token)
+    store.suspend_workflow("wf", now + 10_000, worker_id="w", token=again.token, topic="approval", now=now + 2)
+    assert store.get_workflow("wf").wake_at == now + 10_000  # only 'other' is left: no busy wake
