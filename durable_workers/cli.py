@@ -239,8 +239,9 @@ def _show_workflow(client: Client, workflow_id: str, as_json: bool, full: bool) 
         print_value("input", record.input, full=full)
     if record.interruption and record.status != Status.COMPLETED.value:
         click.echo(f"last interruption: {record.interruption}")
-    if sleeping_note(record, time.time()):
-        click.echo(sleeping_note(record, time.time()))
+    note = sleeping_note(record, time.time(), rows)
+    if note:
+        click.echo(note)
     if lease is not None and lease.worker_id:
         left = (lease.expires_at or 0) - time.time()
         click.echo(f"lease: worker {lease.worker_id} token {lease.token} (expires in {left:.1f}s)")
@@ -372,6 +373,12 @@ from .cli_replay import check_replay as _check_replay, fork as _fork  # noqa: E4
 
 main.add_command(_fork)
 main.add_command(_check_replay)
+
+# Messages and events live in cli_messages.
+from .cli_messages import events as _events, send as _send  # noqa: E402
+
+main.add_command(_send)
+main.add_command(_events)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
 import click
 
 from .client import WorkerView
-from .config import PREVIEW_CHARS
+from .config import NO_TIMEOUT_WAKE_AT, PREVIEW_CHARS
 from .codec import CORRUPT_MARK, decode_for_display, summarize_error
 from .context import StepEvent
 from .liveness import heartbeat_stale
@@ -113,17 +113,33 @@ def _print_end(record: WorkflowRecord) -> None:
         click.echo(f"{record.id} {record.status}: {summary}")
 
 
-def sleeping_note(record: WorkflowRecord, now: float) -> str:
-    """``sleeping until <ISO time> (in 2m3s)`` for a WAITING workflow, else ``""``."""
+def _awaited_topic(steps: Sequence[StepRecord]) -> str | None:
+    """The topic of the ``ctx.recv`` a workflow waits in (its last step is that receive's deadline record)."""
+    from .messaging import RECV_WAIT
+
+    if not steps or steps[-1].name != RECV_WAIT or not steps[-1].output:
+        return None
+    try:
+        return str(json.loads(steps[-1].output)["topic"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def sleeping_note(record: WorkflowRecord, now: float, steps: Sequence[StepRecord] = ()) -> str:
+    """``sleeping until <ISO time> (in 2m3s)`` (or what message it waits for) for a WAITING workflow, else ``""``."""
     if record.status != Status.WAITING.value or record.wake_at is None:
         return ""
+    topic = _awaited_topic(steps)
+    if record.wake_at >= NO_TIMEOUT_WAKE_AT:
+        return f"waiting for a message on {topic!r} with no timeout" if topic else "waiting for a message, no timeout"
+    what = f"waiting for a message on {topic!r}" if topic else "sleeping"
     at = datetime.fromtimestamp(record.wake_at, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     left = int(record.wake_at - now)
     if left <= 0:
-        return f"sleeping until {at} (due now)"
+        return f"{what} until {at} (due now)"
     hours, rest = divmod(left, 3600)
     span = (f"{hours}h" if hours else "") + (f"{rest // 60}m" if hours or rest >= 60 else "") + f"{rest % 60}s"
-    return f"sleeping until {at} (in {span})"
+    return f"{what} until {at} (in {span})"
 
 
 def _stale(view: WorkerView) -> bool:

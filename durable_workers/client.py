@@ -292,6 +292,40 @@ class Client:
             raise WorkflowFailedError(f"workflow {workflow_id} {record.status}: {summary}")
         return record.result
 
+    def send(self, workflow_id: str, topic: str, payload: Any = None, *, key: str | None = None) -> str:
+        """Send ``payload`` (JSON) to ``workflow_id`` on ``topic``; returns the message id.
+
+        Durable once returned; idempotent by ``key`` (the same key again sends
+        nothing and returns the first id). A WAITING workflow wakes. Raises
+        :class:`WorkflowNotFound`, :class:`InvalidStateError` (finished) or
+        :class:`InputError` (payload not JSON-serialisable).
+        """
+        if not topic:
+            raise InputError("a message needs a non-empty topic")
+        try:
+            payload_json = json.dumps(payload, allow_nan=False, default=to_json)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"payload is not JSON-serialisable: {exc}") from None
+        message_id, _created = self.store.send_message(workflow_id, topic, payload_json, key=key)
+        return message_id
+
+    def events(self, workflow_id: str) -> dict[str, Any]:
+        """All events ``workflow_id`` set, ``{key: value}``; raises :class:`WorkflowNotFound`."""
+        self.store.get_workflow(workflow_id)
+        return {k: None if v is None else json.loads(v) for k, v in self.store.get_events(workflow_id).items()}
+
+    def get_event(self, workflow_id: str, key: str, *, timeout: float = 0, poll: float = 0.05) -> Any:
+        """The value of event ``key`` of ``workflow_id``, polling up to ``timeout`` seconds; None if unset."""
+        deadline = time.monotonic() + max(float(timeout), 0.0)
+        pause = threading.Event()
+        while True:
+            found = self.events(workflow_id)
+            if key in found:
+                return found[key]
+            if time.monotonic() >= deadline:
+                return None
+            pause.wait(poll)
+
     # ----------------------------------------------------------------- in-process
 
     def run_here(

@@ -40,6 +40,10 @@ CLOCK_RESYNC_S = 1.0
 MAX_HOST_ID_LENGTH = 128
 #: Workflows ``durable status`` lists by default.
 DEFAULT_STATUS_LIMIT = 20
+#: ``wake_at`` of a workflow waiting for a message with no timeout (year 9999): only a send makes it due.
+NO_TIMEOUT_WAKE_AT = 253_402_300_799.0
+#: How often a foreground ``durable run`` re-reads the wake time of its WAITING workflow (a send moves it).
+RUN_POLL_S = 0.5
 #: Characters of an input or result ``durable status ID`` shows unless ``--full``.
 PREVIEW_CHARS = 400
 

@@ -29,6 +29,7 @@ from .errors import (
     StepTimeoutError,
 )
 from .policy import DEFAULT_POLICY, StepPolicy, current_context, step
+from .messaging import Messaging
 from .primitives import Primitives
 from .records import StepRecord, StepStatus
 from .typed import step_result
@@ -44,7 +45,7 @@ class _Overrun(Exception):
         self.error = error
 
 
-class Context(Primitives):
+class Context(Messaging, Primitives):
     """Handed to every workflow function as its first argument.
 
     ``ctx.step(...)`` runs and checkpoints a side effect, ``ctx.parallel(...)``

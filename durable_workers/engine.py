@@ -150,7 +150,7 @@ def run_claim(
     except WorkflowAborted as exc:
         return Outcome(record.id, Status.FAILED.value, error=str(exc))
     except WorkflowSuspended as exc:
-        return _suspend(store, claim, worker_id, exc.wake_at, ctx)
+        return _suspend(store, claim, worker_id, exc, ctx)
     except WorkerStopping:
         if ctx.overran:  # a timed-out step of this attempt may still be running here
             return _hold(store, claim, worker_id, "stopped after a step timed out")
@@ -168,12 +168,13 @@ def run_claim(
         keys.activate(None)
 
 
-def _suspend(store: Store, claim: Claim, worker_id: str, wake_at: float, ctx: Context) -> Outcome:
+def _suspend(store: Store, claim: Claim, worker_id: str, suspended: WorkflowSuspended, ctx: Context) -> Outcome:
     """Record WAITING until ``wake_at`` (lease released); hold instead while a timed-out step may run here."""
     if ctx.overran:
         return _hold(store, claim, worker_id, "suspended after a step timed out")
     try:
-        store.suspend_workflow(claim.workflow.id, wake_at, worker_id=worker_id, token=claim.token)
+        wake_at = suspended.wake_at
+        store.suspend_workflow(claim.workflow.id, wake_at, worker_id=worker_id, token=claim.token, topic=suspended.topic)
     except LeaseLost:
         return Outcome(claim.workflow.id, "LOST")
     except StoreUnavailable as exc:

@@ -118,10 +118,13 @@ class WorkerStopping(DurableInterrupt):
 class WorkflowSuspended(DurableInterrupt):
     """The workflow sleeps until ``wake_at``: the attempt ends and the workflow is recorded WAITING."""
 
-    def __init__(self, workflow_id: str, wake_at: float) -> None:
-        super().__init__(f"workflow {workflow_id} sleeps until {wake_at}")
+    def __init__(self, workflow_id: str, wake_at: float, topic: str | None = None) -> None:
+        what = f"waits for a message on {topic!r}" if topic else "sleeps"
+        super().__init__(f"workflow {workflow_id} {what} until {wake_at}")
         self.workflow_id = workflow_id
         self.wake_at = wake_at
+        #: The topic of a ``ctx.recv`` waiting (a message already there makes the workflow due at once).
+        self.topic = topic
 
 
 class AttemptAbandoned(DurableInterrupt):

@@ -14,6 +14,7 @@ import signal
 import threading
 
 from .backends import Store
+from .config import NO_TIMEOUT_WAKE_AT, RUN_POLL_S
 from .engine import Outcome, run_claim
 from .heartbeat import Heartbeat, LiveAttempts
 from .liveness import reap_dead_workers
@@ -40,6 +41,18 @@ def _stop_on_signals(attempts: LiveAttempts) -> None:
     SignalDispatcher("run-signals").on(signal.SIGINT, on_signal).on(signal.SIGTERM, on_signal)
 
 
+def _wait_until_due(store: Store, workflow_id: str, stopping: threading.Event) -> bool:
+    """Wait until the WAITING workflow is due (a send may make it due early); False when stopped or waiting without end."""
+    while True:
+        wake_at = store.get_workflow(workflow_id).wake_at
+        if wake_at is None or wake_at >= NO_TIMEOUT_WAKE_AT:
+            return False  # a receive with no timeout: a worker (or another run) resumes it after a send
+        if stopping.wait(min(max(wake_at - store.now(), 0.0), RUN_POLL_S)):
+            return False
+        if wake_at <= store.now():
+            return True
+
+
 def run_here(
     store: Store,
     registry: Registry,
@@ -58,8 +71,10 @@ def run_here(
     (a step timed out with retries left, or the store became unavailable)
     or a ``RELEASED`` one (stopped by a signal, see ``stop_on_signals``)
     means: run it again to resume. A workflow that sleeps (``ctx.sleep``) is
-    waited for in this process and resumed when due; stopped meanwhile, it
-    stays WAITING and the ``WAITING`` outcome is returned.
+    waited for in this process and resumed when due (a ``ctx.recv`` with a
+    timeout too, woken early by a send); stopped meanwhile, or waiting for a
+    message with no timeout, it stays WAITING and the ``WAITING`` outcome is
+    returned.
     """
     reap_dead_workers(store, stale_after=stale_after)
     worker_id = new_worker_id()
@@ -81,8 +96,8 @@ def run_here(
             if outcome.release_pending:
                 attempts.defer_release(claim.workflow.id, claim.token, outcome.reason)
                 attempts.retry_releases(store, worker_id)
-            # A durable sleep: a foreground run waits it out here (it stays WAITING if stopped meanwhile).
-            if outcome.wake_at is None or attempts.stopping.wait(max(outcome.wake_at - store.now(), 0.0)):
+            # A durable sleep or timed receive: a foreground run waits it out here (it stays WAITING if stopped meanwhile).
+            if outcome.wake_at is None or not _wait_until_due(store, workflow_id, attempts.stopping):
                 return outcome
     finally:
         heartbeat.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import WorkflowNotFound
 from ..records import Status, StepStatus
 from .base import StoreBase
 
@@ -19,6 +20,14 @@ class RowHelpers(StoreBase):
             .where((m.Lease.workflow_id == workflow_id) & (m.Lease.worker_id == worker_id) & (m.Lease.token == token))
             .exists()
         )
+
+    def _locked_workflow(self, workflow_id: str) -> Any:
+        """Inside a write: the workflow's row, locked; raises :class:`WorkflowNotFound`."""
+        self._lock_workflow(workflow_id)
+        row = self.m.Workflow.get_or_none(self.m.Workflow.id == workflow_id)
+        if row is None:
+            raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
+        return row
 
     def _release_lease(self, workflow_id: str, *, bump: bool = False) -> None:
         m = self.m
@@ -44,3 +53,11 @@ class RowHelpers(StoreBase):
             status=status.value, result=result_json, error=error, failed_step=failed_step, updated_at=now
         ).where(m.Workflow.id == workflow_id).execute()
         self._release_lease(workflow_id)
+
+    def _message_waiting(self, workflow_id: str, topic: str) -> bool:
+        """Inside a write: is an unconsumed message on ``topic`` there for ``workflow_id``?"""
+        m = self.m
+        query = m.Message.select(m.Message.id).where(
+            (m.Message.workflow_id == workflow_id) & (m.Message.topic == topic) & m.Message.consumed_by_step.is_null()
+        )
+        return bool(query.exists())

@@ -367,9 +367,13 @@ class StepOps(RowHelpers):
         return released > 0
 
     def suspend_workflow(
-        self, workflow_id: str, wake_at: float, *, worker_id: str, token: int, now: float | None = None
+        self, workflow_id: str, wake_at: float, *, worker_id: str, token: int, topic: str | None = None,
+        now: float | None = None,
     ) -> None:
         """Record a workflow WAITING until ``wake_at`` and release its lease (fenced, like finish).
+
+        ``topic``: the workflow waits for a message on it; one that arrived
+        since its consume failed makes it due now (no wake-up is lost).
 
         The attempt is not counted against ``max_claims`` (a workflow may sleep
         any number of times). Raises :class:`LeaseLost`, writing nothing, when
@@ -381,9 +385,10 @@ class StepOps(RowHelpers):
         def body() -> bool:
             if not self._release_held(workflow_id, worker_id, token):
                 return False
+            self._lock_workflow(workflow_id)  # a concurrent send sees WAITING, or its message is seen here
             m.Workflow.update(
                 status=Status.WAITING.value,
-                wake_at=wake_at,
+                wake_at=now if topic is not None and self._message_waiting(workflow_id, topic) else wake_at,
                 attempts=self._greatest(m.Workflow.attempts - 1, 0),
                 updated_at=now,
             ).where(m.Workflow.id == workflow_id).execute()

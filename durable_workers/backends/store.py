@@ -6,6 +6,7 @@ from typing import Iterable, Protocol
 
 from .claims import ClaimOps
 from .ledger import LedgerOps
+from .messaging import MessageOps
 from .migrations import Migration
 from .steps import StepOps
 from .workers import WorkerOps
@@ -22,7 +23,7 @@ class ChangeWatch(Protocol):
         """Release the watch's connection."""
 
 
-class Store(WorkflowOps, ClaimOps, StepOps, WorkerOps, LedgerOps):
+class Store(WorkflowOps, ClaimOps, StepOps, MessageOps, WorkerOps, LedgerOps):
     """The durable state of workflows, steps, leases and workers in one database.
 
     The type the engine, worker, supervisor, client and CLI see; every

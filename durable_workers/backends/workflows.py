@@ -216,14 +216,6 @@ class WorkflowOps(RowHelpers):
 
         return self.write(body)
 
-    def _locked_workflow(self, workflow_id: str) -> Any:
-        """Inside a write: the workflow's row, locked; raises :class:`WorkflowNotFound`."""
-        self._lock_workflow(workflow_id)
-        row = self.m.Workflow.get_or_none(self.m.Workflow.id == workflow_id)
-        if row is None:
-            raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
-        return row
-
     def _insert_fork(self, source: Any, new_id: str | None, now: float) -> str:
         """Inside a write: insert the fork's PENDING row under ``new_id`` or the first free ``ID~fork-N``."""
         m = self.m

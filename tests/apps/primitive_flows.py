@@ -63,3 +63,13 @@ def parallel_sleep_flow(ctx: Context, calls: str) -> list[Any]:
     results = ctx.parallel(lambda: branch("short", 0.2), lambda: branch("long", 0.5), lambda: branch("none", 0))
     ctx.step("last", lambda: record_call(calls, "last"))
     return results
+
+
+@workflow
+def approval_flow(ctx: Context, calls: str, timeout: float | None = None) -> Any:
+    """Record a step, wait for a message on 'approval', publish it as the event 'decision', record another."""
+    ctx.step("before", lambda: record_call(calls, "before"))
+    decision = ctx.recv("approval", timeout=timeout)
+    ctx.set_event("decision", decision)
+    ctx.step("after", lambda: record_call(calls, "after"))
+    return decision
