@@ -24,14 +24,14 @@ pytestmark = [pytest.mark.integration]
 WORKFLOWS = 20
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(420)
 def test_a_short_chaos_run_on_postgresql_passes(tmp_path: Path, pg_url: str) -> None:
     proc, verdict = run_chaos(
         tmp_path,
         "--workers", "2", "--workflows", str(WORKFLOWS), "--fault-interval", "0.4",
         "--faults", "kill,stop,supervisor,lock,outage,diskfull,foreign", "--ttl", "2", "--bad-inputs", "1",
-        "--seed", "20261201", "--timeout", "150",
-        timeout=220, db=pg_url,
+        "--seed", "20261201", "--timeout", "330",
+        timeout=400, db=pg_url,
     )  # fmt: skip
     report = proc.stdout + proc.stderr
     assert verdict["config"]["db"] == pg_url, report

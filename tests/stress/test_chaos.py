@@ -29,15 +29,15 @@ pytestmark = [pytest.mark.stress]
 STEPS_PER_WORKFLOW = 12
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(720)
 def test_chaos_300_workflows_4_workers_a_fault_every_third_of_a_second(tmp_path: Path, any_db: DbTarget) -> None:  # noqa: F811
     proc, verdict = run_chaos(
         tmp_path,
         "--workers", "4", "--workflows", "300", "--fault-interval", "0.3",
         "--faults", ",".join(FAULTS), "--ttl", "2", "--bad-inputs", "1",
         "--lock-patience", "4.5", "--outage-seconds", "6", "--lock-seconds", "3",
-        "--seed", "20261121", "--timeout", "330",
-        timeout=400, db=any_db,
+        "--seed", "20261121", "--timeout", "600",
+        timeout=690, db=any_db,
     )  # fmt: skip
     report = proc.stdout + proc.stderr
     workflows, steps, faults = verdict["workflows"], verdict["steps"], verdict["faults"]
