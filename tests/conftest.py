@@ -65,6 +65,16 @@ def run_cli(
 CI_ENV = "CI"
 
 
+def pg_cluster_or_skip() -> PgCluster:
+    """A started PostgreSQL cluster; skips the test without one, and fails it instead in CI."""
+    try:
+        return PgCluster.from_environment()
+    except PgUnavailable as exc:
+        if os.environ.get(CI_ENV, "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"PostgreSQL is required in CI ({CI_ENV}=true): {exc}", pytrace=False)
+        pytest.skip(f"no PostgreSQL: {exc}")
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgCluster]:
     """The session's PostgreSQL server (a ``PgCluster``): started once, stopped at session end.
@@ -72,12 +82,7 @@ def pg_server() -> Iterator[PgCluster]:
     Without PostgreSQL (no binaries, no psycopg) the tests using it skip with the reason; with
     ``CI=true`` they fail instead, because CI is expected to have installed it.
     """
-    try:
-        cluster = PgCluster.from_environment()
-    except PgUnavailable as exc:
-        if os.environ.get(CI_ENV, "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"PostgreSQL is required in CI ({CI_ENV}=true): {exc}", pytrace=False)
-        pytest.skip(f"no PostgreSQL: {exc}")
+    cluster = pg_cluster_or_skip()
     yield cluster
     cluster.stop()
 
