@@ -11,9 +11,12 @@ Every ``ctx.step`` result is checkpointed in SQLite; a crashed workflow is
 re-run from the top and completed steps return their recorded values.
 """
 
+from .children import ChildHandle
 from .client import Client
 from .context import Context, StepEvent, StepPolicy, step
 from .errors import (
+    ChildFailedError,
+    ChildTimeoutError,
     ConfigError,
     ConflictError,
     CorruptRecordError,
@@ -43,6 +46,9 @@ from .typed import Serializer, register_serializer, register_type
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChildFailedError",
+    "ChildHandle",
+    "ChildTimeoutError",
     "Client",
     "ConfigError",
     "ConflictError",

@@ -18,11 +18,12 @@ import click
 
 from .codec import CORRUPT_MARK, summarize_error
 from .cli_format import (
+    print_family,
     sleeping_note,
     _emit_json,
     _preview,
     _print_end,
-    _print_event,
+    event_printer,
     _print_steps,
     _step_json,
     _stale,
@@ -32,6 +33,7 @@ from .cli_format import (
 )
 from .cli_options import (
     AT_LEAST_ONE,
+    POSITIVE_SECONDS,
     CONTEXT,
     OneLineCommand,
     OneLineGroup,
@@ -135,7 +137,7 @@ def run(
     click.echo(f"running {name} {workflow_id or ''} (database {client.config.db})".replace("  ", " "))
     try:
         record, outcome = client.run_here(
-            name, workflow_id, values, crash_at=crash_at, listener=_print_event, stop_on_signals=True
+            name, workflow_id, values, crash_at=crash_at, listener=event_printer(), stop_on_signals=True
         )
     finally:
         client.close()
@@ -168,6 +170,9 @@ def steps(ctx: click.Context, workflow_id: str, as_json: bool) -> None:
 def _submit_command(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--wait", is_flag=True, help="Follow progress until the end; exit 1 if it fails.")(func)
     func = click.option("--crash-at", help="The first attempt's worker SIGKILLs itself at STEP:before|after.")(func)
+    func = click.option(
+        "--timeout", type=POSITIVE_SECONDS, help="Deadline in seconds: past it the run ends CANCELLED (children too)."
+    )(func)
     func = input_options(func)
     func = click.argument("workflow_id", required=False)(func)
     func = click.argument("name")(func)
@@ -176,11 +181,11 @@ def _submit_command(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _do_submit(
     ctx: click.Context, name: str, workflow_id: str | None, input_text: str | None, input_file: str | None,
-    crash_at: str | None, wait: bool,
+    crash_at: str | None, wait: bool, timeout: float | None,
 ) -> None:  # fmt: skip
     values = _input(input_text, input_file)
     client = _client(ctx)
-    record = client.submit(name, workflow_id, values, crash_at=crash_at)
+    record = client.submit(name, workflow_id, values, crash_at=crash_at, timeout=timeout)
     click.echo(f"submitted {record.name} {record.id} ({record.status})")
     if not wait:
         return
@@ -224,11 +229,13 @@ def _show_workflow(client: Client, workflow_id: str, as_json: bool, full: bool) 
     record = client.get(workflow_id)
     rows = client.steps(workflow_id)
     lease = client.lease(workflow_id)
+    children = client.children(workflow_id)
     if as_json:
         data = _workflow_json(record) | {
             "steps": [_step_json(r) for r in rows],
             "lease": None if lease is None else lease.__dict__,
             "error_detail": record.error,
+            "children": [_workflow_json(c) for c in children],
         }
         _emit_json(data)
         return
@@ -251,6 +258,7 @@ def _show_workflow(client: Client, workflow_id: str, as_json: bool, full: bool) 
         print_value("result", CORRUPT_MARK if "result" in record.corrupt else record.result, full=full)
     elif record.error:
         click.echo(f"error: {record.error}")
+    print_family(record, children)
     _print_steps(rows)
 
 
@@ -310,7 +318,7 @@ def workers(ctx: click.Context, include_stopped: bool, as_json: bool) -> None:
 @click.argument("workflow_id")
 @click.pass_context
 def cancel(ctx: click.Context, workflow_id: str) -> None:
-    """Cancel a PENDING or RUNNING workflow (its worker stops at the next step)."""
+    """Cancel an unfinished workflow and its unfinished children (their workers stop at their next write)."""
     record = _client(ctx, create=False).cancel(workflow_id)
     click.echo(f"{record.id} {record.status}")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Sequence
 
 import click
 
@@ -13,7 +14,7 @@ from .config import NO_TIMEOUT_WAKE_AT, PREVIEW_CHARS
 from .codec import CORRUPT_MARK, decode_for_display, summarize_error
 from .context import StepEvent
 from .liveness import heartbeat_stale
-from .records import Status, StepRecord, StepStatus, WorkflowRecord
+from .records import TERMINAL, Status, StepRecord, StepStatus, WorkflowRecord
 
 
 def _emit_json(data: Any) -> None:
@@ -63,6 +64,9 @@ def _workflow_json(record: WorkflowRecord) -> dict[str, Any]:
         "name": record.name,
         "status": record.status,
         "wake_at": record.wake_at,
+        "waiting_for": record.waiting_for if record.status == Status.WAITING.value else None,
+        "parent_id": record.parent_id,
+        "deadline_at": record.deadline_at,
         "input": CORRUPT_MARK if "input" in record.corrupt else record.input,
         "result": CORRUPT_MARK if "result" in record.corrupt else record.result,
         "corrupt": list(record.corrupt),
@@ -89,6 +93,19 @@ def _print_steps(rows: list[StepRecord]) -> None:
         )
 
 
+def event_printer() -> Callable[[StepEvent], None]:
+    """A listener for ``durable run``: each step event on a line; a child workflow's keys carry its id."""
+    root: list[str] = []
+
+    def show(event: StepEvent) -> None:
+        root[:] = root or [event.workflow_id]
+        if event.workflow_id != root[0]:
+            event = replace(event, step_key=f"[{event.workflow_id}] {event.step_key}")
+        _print_event(event)
+
+    return show
+
+
 def _print_event(event: StepEvent) -> None:
     if event.kind == "replayed":
         click.echo(f"  replayed  {event.step_key}  (recorded result, not run again)")
@@ -113,6 +130,23 @@ def _print_end(record: WorkflowRecord) -> None:
         click.echo(f"{record.id} {record.status}: {summary}")
 
 
+def print_family(record: WorkflowRecord, children: Sequence[WorkflowRecord]) -> None:
+    """``parent: ID`` and one line per child workflow (id, name, status, error or result preview)."""
+    if record.parent_id:
+        click.echo(f"parent: {record.parent_id}")
+    if record.deadline_at is not None and record.status not in TERMINAL:
+        at = datetime.fromtimestamp(record.deadline_at, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        click.echo(f"deadline: {at}")
+    if not children:
+        return
+    click.echo(f"children ({len(children)}):")
+    for child in children:
+        detail = (child.error or "").splitlines()[0] if child.error else ""
+        if child.status == Status.COMPLETED.value:
+            detail = json.dumps(child.result)
+        click.echo(f"  {child.id}  {child.name}  {child.status}  {detail[:PREVIEW_CHARS]}".rstrip())
+
+
 def _awaited_topic(steps: Sequence[StepRecord]) -> str | None:
     """The topic of the ``ctx.recv`` a workflow waits in (its last step is that receive's deadline record)."""
     from .messaging import RECV_WAIT
@@ -129,7 +163,10 @@ def sleeping_note(record: WorkflowRecord, now: float, steps: Sequence[StepRecord
     """``sleeping until <ISO time> (in 2m3s)`` (or what message it waits for) for a WAITING workflow, else ``""``."""
     if record.status != Status.WAITING.value or record.wake_at is None:
         return ""
-    topic = _awaited_topic(steps)
+    waiting = record.waiting_for or ""
+    if waiting.startswith("child:"):
+        return f"waiting for child workflow {waiting[len('child:'):]}"
+    topic = waiting[len("message:"):] if waiting.startswith("message:") else _awaited_topic(steps)
     if record.wake_at >= NO_TIMEOUT_WAKE_AT:
         return f"waiting for a message on {topic!r} with no timeout" if topic else "waiting for a message, no timeout"
     what = f"waiting for a message on {topic!r}" if topic else "sleeping"

@@ -141,6 +141,7 @@ class Client:
         crash_at: str | None = None,
         delay: float = 0.0,
         check: bool = True,
+        timeout: float | None = None,
     ) -> WorkflowRecord:
         """Submit a workflow (idempotent by id) and return its row.
 
@@ -151,8 +152,13 @@ class Client:
         validated against the app's registry (:class:`UnknownWorkflowError`,
         :class:`InputError`) before the database is opened.
         ``crash_at="STEP:before|after"`` makes the first attempt's process
-        SIGKILL itself at that point (for recovery demos).
+        SIGKILL itself at that point (for recovery demos). ``timeout``: the
+        run's deadline in seconds from its start (default: the workflow's
+        ``@workflow(timeout=)``); past it the workflow ends CANCELLED,
+        "deadline exceeded", its children included.
         """
+        if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
+            raise InputError(f"timeout={timeout!r}: give a positive number of seconds")
         spec = self.registry.get(name) if check else None
         if crash_at is not None:
             from .context import parse_crash_at
@@ -168,7 +174,11 @@ class Client:
             spec.check_input(values)
         workflow_id = workflow_id or uuid.uuid4().hex
         run_at = time.time() + delay if delay else None
-        record, created = self.store.submit(workflow_id, name, input_json, run_at=run_at, crash_at=crash_at)
+        timeout = timeout if timeout is not None else spec.timeout if spec is not None else None
+        deadline_at = (run_at or self.store.now()) + timeout if timeout is not None else None
+        record, created = self.store.submit(
+            workflow_id, name, input_json, run_at=run_at, crash_at=crash_at, deadline_at=deadline_at
+        )
         if not created:
             _check_same(record, name, input_json)
         return record
@@ -191,6 +201,10 @@ class Client:
     def get(self, workflow_id: str) -> WorkflowRecord:
         """The workflow row; raises :class:`WorkflowNotFound`."""
         return self.store.get_workflow(workflow_id)
+
+    def children(self, workflow_id: str) -> list[WorkflowRecord]:
+        """The child workflows ``workflow_id`` started, oldest first."""
+        return self.store.list_children(workflow_id)
 
     def steps(self, workflow_id: str) -> list[StepRecord]:
         """The workflow's step rows in start order (raises :class:`WorkflowNotFound`)."""

@@ -29,6 +29,7 @@ from .errors import (
     StepTimeoutError,
 )
 from .policy import DEFAULT_POLICY, StepPolicy, current_context, step
+from .children import Children
 from .messaging import Messaging
 from .primitives import Primitives
 from .records import StepRecord, StepStatus
@@ -45,7 +46,7 @@ class _Overrun(Exception):
         self.error = error
 
 
-class Context(Messaging, Primitives):
+class Context(Children, Messaging, Primitives):
     """Handed to every workflow function as its first argument.
 
     ``ctx.step(...)`` runs and checkpoints a side effect, ``ctx.parallel(...)``
@@ -54,8 +55,6 @@ class Context(Messaging, Primitives):
     downstream deduplication.
     """
 
-    #: True in the read-only replay of ``durable check-replay`` (:mod:`durable_workers.replaycheck`).
-    read_only = False
 
     def __init__(
         self,
@@ -283,6 +282,7 @@ class Context(Messaging, Primitives):
         new = key not in self._recorded  # no row yet: the store can insert without looking
         while True:
             self._control.check(self.workflow_id, f"step {key}")
+            self.check_deadline()
             start = self._store.start_step(
                 self.workflow_id,
                 key,

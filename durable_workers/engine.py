@@ -11,6 +11,7 @@ it raises (anything, BaseException too)   FAILED + error, lease released
 NonDeterminismError, CorruptRecordError   FAILED + reason (not catchable)
 drain (WorkerStopping)                    PENDING again, lease released
 it sleeps (ctx.sleep, WorkflowSuspended)  WAITING + wake_at, lease released
+it is past its deadline                   CANCELLED "deadline exceeded" (children too)
 a step timed out with retries left        the failed attempt; the lease is held until
                                           the process exits, then a fresh one retries
 StoreUnavailable                          nothing now; the worker hands the
@@ -33,6 +34,7 @@ from .context import AttemptControl, Context, Listener
 from .errors import (
     AttemptAbandoned,
     CorruptRecordError,
+    DeadlineExceeded,
     DurableInterrupt,
     LeaseLost,
     NonDeterminismError,
@@ -41,7 +43,7 @@ from .errors import (
     WorkflowAborted,
     WorkflowSuspended,
 )
-from .records import Claim, Status, WorkflowRecord
+from .records import DEADLINE_EXCEEDED, Claim, Status, WorkflowRecord
 from .registry import Registry, WorkflowSpec
 from .typed import workflow_inputs
 
@@ -138,10 +140,14 @@ def run_claim(
         control=control,
         attempt=record.attempts,
     )
+    ctx.deadline = run_deadline(record, spec)
     keys.activate(ctx)
     try:
+        ctx.check_deadline()
         status, fields = _ending(spec, ctx, record)
-        store.finish_workflow(record.id, status, worker_id=worker_id, token=claim.token, **fields)
+        store.finish_workflow(
+            record.id, status, worker_id=worker_id, token=claim.token, parent_id=record.parent_id, **fields
+        )
         if status is Status.COMPLETED:
             return Outcome(record.id, status.value, result=json.loads(fields["result_json"]))
         return Outcome(record.id, status.value, error=fields.get("error"))
@@ -151,6 +157,8 @@ def run_claim(
         return Outcome(record.id, Status.FAILED.value, error=str(exc))
     except WorkflowSuspended as exc:
         return _suspend(store, claim, worker_id, exc, ctx)
+    except DeadlineExceeded:
+        return _past_deadline(store, claim, worker_id, ctx)
     except WorkerStopping:
         if ctx.overran:  # a timed-out step of this attempt may still be running here
             return _hold(store, claim, worker_id, "stopped after a step timed out")
@@ -168,13 +176,40 @@ def run_claim(
         keys.activate(None)
 
 
+def run_deadline(record: WorkflowRecord, spec: WorkflowSpec) -> float | None:
+    """The run's deadline: the row's, else ``created_at`` plus the registered ``@workflow(timeout=)``, else None."""
+    if record.deadline_at is not None:
+        return record.deadline_at
+    return None if spec.timeout is None else record.created_at + spec.timeout
+
+
+def _past_deadline(store: Store, claim: Claim, worker_id: str, ctx: Context) -> Outcome:
+    """Record CANCELLED, "deadline exceeded" (descendants too); hold instead while a timed-out step may run here."""
+    if ctx.overran:
+        return _hold(store, claim, worker_id, "past its deadline after a step timed out")
+    record = claim.workflow
+    try:
+        store.finish_workflow(
+            record.id, Status.CANCELLED, error=DEADLINE_EXCEEDED, worker_id=worker_id, token=claim.token,
+            parent_id=record.parent_id,
+        )  # fmt: skip
+    except LeaseLost:
+        return Outcome(record.id, "LOST")
+    except StoreUnavailable as exc:
+        return _give_back(store, claim, worker_id, "ABANDONED", reason=f"store unavailable: {exc.cause}")
+    return Outcome(record.id, Status.CANCELLED.value, error=DEADLINE_EXCEEDED)
+
+
 def _suspend(store: Store, claim: Claim, worker_id: str, suspended: WorkflowSuspended, ctx: Context) -> Outcome:
     """Record WAITING until ``wake_at`` (lease released); hold instead while a timed-out step may run here."""
     if ctx.overran:
         return _hold(store, claim, worker_id, "suspended after a step timed out")
     try:
         wake_at = suspended.wake_at
-        store.suspend_workflow(claim.workflow.id, wake_at, worker_id=worker_id, token=claim.token, topic=suspended.topic)
+        store.suspend_workflow(
+            claim.workflow.id, wake_at, worker_id=worker_id, token=claim.token, topic=suspended.topic,
+            child=suspended.child, deadline_at=ctx.deadline,
+        )  # fmt: skip
     except LeaseLost:
         return Outcome(claim.workflow.id, "LOST")
     except StoreUnavailable as exc:

@@ -96,6 +96,24 @@ class StepFailedError(DurableError):
         self.attributes = dict(attributes or {})
 
 
+class ChildFailedError(DurableError):
+    """A child workflow awaited with ``handle.result()`` ended FAILED or CANCELLED (raised the same on replay).
+
+    ``workflow_id`` is the child's id, ``status`` how it ended, ``error`` the
+    first line of its recorded error.
+    """
+
+    def __init__(self, workflow_id: str, status: str, error: str | None) -> None:
+        super().__init__(f"child workflow {workflow_id} ended {status}: {error or 'no error recorded'}")
+        self.workflow_id = workflow_id
+        self.status = status
+        self.error = error
+
+
+class ChildTimeoutError(DurableError, TimeoutError):
+    """``handle.result(timeout=...)`` gave up waiting; the child goes on running."""
+
+
 class DurableInterrupt(BaseException):
     """Stops a workflow attempt; user code must not catch it."""
 
@@ -118,13 +136,19 @@ class WorkerStopping(DurableInterrupt):
 class WorkflowSuspended(DurableInterrupt):
     """The workflow sleeps until ``wake_at``: the attempt ends and the workflow is recorded WAITING."""
 
-    def __init__(self, workflow_id: str, wake_at: float, topic: str | None = None) -> None:
-        what = f"waits for a message on {topic!r}" if topic else "sleeps"
+    def __init__(self, workflow_id: str, wake_at: float, topic: str | None = None, child: str | None = None) -> None:
+        what = f"waits for a message on {topic!r}" if topic else f"waits for child {child}" if child else "sleeps"
         super().__init__(f"workflow {workflow_id} {what} until {wake_at}")
         self.workflow_id = workflow_id
         self.wake_at = wake_at
         #: The topic of a ``ctx.recv`` waiting (a message already there makes the workflow due at once).
         self.topic = topic
+        #: The child workflow a ``handle.result()`` waits for (one that ended makes the workflow due at once).
+        self.child = child
+
+
+class DeadlineExceeded(DurableInterrupt):
+    """The workflow is past its deadline (``@workflow(timeout=)``, ``submit(timeout=)``): it ends CANCELLED."""
 
 
 class AttemptAbandoned(DurableInterrupt):

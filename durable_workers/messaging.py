@@ -14,39 +14,22 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import Any
 
 from . import keys
 from .codec import encode_json
 from .config import NO_TIMEOUT_WAKE_AT
 from .errors import WorkflowSuspended
+from .parts import ContextParts
 from .policy import DEFAULT_POLICY
 from .records import StepStatus
-
-if TYPE_CHECKING:
-    from .backends import Store
-
-T = TypeVar("T")
 
 RECV = keys.RESERVED_PREFIX + "recv"
 RECV_WAIT = keys.RESERVED_PREFIX + "recv-wait"
 
 
-class Messaging:
+class Messaging(ContextParts):
     """Receiving messages sent with ``Client.send`` and publishing events for ``Client.get_event``."""
-
-    workflow_id: str
-    read_only: bool
-    _store: "Store"
-    _worker_id: str
-    _token: int
-    _by_position: dict[tuple[str, int], Any]
-
-    def _run_step(self, scope: keys.Scope, name: str, fn: Callable[[], T], policy: Any) -> T:
-        raise NotImplementedError  # the Context's
-
-    def stop_replay(self, step_key: str, detail: str) -> BaseException:
-        raise NotImplementedError  # the replay check's
 
     def recv(self, topic: str, timeout: float | None = None) -> Any:
         """The oldest unconsumed message on ``topic`` sent to this workflow, consumed exactly once.

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import random as _random
 import uuid as _uuid
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 from . import keys
 from .errors import WorkflowSuspended
+from .parts import ContextParts
 from .policy import DEFAULT_POLICY
 from .records import StepStatus
-
-if TYPE_CHECKING:
-    from .backends import Store
 
 T = TypeVar("T")
 
@@ -26,16 +24,8 @@ T = TypeVar("T")
 RESERVED = keys.RESERVED_PREFIX
 
 
-class Primitives:
+class Primitives(ContextParts):
     """Sleep, recorded ``now``/``uuid4``/``random`` and patch markers, on top of the context's steps."""
-
-    workflow_id: str
-    _store: "Store"
-    _by_position: dict[tuple[str, int], Any]
-    _visited: set[str]
-
-    def _run_step(self, scope: keys.Scope, name: str, fn: Callable[[], T], policy: Any) -> T:
-        raise NotImplementedError  # the Context's
 
     def _reserved(self, what: str, name: str, fn: Callable[[], T]) -> T:
         scope = keys.current_scope(self, f"ctx.{what}")  # type: ignore[arg-type]

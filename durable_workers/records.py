@@ -34,6 +34,8 @@ class StepStatus(str, Enum):
 
 #: Workflow statuses no attempt leaves again (``retry`` aside).
 TERMINAL = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value)
+#: ``workflows.error`` of a workflow its deadline ended (CANCELLED).
+DEADLINE_EXCEEDED = "deadline exceeded"
 
 
 def _fields(cls: type, row: Any) -> dict[str, Any]:
@@ -63,6 +65,10 @@ class WorkflowRecord:
     wake_at: float | None = None
     #: The workflow that started this one as a child, if one did.
     parent_id: str | None = None
+    #: Past this time (epoch seconds) the workflow ends CANCELLED, "deadline exceeded".
+    deadline_at: float | None = None
+    #: What a WAITING workflow waits for: ``sleep``, ``message:TOPIC`` or ``child:ID`` (None: not recorded).
+    waiting_for: str | None = None
     #: Columns whose stored JSON does not decode (``input`` must be an object); shown, never run.
     corrupt: tuple[str, ...] = ()
 
@@ -218,6 +224,7 @@ __all__ = [
     "StepRecord",
     "StepStart",
     "StepStatus",
+    "DEADLINE_EXCEEDED",
     "TERMINAL",
     "WorkerRecord",
     "WorkflowRecord",

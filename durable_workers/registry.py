@@ -18,10 +18,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class WorkflowSpec:
-    """A registered workflow: its name and function."""
+    """A registered workflow: its name, function and deadline (seconds from its start, or None)."""
 
     name: str
     fn: Callable[..., Any]
+    timeout: float | None = None
 
     def check_input(self, values: dict[str, Any]) -> None:
         """Raise :class:`InputError` unless ``values`` bind to the keyword parameters and fit their annotated types."""
@@ -38,16 +39,18 @@ class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, WorkflowSpec] = {}
 
-    def register(self, fn: Callable[..., Any], name: str | None = None) -> WorkflowSpec:
-        """Register ``fn`` under ``name`` (default: the function's name)."""
+    def register(self, fn: Callable[..., Any], name: str | None = None, *, timeout: float | None = None) -> WorkflowSpec:
+        """Register ``fn`` under ``name`` (default: the function's name) with an optional deadline ``timeout``."""
         name = name or fn.__name__
+        if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
+            raise DurableError(f"@workflow(timeout={timeout!r}) for {name!r}: timeout must be a positive number of seconds")
         existing = self._specs.get(name)
         if existing is not None and _origin(existing.fn) != _origin(fn):
             raise DurableError(
                 f"workflow name {name!r} is registered twice ({_origin(existing.fn)} and {_origin(fn)}); "
                 "give one of them @workflow(name=...)"
             )
-        spec = WorkflowSpec(name, fn)
+        spec = WorkflowSpec(name, fn, None if timeout is None else float(timeout))
         self._specs[name] = spec
         return spec
 
@@ -80,19 +83,23 @@ default_registry = Registry()
 @overload
 def workflow(fn: F) -> F: ...
 @overload
-def workflow(*, name: str | None = None) -> Callable[[F], F]: ...
+def workflow(*, name: str | None = None, timeout: float | None = None) -> Callable[[F], F]: ...
 
 
-def workflow(fn: F | None = None, *, name: str | None = None) -> Any:
+def workflow(fn: F | None = None, *, name: str | None = None, timeout: float | None = None) -> Any:
     """Register a function as a durable workflow.
 
     The function receives a :class:`~durable_workers.Context` first and the
     submitted JSON input's keys as keyword arguments; it must return a JSON
-    value. Use ``@workflow`` or ``@workflow(name="...")``.
+    value. Use ``@workflow``, ``@workflow(name="...")``, and ``timeout=SECONDS``
+    for a deadline: a run still unfinished that long after it was submitted
+    ends CANCELLED with "deadline exceeded", its child workflows included
+    (``submit(..., timeout=)`` overrides it per run).
     """
 
     def decorate(target: F) -> F:
-        default_registry.register(target, name)
+        spec = default_registry.register(target, name, timeout=timeout)
+        target.__durable_name__ = spec.name  # type: ignore[attr-defined]  # ctx.start_child(fn) finds the name
         return target
 
     return decorate(fn) if fn is not None else decorate

@@ -19,12 +19,16 @@ from .engine import Outcome, run_claim
 from .heartbeat import Heartbeat, LiveAttempts
 from .liveness import reap_dead_workers
 from .context import Listener
-from .errors import StoreUnavailable
+from .errors import InvalidStateError, StoreUnavailable
+from .records import TERMINAL, Status
 from .registry import Registry
 from .signals import SignalDispatcher
 from .worker import FORCED_EXIT, new_worker_id
 
 log = logging.getLogger("durable_workers.worker")
+
+#: ``workflows.waiting_for`` of a workflow waiting on a child workflow: this prefix and the child's id.
+CHILD_PREFIX = "child:"
 
 
 def _stop_on_signals(attempts: LiveAttempts) -> None:
@@ -53,6 +57,27 @@ def _wait_until_due(store: Store, workflow_id: str, stopping: threading.Event) -
             return True
 
 
+def _await_child(
+    store: Store, registry: Registry, workflow_id: str, listener: Listener | None, stopping: threading.Event
+) -> bool:
+    """The WAITING workflow waits on a child: run it here when this app has it (else wait for its end); True to resume."""
+    record = store.get_workflow(workflow_id)
+    waiting = record.waiting_for or ""
+    if record.status != Status.WAITING.value or not waiting.startswith(CHILD_PREFIX):
+        return False
+    child_id = waiting[len(CHILD_PREFIX):]
+    child = store.get_workflow(child_id)
+    if child.name in registry and child.status not in TERMINAL:
+        try:
+            run_here(store, registry, child_id, listener=listener)
+        except InvalidStateError:
+            pass  # a fleet worker runs it: wait for its end below
+    while store.get_workflow(child_id).status not in TERMINAL:  # run elsewhere, or waiting itself
+        if stopping.wait(RUN_POLL_S):
+            return False
+    return True
+
+
 def run_here(
     store: Store,
     registry: Registry,
@@ -72,7 +97,8 @@ def run_here(
     or a ``RELEASED`` one (stopped by a signal, see ``stop_on_signals``)
     means: run it again to resume. A workflow that sleeps (``ctx.sleep``) is
     waited for in this process and resumed when due (a ``ctx.recv`` with a
-    timeout too, woken early by a send); stopped meanwhile, or waiting for a
+    timeout too, woken early by a send); a child it waits on is run here too
+    when this app defines it (else waited for). Stopped meanwhile, or waiting for a
     message with no timeout, it stays WAITING and the ``WAITING`` outcome is
     returned.
     """
@@ -96,7 +122,10 @@ def run_here(
             if outcome.release_pending:
                 attempts.defer_release(claim.workflow.id, claim.token, outcome.reason)
                 attempts.retry_releases(store, worker_id)
-            # A durable sleep or timed receive: a foreground run waits it out here (it stays WAITING if stopped meanwhile).
+            # A child awaited: run it here too. A durable sleep or timed receive: a foreground run waits it out
+            # here (it stays WAITING if stopped meanwhile).
+            if outcome.wake_at is not None and _await_child(store, registry, workflow_id, listener, attempts.stopping):
+                continue
             if outcome.wake_at is None or not _wait_until_due(store, workflow_id, attempts.stopping):
                 return outcome
     finally:

@@ -291,7 +291,7 @@ class Supervisor:
         self.wake.set()
 
     def loop_once(self, now: float | None = None) -> None:
-        """Reap, reclaim, respawn, enforce timeouts and heartbeats, prune, advance a stop.
+        """Reap, reclaim, respawn, enforce timeouts, heartbeats and deadlines, prune, advance a stop.
 
         ``now`` is the time used for database comparisons (reclaim of other
         hosts' workers by their heartbeat, pruning): by default the store's
@@ -309,6 +309,8 @@ class Supervisor:
             self._kill_overdue(now, mono)
             self._kill_frozen()
             self._prune(now, mono)
+            for workflow_id in self.store.expire_deadlines(now=now):
+                log.info("workflow %s is past its deadline: CANCELLED (children too)", workflow_id)
             self._last_reap = mono  # only once it all went through: a failed turn is retried next turn
         if self.stop_requests:
             self._advance_stop(mono)

@@ -7,14 +7,16 @@ from pathlib import Path
 
 
 def downgrade_to_v1(path: Path) -> None:
-    """Turn a fresh database back into schema v1: no v2 or v3 columns and tables, the v1 indexes."""
+    """Turn a fresh database back into schema v1: no v2, v3 or v4 columns and tables, the v1 indexes."""
     con = sqlite3.connect(path, isolation_level=None)
     try:
-        con.execute('DROP INDEX "workflows_status_name_wake_at"')
+        for index in ("workflows_status_name_wake_at", "workflows_parent_id", "workflows_status_deadline_at"):
+            con.execute(f'DROP INDEX "{index}"')
         for statement in ("DROP TABLE messages", "DROP TABLE events"):
             con.execute(statement)
         for table, column in [
             ("workflows", "interruption"), ("workflows", "failed_step"), ("workflows", "wake_at"), ("workflows", "parent_id"),
+            ("workflows", "deadline_at"), ("workflows", "waiting_for"),
             ("steps", "token"), ("steps", "seq"), ("steps", "interruptions"),
             ("leases", "renewed_mono"), ("workers", "host_id"), ("workers", "heartbeat_mono"), ("workers", "ttl"),
         ]:

@@ -25,7 +25,8 @@ from ..records import (
     WorkerRecord,
     WorkflowRecord,
 )
-from .base import CONTRACT, SKELETON, Failure, Operation
+from .base import Failure
+from .contract import CONTRACT, SKELETON, Operation
 from .schema import SCHEMA_VERSION
 from .sqlite import BUSY_TIMEOUT_MS, LOCK_RETRIES, SqliteStore
 from .store import Store

@@ -9,12 +9,7 @@ how a write transaction begins, how an error is classified, the clock
 (:meth:`Store.now`) and the statements where the dialects differ (the claim's
 runnable probe; fencing and row locks, see :meth:`Store._fence`).
 
-:data:`CONTRACT` states, for every public operation, what it reads and
-writes, its fencing, whether its body is safe to run again after an
-ambiguous commit (a dropped connection during ``COMMIT``), and what it raises
-besides :class:`~durable_workers.errors.StoreUnavailable` (every operation may
-raise that one: the database cannot be reached, is damaged, or stayed locked
-past the store's patience). A test checks that the table and the class agree.
+What each operation reads, writes and raises is the table in :mod:`.contract`.
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Sequence, TypeVar
 
 import peewee
@@ -37,106 +31,6 @@ T = TypeVar("T")
 _STATEMENTS: dict[tuple[str, str], str] = {}
 
 
-@dataclass(frozen=True)
-class Operation:
-    """One operation of the contract: its effects, fencing, retry safety and errors."""
-
-    name: str
-    writes: str
-    fencing: str = "none"
-    #: The body may run again after an ambiguous commit without a second effect.
-    retry_safe: bool = True
-    raises: str = ""
-    #: For a body that is not retry-safe: what shows, after an ambiguous commit, that it committed
-    #: (``write(body, confirm=...)``); empty: the ambiguity is a StoreUnavailable.
-    confirmed_by: str = ""
-
-
-_F = "the lease (workflow_id, worker_id, token)"
-CONTRACT: tuple[Operation, ...] = (
-    Operation("submit", "inserts a PENDING workflows row unless the id exists", raises="-"),
-    Operation("get_workflow", "reads one workflows row", raises="WorkflowNotFound"),
-    Operation("list_workflows", "reads workflows, newest first"),
-    Operation("count_by_status", "reads workflows counts"),
-    Operation("pending_names", "reads PENDING counts by name"),
-    Operation("cancel", "workflow CANCELLED, lease released with token+1, step deadlines cleared",
-              retry_safe=False, raises="WorkflowNotFound, InvalidStateError",
-              confirmed_by="workflow CANCELLED with updated_at = this call's now"),
-    Operation("retry", "workflow PENDING again; the step failure that ended it (failed_step) and later steps deleted",
-              retry_safe=False, raises="WorkflowNotFound, InvalidStateError",
-              confirmed_by="workflow run_at = this call's now (claims keep run_at)"),
-    Operation("fork", "inserts a PENDING copy of a workflow and copies its finished steps recorded before a step",
-              retry_safe=False, raises="WorkflowNotFound, StepNotFound, ConflictError (new_id taken)"),
-    Operation("claim_next", "workflow RUNNING with attempts+1, lease upserted with token+1, or FAILED past max_claims",
-              retry_safe=False, raises="-", confirmed_by="the lease held with the claim's (workflow_id, worker_id, token)"),
-    Operation("claim_workflow", "as claim_next, for one given workflow", retry_safe=False,
-              raises="WorkflowNotFound, InvalidStateError (another live lease holds it)",
-              confirmed_by="the lease held with the claim's (workflow_id, worker_id, token)"),
-    Operation("release", "workflow PENDING (attempts-1), lease released, unfinished steps interrupted", _F,
-              retry_safe=False, raises="- (False when the lease is not held)",
-              confirmed_by="lease free with the token kept, workflow PENDING with updated_at = this call's now"),
-    Operation("get_lease", "reads one leases row"),
-    Operation("load_steps", "reads a workflow's steps rows"),
-    Operation("load_step_table", "reads a workflow's steps rows in start order"),
-    Operation("start_step", "inserts or restarts a RUNNING steps row; FAILED marks past max_attempts", _F,
-              retry_safe=False, raises="LeaseLost, WorkflowAborted",
-              confirmed_by="step RUNNING with (worker_id, token, started_at = now); or, past max_attempts, "
-                           "the workflow FAILED by that step at now"),
-    Operation("complete_step", "steps row COMPLETED with its output", _F, raises="LeaseLost"),
-    Operation("fail_step", "steps row error (FAILED when final; deadline kept for an overrun)", _F, raises="LeaseLost"),
-    Operation("note_interruption", "workflows.interruption", _F, raises="LeaseLost"),
-    Operation("note_step_timeout", "steps row error and no deadline (supervisor, checked against the lease holder)"),
-    Operation("finish_workflow", "workflow COMPLETED or FAILED (with failed_step), lease released", _F,
-              retry_safe=False, raises="LeaseLost",
-              confirmed_by="workflow in the given status with updated_at = now and the lease no longer held"),
-    Operation("suspend_workflow", "workflow WAITING with wake_at (now if a message on its topic is there; attempts-1), "
-              "lease released", _F,
-              retry_safe=False, raises="LeaseLost (a retried commit finds the lease released)"),
-    Operation("send_message", "inserts a messages row unless its key was sent; a WAITING workflow due now (wake_at)",
-              raises="WorkflowNotFound, InvalidStateError (finished workflow)"),
-    Operation("consume_message", "the oldest unconsumed messages row of a topic consumed_by_step", _F, raises="LeaseLost"),
-    Operation("set_event", "events row upserted (last write wins)", _F, raises="LeaseLost"),
-    Operation("get_events", "reads a workflow's events rows"),
-    Operation("next_wake", "reads the earliest wake_at of WAITING workflows among names"),
-    Operation("register_worker", "workers row upserted (host identity, pid, create time, ttl)"),
-    Operation("heartbeat", "workers row beat; exactly the given leases renewed", "each lease by (worker_id, token)",
-              raises="- (returns the workflow ids not renewed)"),
-    Operation("set_worker_state", "workers.state"),
-    Operation("expire_worker", "workers.state; its leases (but those kept) expire now, their step deadlines cleared"),
-    Operation("list_workers", "reads workers"),
-    Operation("get_worker", "reads one workers row"),
-    Operation("leases_by_worker", "reads held leases"),
-    Operation("timed_steps", "reads RUNNING steps with a deadline whose attempt holds the lease"),
-    Operation("overdue_steps", "reads timed steps past their deadline"),
-    Operation("interrupt_workers", "their RUNNING steps interrupted, workflows attempts-1, leases expire now",
-              retry_safe=False),
-    Operation("prune_workers", "deletes old dead/stopped workers rows"),
-    Operation("stall_grace", "nothing (this store's memory of lock stalls)"),
-    Operation("schema_version", "reads the schema version (PRAGMA user_version, meta.schema_version)"),
-    Operation("migrate", "creates or migrates the schema under the schema lock (idempotent: a repeat finds it current)",
-              raises="SchemaVersionError (the database is newer), DatabaseError (another application's tables)"),
-    Operation("check_identity", "reads meta.db_id (and the file's identity, SQLite)", raises="DatabaseReplacedError"),
-    Operation("identity_env", "nothing (environment a child needs to open this very database)"),
-    Operation("abandon_replaced_file", "checkpoints an abandoned file's log, closes (never raises)"),
-    Operation("close", "nothing (hands this thread's connection back)"),
-    Operation("close_idle", "nothing (closes this thread's and the idle pooled connections)"),
-    Operation("writable", "nothing (begins and ends an empty write: can the database be written now?)"),
-    Operation("ledger_create", "creates chaos_ledger (chaos experiment only)"),
-    Operation("ledger_append", "inserts a chaos_ledger row (deliberately unfenced)", retry_safe=False),
-    Operation("ledger_rows", "reads chaos_ledger"),
-    Operation("ledger_executions", "reads chaos_ledger counts"),
-    Operation("ledger_counts", "reads chaos_ledger counts"),
-    Operation("workflows_named", "reads workflows of some names"),
-    Operation("steps_of_workflows_named", "reads steps of workflows of some names"),
-    Operation("status_counts_by_name", "reads workflows counts"),
-    Operation("workflow_ids", "reads workflows ids"),
-    Operation("change_watch", "nothing (a LISTEN connection: a hint that work may be runnable; None without one)"),
-    Operation("hold_write_lock", "nothing; holds the write lock (chaos lock fault)", retry_safe=False),
-)
-
-
-#: Public names of ``Store`` that are the skeleton or dialect facts, not operations of the contract.
-SKELETON = ("compiled", "dialect", "errors", "now", "read", "wal_path", "write")
 
 
 def _one_line(cause: BaseException) -> str:

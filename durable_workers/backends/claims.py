@@ -71,6 +71,7 @@ class ClaimOps(RowHelpers):
         ).execute()
         self._release_lease(workflow_id, bump=True)
         self._clear_step_deadlines(workflow_id)
+        self._wake_parent(workflow_id, self._parent_of(workflow_id), now)
 
     def _take_lease(self, workflow_id: str, worker_id: str, held_from: float, expires: float) -> int:
         """Inside a claim: upsert the lease for ``worker_id`` with token + 1 (1 for a new row); return the token."""

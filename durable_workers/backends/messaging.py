@@ -19,8 +19,9 @@ class MessageOps(RowHelpers):
         """Store a message for ``workflow_id`` on ``topic``; ``(message id, created)``.
 
         Idempotent by ``key``: a second send with the same key stores nothing
-        and returns the first message's id (even once the workflow ended). A WAITING workflow is made due now
-        (``wake_at``) and listening workers are told. Raises WorkflowNotFound
+        and returns the first message's id (even once the workflow ended). A workflow WAITING
+        in a receive on this topic is made due now (``wake_at``) and listening workers are told (a
+        sleeping one, or one waiting on another topic or a child, is left alone). Raises WorkflowNotFound
         for an unknown workflow, InvalidStateError for a finished one.
         """
         m = self.m
@@ -40,10 +41,8 @@ class MessageOps(RowHelpers):
             m.Message.insert(
                 id=new_id, workflow_id=workflow_id, topic=topic, payload=payload, key=key, created_at=now
             ).execute()
-            if row.status == Status.WAITING.value:
-                m.Workflow.update(wake_at=now).where(
-                    (m.Workflow.id == workflow_id) & (m.Workflow.status == Status.WAITING.value)
-                ).execute()
+            if row.status == Status.WAITING.value and row.waiting_for in (None, f"message:{topic}"):
+                m.Workflow.update(wake_at=now).where(m.Workflow.id == workflow_id).execute()
                 self._notify(workflow_id)
             return new_id, True
 

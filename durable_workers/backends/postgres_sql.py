@@ -33,19 +33,28 @@ PRIMITIVE_TABLES: tuple[str, ...] = (
         PRIMARY KEY (workflow_id, key))""",
 )
 
-#: An empty database becomes the current schema version (3) with these statements, in one transaction.
+#: Indexes of schema version 4 (in CREATE and in the migration to 4): a parent's children, the deadline sweep.
+V4_INDEXES: tuple[str, ...] = (
+    "CREATE INDEX IF NOT EXISTS workflows_parent ON workflows (parent_id) WHERE parent_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS workflows_deadline ON workflows (deadline_at) "
+    "WHERE deadline_at IS NOT NULL AND status IN ('PENDING', 'RUNNING', 'WAITING')",
+)
+
+#: An empty database becomes the current schema version (4) with these statements, in one transaction.
 CREATE: tuple[str, ...] = (
     """CREATE TABLE workflows (
         id text PRIMARY KEY, name text NOT NULL, input text NOT NULL DEFAULT '{}',
         status text NOT NULL DEFAULT 'PENDING', result text, error text,
         attempts integer NOT NULL DEFAULT 0, run_at double precision NOT NULL,
         created_at double precision NOT NULL, updated_at double precision NOT NULL,
-        crash_at text, interruption text, failed_step text, wake_at double precision, parent_id text)""",
+        crash_at text, interruption text, failed_step text, wake_at double precision, parent_id text,
+        deadline_at double precision, waiting_for text)""",
     "CREATE INDEX workflows_status_created_at ON workflows (status, created_at)",
     # The claim's pending probe: per served name, PENDING rows in due order.
     "CREATE INDEX workflows_pending_due ON workflows (name, run_at) WHERE status = 'PENDING'",
     # The claim's due-WAITING probe: per served name, WAITING rows in wake order.
     "CREATE INDEX workflows_waiting_due ON workflows (name, wake_at) WHERE status = 'WAITING'",
+    *V4_INDEXES,
     """CREATE TABLE steps (
         workflow_id text NOT NULL, step_key text NOT NULL, name text NOT NULL, scope text NOT NULL DEFAULT '',
         position integer NOT NULL, status text NOT NULL, output text, error text,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import WorkflowNotFound
-from ..records import Status, StepStatus
+from ..records import TERMINAL, Status, StepStatus
 from .base import StoreBase
 
 
@@ -53,6 +53,70 @@ class RowHelpers(StoreBase):
             status=status.value, result=result_json, error=error, failed_step=failed_step, updated_at=now
         ).where(m.Workflow.id == workflow_id).execute()
         self._release_lease(workflow_id)
+        self._wake_parent(workflow_id, self._parent_of(workflow_id), now)
+
+    def _parent_of(self, workflow_id: str) -> str | None:
+        m = self.m
+        parent: str | None = m.Workflow.select(m.Workflow.parent_id).where(m.Workflow.id == workflow_id).scalar()
+        return parent
+
+    def _wake_parent(self, child_id: str, parent_id: str | None, now: float) -> None:
+        """Inside the write that ended ``child_id``: make its parent due now if it is WAITING on that child.
+
+        The parent's row is locked first (whatever its status), so a parent
+        suspending concurrently either sees the child ended or is seen WAITING
+        here: the wake-up is never lost.
+        """
+        if parent_id is None:
+            return
+        m = self.m
+        self._lock_workflow(parent_id)
+        woken = m.Workflow.update(wake_at=now).where(
+            (m.Workflow.id == parent_id) & (m.Workflow.status == Status.WAITING.value)
+            & (m.Workflow.waiting_for == f"child:{child_id}")
+        ).execute()  # fmt: skip
+        if woken:
+            self._notify(parent_id)
+
+    def _end_cancelled(self, workflow_id: str, reason: str, now: float, *, parent_id: str | None) -> None:
+        """Inside a write: ``workflow_id`` CANCELLED with ``reason`` (owner fenced out), its descendants too, its parent woken."""
+        m = self.m
+        m.Workflow.update(status=Status.CANCELLED.value, error=reason, updated_at=now).where(
+            m.Workflow.id == workflow_id
+        ).execute()
+        self._release_lease(workflow_id, bump=True)
+        self._clear_step_deadlines(workflow_id)
+        self._cancel_descendants(workflow_id, reason, now)
+        self._wake_parent(workflow_id, parent_id, now)
+
+    def _cancel_descendants(self, workflow_id: str, reason: str, now: float) -> list[str]:
+        """Inside a write: every unfinished descendant of ``workflow_id`` CANCELLED (owners fenced out); their ids."""
+        m = self.m
+        cancelled: list[str] = []
+        frontier, seen = [workflow_id], {workflow_id}
+        while frontier:
+            rows = list(m.Workflow.select(m.Workflow.id, m.Workflow.status, m.Workflow.parent_id)
+                        .where(m.Workflow.parent_id.in_(frontier)))  # fmt: skip
+            frontier = [row.id for row in rows if row.id not in seen]
+            seen.update(frontier)
+            for row in rows:
+                if row.status in TERMINAL:
+                    continue
+                self._lock_lease(row.id)
+                self._lock_workflow(row.id)
+                updated = m.Workflow.update(
+                    status=Status.CANCELLED.value, error=f"cancelled: {reason} (parent {row.parent_id})", updated_at=now
+                ).where((m.Workflow.id == row.id) & m.Workflow.status.not_in(TERMINAL)).execute()
+                if updated:
+                    self._release_lease(row.id, bump=True)
+                    self._clear_step_deadlines(row.id)
+                    cancelled.append(row.id)
+        return cancelled
+
+    def _ended(self, workflow_id: str) -> bool:
+        """Inside a write: has ``workflow_id`` ended (COMPLETED, FAILED or CANCELLED)?"""
+        m = self.m
+        return bool(m.Workflow.select(m.Workflow.id).where((m.Workflow.id == workflow_id) & m.Workflow.status.in_(TERMINAL)).exists())
 
     def _message_waiting(self, workflow_id: str, topic: str) -> bool:
         """Inside a write: is an unconsumed message on ``topic`` there for ``workflow_id``?"""

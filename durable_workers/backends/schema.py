@@ -33,7 +33,7 @@ from ..records import Status
 #:    replaces workflows(name, status).
 #: 3: workflows.wake_at (WAITING) and parent_id, the messages and events tables; index
 #:    workflows(status, name, wake_at) for the claim's due-WAITING probe.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class BaseModel(Model):
@@ -61,6 +61,8 @@ class Workflow(BaseModel):
     failed_step = TextField(null=True)  # key of the step whose failure ended the workflow, if one did
     wake_at = FloatField(null=True)  # a WAITING workflow is runnable again from this time on
     parent_id = TextField(null=True)  # the workflow that started this one as a child, if one did
+    deadline_at = FloatField(null=True)  # past this time the workflow ends CANCELLED ("deadline exceeded")
+    waiting_for = TextField(null=True)  # what a WAITING workflow waits for: sleep, message:TOPIC, child:ID
 
     class Meta:
         table_name = "workflows"
@@ -71,6 +73,10 @@ class Workflow(BaseModel):
             (("status", "name", "run_at"), False),
             # The claim's due-WAITING probe, likewise per name in wake order.
             (("status", "name", "wake_at"), False),
+            # A parent's children (cancel cascade, status).
+            (("parent_id",), False),
+            # The deadline sweep: per unfinished status, rows in deadline order.
+            (("status", "deadline_at"), False),
         )
 
 

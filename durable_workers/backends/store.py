@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable, Protocol
 
+from .children import ChildOps
 from .claims import ClaimOps
 from .ledger import LedgerOps
 from .messaging import MessageOps
@@ -23,12 +24,12 @@ class ChangeWatch(Protocol):
         """Release the watch's connection."""
 
 
-class Store(WorkflowOps, ClaimOps, StepOps, MessageOps, WorkerOps, LedgerOps):
+class Store(WorkflowOps, ClaimOps, StepOps, MessageOps, ChildOps, WorkerOps, LedgerOps):
     """The durable state of workflows, steps, leases and workers in one database.
 
     The type the engine, worker, supervisor, client and CLI see; every
     operation is listed with its effects, fencing, retry safety and errors in
-    ``base.CONTRACT``. Abstract: open one with
+    ``contract.CONTRACT``. Abstract: open one with
     :func:`durable_workers.backends.open_store` (a dialect subclass such as
     ``SqliteStore``). Each store owns its database object and its bound models;
     two stores on two databases work side by side in one process and one

@@ -21,9 +21,10 @@ class WorkflowOps(RowHelpers):
         *,
         run_at: float | None = None,
         crash_at: str | None = None,
+        deadline_at: float | None = None,
         now: float | None = None,
     ) -> tuple[WorkflowRecord, bool]:
-        """Insert a PENDING workflow unless the id exists; return (row, created)."""
+        """Insert a PENDING workflow (with its ``deadline_at``, if any) unless the id exists; return (row, created)."""
         m = self.m
         now = self._clock(now)
 
@@ -40,6 +41,7 @@ class WorkflowOps(RowHelpers):
                 created_at=now,
                 updated_at=now,
                 crash_at=crash_at,
+                deadline_at=deadline_at,
             ).on_conflict_ignore().as_rowcount().execute()
             if inserted:
                 self._notify(workflow_id)
@@ -99,7 +101,10 @@ class WorkflowOps(RowHelpers):
         return self.read(body)
 
     def cancel(self, workflow_id: str, *, now: float | None = None) -> WorkflowRecord:
-        """Mark a PENDING or RUNNING workflow CANCELLED and fence out its owner."""
+        """Mark an unfinished workflow CANCELLED and fence out its owner; its unfinished descendants likewise.
+
+        A parent waiting on it is woken (its ``handle.result()`` raises ChildFailedError).
+        """
         m = self.m
         now = self._clock(now)
 
@@ -110,11 +115,7 @@ class WorkflowOps(RowHelpers):
                 raise InvalidStateError(
                     f"workflow {workflow_id} is already {row.status}; nothing to cancel"
                 )
-            m.Workflow.update(status=Status.CANCELLED.value, error="cancelled", updated_at=now).where(
-                m.Workflow.id == workflow_id
-            ).execute()
-            self._release_lease(workflow_id, bump=True)
-            self._clear_step_deadlines(workflow_id)
+            self._end_cancelled(workflow_id, "cancelled", now, parent_id=row.parent_id)
             return WorkflowRecord.from_row(m.Workflow.get_by_id(workflow_id))
 
         return self.write(body, confirm=lambda: self._confirm_change(workflow_id, Status.CANCELLED, now))

@@ -42,16 +42,28 @@ def test_sending_to_an_unknown_or_finished_workflow_is_refused(backend: Backend)
         store.send_message("wf", "t", None)
 
 
-def test_a_send_makes_a_waiting_workflow_due_now(backend: Backend) -> None:
+def test_a_send_makes_a_workflow_waiting_on_its_topic_due_now(backend: Backend) -> None:
     now = time.time()
     store, claim = _running(backend, "wake", now)
-    store.suspend_workflow("wf", now + 10_000, worker_id="w", token=claim.token, now=now)
+    store.suspend_workflow("wf", now + 10_000, worker_id="w", token=claim.token, topic="approval", now=now)
     assert store.claim_next("w", ["n"], ttl=TTL) is None
+    store.send_message("wf", "other", "0")  # another topic: still waiting
+    assert store.get_workflow("wf").wake_at == now + 10_000
     store.send_message("wf", "approval", "1")
     row = store.get_workflow("wf")
     assert row.status == Status.WAITING.value and row.wake_at is not None and row.wake_at <= store.now()
     woken = store.claim_next("w2", ["n"], ttl=TTL)
     assert woken is not None and woken.workflow.id == "wf"
+
+
+def test_a_send_leaves_a_sleeping_workflow_asleep(backend: Backend) -> None:
+    now = time.time()
+    store, claim = _running(backend, "asleep", now)
+    store.suspend_workflow("wf", now + 10_000, worker_id="w", token=claim.token, now=now)
+    store.send_message("wf", "approval", "1")
+    row = store.get_workflow("wf")
+    assert (row.status, row.wake_at, row.waiting_for) == (Status.WAITING.value, now + 10_000, "sleep")
+    assert store.claim_next("w2", ["n"], ttl=TTL) is None
 
 
 def test_messages_are_consumed_oldest_first_and_once_replaying_the_same_one(backend: Backend) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 import tests.apps.backend_flows  # noqa: F401  (registers backend_other_side)
 from durable_workers import ConfigError, DatabaseError, InvalidStateError, LeaseLost, StoreUnavailable
-from durable_workers.backends import Store, open_store
+from durable_workers.backends import SCHEMA_VERSION, Store, open_store
 from durable_workers.errors import DatabaseReplacedError
 from durable_workers.records import Claim, Status, StepStatus
 from tests.conftest import run_cli
@@ -174,7 +174,7 @@ def test_concurrent_first_starts_on_an_empty_database_do_not_race(pg_databases) 
             racer.join(WAIT_S * 2)
         assert errors == []
         assert len({store._db_id for store in opened}) == 1  # one creator; the rest found its schema
-        assert sql(url, "SELECT key, value FROM meta WHERE key = 'schema_version'") == [("schema_version", "3")]
+        assert sql(url, "SELECT key, value FROM meta WHERE key = 'schema_version'") == [("schema_version", str(SCHEMA_VERSION))]
         for store in opened:
             store.close_idle()
 

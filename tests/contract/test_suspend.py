@@ -12,6 +12,7 @@ import time
 import pytest
 
 from durable_workers import LeaseLost
+from durable_workers.backends import SCHEMA_VERSION
 from durable_workers.records import Status
 from tests.contract.conftest import Backend
 
@@ -92,9 +93,13 @@ def test_a_waiting_workflow_is_claimed_by_the_database_clock(backend: Backend) -
     assert again is not None and again.workflow.id == "wf2"
 
 
-#: Statements taking a fresh (version 3) database back to version 2, per dialect.
+#: Statements taking a fresh (version 4) database back to version 2, per dialect.
 _TO_V2 = {
     "sqlite": (
+        'DROP INDEX "workflows_parent_id"',
+        'DROP INDEX "workflows_status_deadline_at"',
+        "ALTER TABLE workflows DROP COLUMN deadline_at",
+        "ALTER TABLE workflows DROP COLUMN waiting_for",
         'DROP INDEX "workflows_status_name_wake_at"',
         "ALTER TABLE workflows DROP COLUMN wake_at",
         "ALTER TABLE workflows DROP COLUMN parent_id",
@@ -103,6 +108,10 @@ _TO_V2 = {
         "PRAGMA user_version = 2",
     ),
     "postgresql": (
+        "DROP INDEX workflows_parent",
+        "DROP INDEX workflows_deadline",
+        "ALTER TABLE workflows DROP COLUMN deadline_at",
+        "ALTER TABLE workflows DROP COLUMN waiting_for",
         "DROP INDEX workflows_waiting_due",
         "ALTER TABLE workflows DROP COLUMN wake_at",
         "ALTER TABLE workflows DROP COLUMN parent_id",
@@ -142,6 +151,6 @@ def test_a_version_2_database_is_migrated_forward_and_keeps_its_rows(backend: Ba
     migrated.suspend_workflow(claim.workflow.id, migrated.now() + 60, worker_id="w", token=claim.token)
     assert migrated.get_workflow(claim.workflow.id).status == Status.WAITING.value
     version = "SELECT value FROM meta WHERE key = 'schema_version'" if backend.name == "postgresql" else "PRAGMA user_version"
-    assert str(_raw(backend, target, version)[0][0]) == "3"
+    assert str(_raw(backend, target, version)[0][0]) == str(SCHEMA_VERSION)
     assert _raw(backend, target, "SELECT count(*) FROM messages")[0][0] == 0
     assert _raw(backend, target, "SELECT count(*) FROM events")[0][0] == 0

@@ -26,6 +26,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS workflows_waiting_due ON workflows (name, wake_at) WHERE status = 'WAITING'",
         *q.PRIMITIVE_TABLES,
     ),
+    3: (  # v4: workflow deadlines, what a WAITING workflow waits for, the children index
+        "ALTER TABLE workflows ADD COLUMN IF NOT EXISTS deadline_at double precision",
+        "ALTER TABLE workflows ADD COLUMN IF NOT EXISTS waiting_for text",
+        *q.V4_INDEXES,
+    ),
 }
 
 

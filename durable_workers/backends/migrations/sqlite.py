@@ -37,6 +37,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         'CREATE TABLE IF NOT EXISTS "events" ("workflow_id" TEXT NOT NULL, "key" TEXT NOT NULL, "value" TEXT, '
         '"updated_at" REAL NOT NULL, PRIMARY KEY ("workflow_id", "key"))',
     ),
+    3: (
+        "ALTER TABLE workflows ADD COLUMN deadline_at REAL",
+        "ALTER TABLE workflows ADD COLUMN waiting_for TEXT",
+        'CREATE INDEX IF NOT EXISTS "workflows_parent_id" ON "workflows" ("parent_id")',
+        'CREATE INDEX IF NOT EXISTS "workflows_status_deadline_at" ON "workflows" ("status", "deadline_at")',
+    ),
 }
 
 

@@ -1,0 +1,92 @@
+"""Workflows of the child-workflow and deadline tests.
+
+``calls`` files count step executions (:func:`record_call`); a ``gate`` file that
+exists holds a child in its step until it is removed (``wait_gate``), so a test
+can kill a worker, cancel or let a deadline pass while the child runs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from durable_workers import ChildFailedError, ChildTimeoutError, Context, workflow
+from tests.apps.core_flows import record_call
+
+
+def wait_gate(gate: str | None, limit_s: float = 120.0) -> None:
+    """Step body: block while ``gate`` exists (bounded, so a forgotten gate cannot hang a test)."""
+    end = time.monotonic() + limit_s
+    while gate and os.path.exists(gate) and time.monotonic() < end:
+        time.sleep(0.02)
+
+
+@workflow
+def child_device(ctx: Context, calls: str, device: str, gate: str | None = None, fail: bool = False) -> dict[str, str]:
+    """A child: one step that records the call (held by ``gate``), failing when ``fail``."""
+
+    def provision() -> str:
+        wait_gate(gate)
+        record_call(calls, f"provision-{device}")
+        if fail:
+            raise RuntimeError(f"no stock for {device}")
+        return f"{device}-ok"
+
+    return {"device": device, "status": ctx.step("provision", provision)}
+
+
+@workflow
+def parent_flow(ctx: Context, calls: str, gate: str | None = None, fail: str | None = None) -> dict[str, Any]:
+    """Start two children at once, wait for both; a failed child is caught and reported."""
+    ctx.step("before", lambda: record_call(calls, "parent-before"))
+    handles = [
+        ctx.start_child(child_device, calls=calls, device=device, gate=gate, fail=device == fail)
+        for device in ("laptop", "badge")
+    ]
+    results: dict[str, Any] = {}
+    for handle in handles:
+        try:
+            results[handle.workflow_id] = handle.result()
+        except ChildFailedError as exc:
+            results[handle.workflow_id] = f"failed: {exc.status}"
+    ctx.step("after", lambda: record_call(calls, "parent-after"))
+    return results
+
+
+@workflow
+def call_flow(ctx: Context, calls: str, workflow_id: str | None = None) -> Any:
+    """``ctx.call`` a child (under a chosen id, if given) and return its result."""
+    return ctx.call("child_device", workflow_id=workflow_id, calls=calls, device="phone")
+
+
+@workflow
+def child_timeout_flow(ctx: Context, calls: str, gate: str, wait_s: float) -> str:
+    """Wait at most ``wait_s`` for a gated child."""
+    handle = ctx.start_child(child_device, calls=calls, device="slow", gate=gate)
+    try:
+        handle.result(timeout=wait_s)
+    except ChildTimeoutError:
+        return "gave up"
+    return "done"
+
+
+@workflow
+def nested_flow(ctx: Context, calls: str, gate: str | None = None) -> Any:
+    """A grandparent: its child is a ``parent_flow`` (with children of its own)."""
+    return ctx.call(parent_flow, calls=calls, gate=gate)
+
+
+@workflow(timeout=1.0)
+def deadline_flow(ctx: Context, calls: str) -> str:
+    """Sleeps past its one-second deadline: it ends CANCELLED before ``after``."""
+    ctx.step("before", lambda: record_call(calls, "before"))
+    ctx.sleep(30)
+    ctx.step("after", lambda: record_call(calls, "after"))
+    return "too late"
+
+
+@workflow
+def deadline_parent_flow(ctx: Context, calls: str, gate: str) -> Any:
+    """Waits on a gated child; submitted with a short ``timeout`` its deadline cancels both."""
+    return ctx.call(child_device, calls=calls, device="gated", gate=gate)
