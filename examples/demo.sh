@@ -20,3 +20,19 @@ durable steps emp-1
 echo "== 4. side effects (effects.log beside the database): one line per step, because a second"
 echo "      delivery with the same idempotency key is not performed again"
 cat "$dir/effects.log"
+echo
+echo "== 5. the whole onboarding story (examples/onboarding.py employee_onboarding): sleep until the"
+echo "      start date (2 s here), provision laptop and access as two child workflows, wait for the"
+echo "      manager's approval with a reminder every 1.5 s, then the welcome email"
+durable run employee_onboarding emp-7 --input '{"start_in": 2, "remind_every": 1.5}' > "$dir/story.log" 2>&1 &
+story=$!
+until durable events emp-7 2>/dev/null | grep -q "waiting for approval"; do sleep 0.2; done
+echo "   stage: waiting for approval; the manager approves after a reminder or two"
+sleep 2
+durable send emp-7 approval --payload '{"approved": true, "by": "manager-1"}' --key approval-emp-7
+wait "$story" || exit 1
+tail -n 1 "$dir/story.log"
+durable status emp-7 | sed -n '/^children/,/^KEY/p' | grep -v '^KEY'
+durable events emp-7
+echo "== 6. its side effects, each once (the children's keys start with their own ids)"
+grep -v '^emp-1/' "$dir/effects.log"
