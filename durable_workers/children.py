@@ -150,7 +150,8 @@ class Children(ContextParts):
             error = (child.error or "").splitlines()[0] if child.error else None
             return {"status": child.status, "result": child.result, "error": error}
         if self.read_only:
-            raise self.stop_replay(f"{scope.path}{CHILD_RESULT}", f"would wait for child workflow {handle.workflow_id}")
+            key = f"{scope.path}{CHILD_RESULT}#{scope.counts.get(CHILD_RESULT, 0) + 1}"
+            raise self.stop_replay(key, f"would wait for child workflow {handle.workflow_id}")
         if deadline is None or deadline > self._store.now():
             wake_at = NO_TIMEOUT_WAKE_AT if deadline is None else deadline
             raise WorkflowSuspended(self.workflow_id, wake_at, child=handle.workflow_id)

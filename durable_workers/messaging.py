@@ -49,7 +49,8 @@ class Messaging(ContextParts):
         if here is not None and here.name == RECV and here.status == StepStatus.COMPLETED.value:
             return self._run_step(scope, RECV, lambda: None, DEFAULT_POLICY)  # replayed, nothing consumed
         if self.read_only:
-            raise self.stop_replay(f"{scope.path}{RECV}", f"would wait for a message on {topic!r}")
+            key = f"{scope.path}{RECV}#{scope.counts.get(RECV, 0) + 1}"
+            raise self.stop_replay(key, f"would wait for a message on {topic!r}")
         found, payload = self._store.consume_message(
             self.workflow_id, topic, wait["id"], worker_id=self._worker_id, token=self._token
         )

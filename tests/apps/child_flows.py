@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from durable_workers import ChildFailedError, ChildTimeoutError, Context, workflow
-from tests.apps.core_flows import record_call
+from tests.apps.core_flows import halt, record_call
 
 
 def wait_gate(gate: str | None, limit_s: float = 120.0) -> None:
@@ -90,3 +91,48 @@ def deadline_flow(ctx: Context, calls: str) -> str:
 def deadline_parent_flow(ctx: Context, calls: str, gate: str) -> Any:
     """Waits on a gated child; submitted with a short ``timeout`` its deadline cancels both."""
     return ctx.call(child_device, calls=calls, device="gated", gate=gate)
+
+
+@workflow
+def child_then_halt(ctx: Context, calls: str, halt_file: str | None = None) -> Any:
+    """Start a child, then (maybe) crash before waiting for it."""
+    handle = ctx.start_child(child_device, calls=calls, device="tablet")
+    ctx.step("halt", lambda: halt(halt_file))
+    return handle.result()
+
+
+@workflow
+def strict_parent(ctx: Context, calls: str) -> Any:
+    """Waits for a failing child without catching: the parent fails with ChildFailedError."""
+    return ctx.call(child_device, calls=calls, device="broken", fail=True)
+
+
+@dataclass
+class Receipt:
+    """A typed child result."""
+
+    device: str
+    serial: int
+
+
+@workflow
+def typed_child(ctx: Context, device: str) -> Receipt:
+    """A child whose result is a dataclass."""
+    return Receipt(device, ctx.step("serial", lambda: 42))
+
+
+@workflow
+def typed_parent(ctx: Context) -> str:
+    """Gets the child's result back as a Receipt."""
+    receipt = ctx.call(typed_child, device="mouse")
+    return f"{type(receipt).__name__}:{receipt.device}:{receipt.serial}"
+
+
+def not_a_workflow(ctx: Context) -> None:
+    """A plain function, never registered."""
+
+
+@workflow
+def bad_child_flow(ctx: Context) -> Any:
+    """Passes a function that is no workflow to ctx.start_child."""
+    return ctx.start_child(not_a_workflow)
