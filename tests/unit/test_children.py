@@ -21,13 +21,6 @@ from tests.apps.core_flows import SimulatedCrash, calls_of
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def client(db_path: Path):
-    opened = Client(db=str(db_path), registry=default_registry)
-    yield opened
-    opened.close()
-
-
 def test_replay_returns_the_same_child_and_starts_no_second_one(client: Client, tmp_path: Path) -> None:
     halt_file, calls = tmp_path / "halt", tmp_path / "calls"
     halt_file.touch()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from durable_workers import Client, StepPolicy, default_registry
+from durable_workers import Client, StepPolicy
 from durable_workers.context import StepEvent
 from durable_workers.codec import summarize_error
 from durable_workers.records import WorkflowRecord
@@ -27,13 +27,6 @@ pytestmark = pytest.mark.timeout(30)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def client(db_path: Path):
-    opened = Client(db=str(db_path), registry=default_registry)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -13,18 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from durable_workers import Client, DurableError, InputError, InvalidStateError, WorkflowNotFound, default_registry
+from durable_workers import Client, DurableError, InputError, InvalidStateError, WorkflowNotFound
 from tests.apps import primitive_flows
 from tests.apps.core_flows import SimulatedCrash, calls_of
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def client(db_path: Path):
-    opened = Client(db=str(db_path), registry=default_registry)
-    yield opened
-    opened.close()
 
 
 def _steps(db_path: Path, workflow_id: str) -> list[tuple[str, str | None]]:

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import pytest
 
-from durable_workers import Client, InputError, Registry, TypedValueError, default_registry
+from durable_workers import Client, InputError, Registry, TypedValueError
 from durable_workers.typed import decode_as, to_json
 from tests.apps.core_flows import SimulatedCrash
 from tests.apps.typed_flows import SEEN, Item, Order
@@ -22,13 +22,6 @@ from tests.apps.typed_flows import SEEN, Item, Order
 pytestmark = [pytest.mark.timeout(60)]
 
 ORDER = Order("o-1", [Item("a", 2), Item("b", 1)])
-
-
-@pytest.fixture
-def client(db_path: Path):
-    opened = Client(db=str(db_path), registry=default_registry)
-    yield opened
-    opened.close()
 
 
 def test_step_results_and_inputs_are_typed_the_same_on_first_run_and_replay(client: Client, tmp_path: Path) -> None:
