@@ -6,6 +6,7 @@ from typing import Iterable, Protocol
 
 from .children import ChildOps
 from .claims import ClaimOps
+from .endings import EndingOps
 from .ledger import LedgerOps
 from .messaging import MessageOps
 from .migrations import Migration
@@ -24,7 +25,7 @@ class ChangeWatch(Protocol):
         """Release the watch's connection."""
 
 
-class Store(WorkflowOps, ClaimOps, StepOps, MessageOps, ChildOps, WorkerOps, LedgerOps):
+class Store(WorkflowOps, ClaimOps, StepOps, EndingOps, MessageOps, ChildOps, WorkerOps, LedgerOps):
     """The durable state of workflows, steps, leases and workers in one database.
 
     The type the engine, worker, supervisor, client and CLI see; every
