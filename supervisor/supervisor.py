@@ -251,9 +251,9 @@ class Supervisor:
 
     def _reap_others(self, now: float) -> None:
         own = {s.worker_id for s in self.slots}
-        for worker, workflows in reap_dead_workers(
-            self.store, stale_after=DEAD_HEARTBEAT_TTLS * self.options.ttl, now=now, exclude=own
-        ):
+        # After an outage every heartbeat is late by its length: other hosts' live workers are not dead.
+        stale_after = DEAD_HEARTBEAT_TTLS * self.options.ttl + self.store.stall_grace(self.options.ttl)
+        for worker, workflows in reap_dead_workers(self.store, stale_after=stale_after, now=now, exclude=own):
             log.info("reaped dead worker %s (pid %s)", worker.id, worker.pid)
             for workflow_id in workflows:
                 log.info("reclaimed workflow %s from worker %s (pid %s)", workflow_id, worker.id, worker.pid)

@@ -65,10 +65,12 @@ def run_cli(
 CI_ENV = "CI"
 
 
-def pg_cluster_or_skip() -> PgCluster:
-    """A started PostgreSQL cluster; skips the test without one, and fails it instead in CI."""
+def pg_cluster_or_skip(*, crash_safe: bool = False) -> PgCluster:
+    """A started PostgreSQL cluster; skips the test without one, and fails it instead in CI.
+
+    ``crash_safe=True`` for a cluster the test halts (see ``tests/pg_cluster.py``)."""
     try:
-        return PgCluster.from_environment()
+        return PgCluster.from_environment(crash_safe=crash_safe)
     except PgUnavailable as exc:
         if os.environ.get(CI_ENV, "").lower() in ("1", "true", "yes"):
             pytest.fail(f"PostgreSQL is required in CI ({CI_ENV}=true): {exc}", pytrace=False)

@@ -7,6 +7,13 @@ refuses to run as root, so when the tests run as root both commands run as an un
 account (``postgres`` when it exists, else ``nobody``) through ``subprocess``'s ``user=``.
 ``create_database()`` / ``drop_database()`` give each test its own database.
 
+The session's cluster runs with ``synchronous_commit=off`` for speed: a commit is acknowledged
+before its WAL is written, so a crash (``pg_ctl stop -m immediate``) forgets the last few hundred
+milliseconds of acknowledged commits. A cluster that a test halts (``halt()``) must keep what it
+acknowledged, as a real server does: it is started with ``crash_safe=True``
+(``synchronous_commit=on``; ``fsync=off`` stays, since a halt kills processes, not the machine's
+page cache), and ``halt()`` refuses any other.
+
 Run as a script (stdlib only, no virtualenv needed): ``python3 tests/pg_cluster.py --bindir``
 prints the folder holding ``initdb`` and ``pg_ctl``, or exits 1 when there is none; ``.ci/run``
 uses it so that CI and the fixtures search the same places.
@@ -50,6 +57,8 @@ SERVER_SETTINGS = {
     "full_page_writes": "off",
     "max_connections": "200",
 }
+#: What ``crash_safe=True`` changes: an acknowledged commit survives a halt (see the module docstring).
+CRASH_SAFE_SETTINGS = {"synchronous_commit": "on"}
 
 
 class PgUnavailable(Exception):
@@ -161,11 +170,14 @@ class PgCluster:
     port: int = 0
     start_seconds: float = 0.0
     external: bool = False
+    crash_safe: bool = False
     _account: pwd.struct_passwd | None = field(default=None, repr=False)
 
     @classmethod
-    def from_environment(cls) -> "PgCluster":
+    def from_environment(cls, *, crash_safe: bool = False) -> "PgCluster":
         """The server at ``DURABLE_TEST_PG_URL`` when set, else a cluster started here.
+
+        ``crash_safe=True``: the cluster keeps every acknowledged commit through :meth:`halt`.
 
         Raises ``PgUnavailable`` when neither is possible (binaries or psycopg missing), and
         ``RuntimeError`` with the server log when an installed PostgreSQL fails to start.
@@ -185,7 +197,7 @@ class PgCluster:
             import psycopg  # noqa: F401
         except ImportError as exc:
             raise PgUnavailable("psycopg is not installed (pip install -e '.[test]')") from exc
-        cluster = cls(bindir=bindir, _account=_server_account())
+        cluster = cls(bindir=bindir, crash_safe=crash_safe, _account=_server_account())
         cluster.start()
         return cluster
 
@@ -239,7 +251,8 @@ class PgCluster:
     def _pg_ctl_start(self, data: str) -> bool:
         options = [f"-p {self.port}", f"-c listen_addresses={HOST}",
                    f"-c unix_socket_directories='{self.root}'"]
-        options += [f"-c {name}={value}" for name, value in SERVER_SETTINGS.items()]
+        settings = {**SERVER_SETTINGS, **(CRASH_SAFE_SETTINGS if self.crash_safe else {})}
+        options += [f"-c {name}={value}" for name, value in settings.items()]
         result = self._run(
             str(self.bindir / "pg_ctl"), "start", "-w", "-t", str(START_TIMEOUT_S), "-D", data,
             "-l", str(self.root / "server.log"), "-o", " ".join(options),
@@ -259,6 +272,8 @@ class PgCluster:
         port: every connection drops, new ones are refused until :meth:`resume`."""
         if self.external or self.root is None:
             raise RuntimeError("only a cluster started here can be halted")
+        if not self.crash_safe:  # it would forget commits it acknowledged: no real server does
+            raise RuntimeError("only a cluster started with crash_safe=True can be halted")
         self._stop_server()
 
     def resume(self) -> None:

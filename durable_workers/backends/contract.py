@@ -93,7 +93,7 @@ CONTRACT: tuple[Operation, ...] = (
     Operation("interrupt_workers", "their RUNNING steps interrupted, workflows attempts-1, leases expire now",
               retry_safe=False),
     Operation("prune_workers", "deletes old dead/stopped workers rows"),
-    Operation("stall_grace", "nothing (this store's memory of lock stalls)"),
+    Operation("stall_grace", "nothing (this store's memory of lock stalls and outages)"),
     Operation("schema_version", "reads the schema version (PRAGMA user_version, meta.schema_version)"),
     Operation("migrate", "creates or migrates the schema under the schema lock (idempotent: a repeat finds it current)",
               raises="SchemaVersionError (the database is newer), DatabaseError (another application's tables)"),

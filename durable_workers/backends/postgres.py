@@ -20,8 +20,9 @@ Time (leases, deadlines, wake times) is the database's clock
 SQLSTATE (``postgres_sql``): deadlocks and serialization failures are re-run,
 lock timeouts polled like SQLite's busy database, lost connections re-run on a
 new connection (and, when lost during COMMIT, only bodies safe to repeat), the
-rest of the outages raise ``StoreUnavailable``. The schema is created or
-migrated under a transaction-scoped advisory lock, so concurrent first starts
+rest of the outages raise ``StoreUnavailable``; for a TTL after one, leases get a grace of the
+outage's length (``outage``), so live holders renew or hand back before anyone takes them.
+The schema is created or migrated under a transaction-scoped advisory lock, so concurrent first starts
 do not race. Submit, retry and release send a NOTIFY (the workflow's name) that
 an idle worker's ``change_watch`` hears; polling stays the fallback.
 """
@@ -47,6 +48,7 @@ from ..errors import ConfigError, DatabaseError, DatabaseReplacedError, LeaseLos
 from ..records import Status
 from . import postgres_sql as q
 from .base import Failure
+from .outage import OutageGrace
 from .postgres_listen import NotifyWatch
 from .migrations.postgres import PgSchema
 from .schema import bind
@@ -82,7 +84,7 @@ class PgDatabase(PooledPsycopg3Database):
     field_types = {**PooledPsycopg3Database.field_types, "FLOAT": "DOUBLE PRECISION"}
 
 
-class PostgresStore(PgSchema, Store):
+class PostgresStore(OutageGrace, PgSchema, Store):
     """The durable state of workflows, steps, leases and workers in one PostgreSQL database.
 
     ``PostgresStore("postgresql://user@host:port/dbname")`` connects, checks the

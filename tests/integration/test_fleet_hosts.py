@@ -80,7 +80,7 @@ def kill_host(supervisor: Supervisor) -> list[int]:
 
 
 def test_a_dead_host_s_work_resumes_on_the_other_host(fleet: Fleet, tmp_path: Path) -> None:  # noqa: F811
-    ttl = 2.0
+    ttl = 1.0
     host_a = fleet.start(workers=2, ttl=ttl, host_id="host-a")
     on_a = hold_items(tmp_path, "a", 2)
     submit_many(fleet.db, "fleet_hold", on_a)

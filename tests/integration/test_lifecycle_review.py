@@ -75,15 +75,17 @@ def test_a_timed_out_steps_retry_never_runs_beside_the_timed_out_execution(
 ) -> None:
     db_path = any_db
     calls = tmp_path / "calls"
-    first = HandWorker(db_path, tmp_path / "a.log", "--concurrency", "2", "--ttl", "3")
+    # The first worker's process outlives the timed-out step by several TTLs (``long`` keeps it
+    # draining): an unrenewed lease would expire, and be taken, well before it exits.
+    first = HandWorker(db_path, tmp_path / "a.log", "--concurrency", "2", "--ttl", "1")
     hand_workers.append(first)
     first.wait_registered()
-    submit(db_path, "life_long", "long", {"seconds": 8})
-    submit(db_path, "life_zombie", "zombie", {"calls": str(calls), "timeout_s": 0.5, "work_s": 5})
+    submit(db_path, "life_long", "long", {"seconds": 5})
+    submit(db_path, "life_zombie", "zombie", {"calls": str(calls), "timeout_s": 0.5, "work_s": 3})
     first.wait_log(r"step timed out workflow_id=zombie")
     # A second worker is free right away; it must not run the retry while the first one's
-    # timed-out thread (5 s) is still alive in its process.
-    second = HandWorker(db_path, tmp_path / "b.log", "--ttl", "3")
+    # timed-out thread (3 s) is still alive in its process.
+    second = HandWorker(db_path, tmp_path / "b.log", "--ttl", "1")
     hand_workers.append(second)
     second.wait_registered()
     wait_status(db_path, ["zombie", "long"], "COMPLETED", 90)
