@@ -1,4 +1,4 @@
-"""The supervisor's bookkeeping of its processes: slots, process groups, step clocks.
+"""The supervisor's settings and the bookkeeping of its processes: slots, process groups, step clocks.
 
 Every duration here is measured on the monotonic clock (``time.monotonic()``),
 so a wall-clock jump can neither make the supervisor kill a healthy worker nor
@@ -12,7 +12,38 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 
+from durable_workers.liveness import FROZEN_HEARTBEAT_TTLS
 from durable_workers.records import StepRecord
+
+
+@dataclass(frozen=True)
+class SupervisorOptions:
+    """Fleet settings.
+
+    ``workers``: processes kept alive. ``concurrency``: workflows per worker.
+    ``ttl``: lease lifetime. ``shutdown_timeout``: seconds a graceful stop may
+    take before SIGKILL. ``timeout_grace``: extra seconds a step may overrun
+    its ``timeout`` before its worker is killed. ``frozen_after_ttls``: a
+    worker whose heartbeat is older than that many of its TTLs (plus any
+    recent database stall) is killed and replaced. ``worker_retention``:
+    seconds a dead or stopped worker row is kept; ``prune_interval``: seconds
+    between two prunes.
+    """
+
+    workers: int = 4
+    concurrency: int = 1
+    ttl: float = 15.0
+    shutdown_timeout: float = 30.0
+    respawn_backoff: float = 0.5
+    respawn_backoff_max: float = 30.0
+    stable_after: float = 10.0
+    reap_interval: float = 1.0
+    timeout_grace: float = 2.0
+    frozen_after_ttls: float = FROZEN_HEARTBEAT_TTLS
+    worker_retention: float = 3600.0
+    prune_interval: float = 60.0
+    log_level: str = "INFO"
+
 
 #: (workflow_id, step_key, attempts): one attempt of one step.
 StepAttempt = tuple[str, str, int]

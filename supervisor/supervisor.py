@@ -31,7 +31,6 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 
 from durable_workers.backends import open_store
 from durable_workers.backoff import ErrorBackoff
@@ -39,7 +38,6 @@ from durable_workers.config import Config
 from durable_workers.errors import DatabaseReplacedError, StoreUnavailable
 from durable_workers.liveness import (
     DEAD_HEARTBEAT_TTLS,
-    FROZEN_HEARTBEAT_TTLS,
     heartbeat_age,
     host_identity,
     hostname,
@@ -49,41 +47,12 @@ from durable_workers.liveness import (
 )
 from durable_workers.signals import SignalDispatcher
 
-from .fleet import Slot, StepWatch, describe_exit, kill_group, kill_group_if_exited
+from .fleet import Slot, StepWatch, SupervisorOptions, describe_exit, kill_group, kill_group_if_exited
 
 log = logging.getLogger("durable_workers.supervisor")
 
 #: Seconds between two turns of the loop when nothing wakes it earlier.
 LOOP_INTERVAL = 0.2
-
-
-@dataclass(frozen=True)
-class SupervisorOptions:
-    """Fleet settings.
-
-    ``workers``: processes kept alive. ``concurrency``: workflows per worker.
-    ``ttl``: lease lifetime. ``shutdown_timeout``: seconds a graceful stop may
-    take before SIGKILL. ``timeout_grace``: extra seconds a step may overrun
-    its ``timeout`` before its worker is killed. ``frozen_after_ttls``: a
-    worker whose heartbeat is older than that many of its TTLs (plus any
-    recent database stall) is killed and replaced. ``worker_retention``:
-    seconds a dead or stopped worker row is kept; ``prune_interval``: seconds
-    between two prunes.
-    """
-
-    workers: int = 4
-    concurrency: int = 1
-    ttl: float = 15.0
-    shutdown_timeout: float = 30.0
-    respawn_backoff: float = 0.5
-    respawn_backoff_max: float = 30.0
-    stable_after: float = 10.0
-    reap_interval: float = 1.0
-    timeout_grace: float = 2.0
-    frozen_after_ttls: float = FROZEN_HEARTBEAT_TTLS
-    worker_retention: float = 3600.0
-    prune_interval: float = 60.0
-    log_level: str = "INFO"
 
 
 class Supervisor:
