@@ -49,6 +49,7 @@ from ..records import Status
 from . import postgres_sql as q
 from .base import Failure
 from .outage import OutageGrace
+from .postgres_chaos import PgChaos
 from .postgres_listen import NotifyWatch
 from .migrations.postgres import PgSchema
 from .schema import bind
@@ -84,7 +85,7 @@ class PgDatabase(PooledPsycopg3Database):
     field_types = {**PooledPsycopg3Database.field_types, "FLOAT": "DOUBLE PRECISION"}
 
 
-class PostgresStore(OutageGrace, PgSchema, Store):
+class PostgresStore(PgChaos, OutageGrace, PgSchema, Store):
     """The durable state of workflows, steps, leases and workers in one PostgreSQL database.
 
     ``PostgresStore("postgresql://user@host:port/dbname")`` connects, checks the
@@ -386,33 +387,3 @@ class PostgresStore(OutageGrace, PgSchema, Store):
                 if found is not None and (best is None or found[1] < best[0]):
                     best = (found[1], found[0])
         return best[1] if best is not None else None
-
-    # ----------------------------------------------------------------- chaos and ledger
-
-    def ledger_create(self) -> None:
-        """Create the ``chaos_ledger`` table if it is missing (under the schema lock: starters may race)."""
-
-        def body() -> None:
-            self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (q.SCHEMA_LOCK_KEY,))
-            self.db.execute_sql(q.CREATE_LEDGER)
-            self.db.execute_sql(q.CREATE_LEDGER_INDEX)
-
-        self.write(body, safe=True)
-
-    def hold_write_lock(self, seconds: float, on_locked: Callable[[float], None] | None = None) -> float:
-        """Lock the engine tables against every writer (not readers) for ``seconds``; return when it was taken.
-
-        The chaos experiment's lock fault: writers meanwhile hit ``lock_timeout``
-        and poll, then raise :class:`StoreUnavailable` past their patience.
-        """
-
-        def body() -> float:
-            self.db.execute_sql(q.LOCK_WRITERS)
-            locked_at = time.time()
-            if on_locked is not None:
-                on_locked(locked_at)
-            threading.Event().wait(seconds)
-            return locked_at
-
-        return self.write(body)
-
