@@ -142,15 +142,22 @@ class LedgerOps(StoreBase):
         m = self.m
         return self.read(lambda: [row[0] for row in m.Workflow.select(m.Workflow.id).tuples()])
 
+    def _lock_writers(self) -> None:
+        """Inside a write: take the lock every writer of the engine tables needs (SQLite: the
+        ``BEGIN IMMEDIATE`` write lock, taken by the transaction's first statement)."""
+        m = self.m
+        m.Worker.select(fn.COUNT(m.Worker.id)).scalar()
+
     def hold_write_lock(self, seconds: float, on_locked: Callable[[float], None] | None = None) -> float:
         """Hold the database's write lock (``BEGIN IMMEDIATE``) for ``seconds``; return when it was taken.
 
-        The chaos experiment's lock fault: every other writer waits meanwhile.
+        The chaos experiment's lock fault: every other writer waits meanwhile
+        (on PostgreSQL, writers hit ``lock_timeout`` and poll, then raise
+        :class:`StoreUnavailable` past their patience).
         """
-        m = self.m
 
         def body() -> float:
-            m.Worker.select(fn.COUNT(m.Worker.id)).scalar()
+            self._lock_writers()
             locked_at = time.time()
             if on_locked is not None:
                 on_locked(locked_at)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from typing import Any, Callable
+from typing import Any
 
 from . import postgres_sql as q
 
 
 class PgChaos:
-    """Mixin of ``PostgresStore``: ``ledger_create`` and ``hold_write_lock``."""
+    """Mixin of ``PostgresStore``: ``ledger_create`` and the lock of ``hold_write_lock``."""
 
     db: Any
     write: Any
@@ -25,20 +23,6 @@ class PgChaos:
 
         self.write(body, safe=True)
 
-    def hold_write_lock(self, seconds: float, on_locked: Callable[[float], None] | None = None) -> float:
-        """Lock the engine tables against every writer (not readers) for ``seconds``; return when it was taken.
-
-        The chaos experiment's lock fault: writers meanwhile hit ``lock_timeout``
-        and poll, then raise :class:`StoreUnavailable` past their patience.
-        """
-
-        def body() -> float:
-            self.db.execute_sql(q.LOCK_WRITERS)
-            locked_at = time.time()
-            if on_locked is not None:
-                on_locked(locked_at)
-            threading.Event().wait(seconds)
-            return locked_at
-
-        return self.write(body)
-
+    def _lock_writers(self) -> None:
+        """Lock the engine tables against every writer, not readers (``LOCK TABLE ... SHARE ROW EXCLUSIVE``)."""
+        self.db.execute_sql(q.LOCK_WRITERS)
