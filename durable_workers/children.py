@@ -148,14 +148,14 @@ class Children(ContextParts):
         child = self._store.get_workflow(handle.workflow_id)
         if child.status in TERMINAL:
             error = (child.error or "").splitlines()[0] if child.error else None
-            return {"status": child.status, "result": child.result, "error": error}
+            return {"id": child.id, "status": child.status, "result": child.result, "error": error}
         if self.read_only:
             key = f"{scope.path}{CHILD_RESULT}#{scope.counts.get(CHILD_RESULT, 0) + 1}"
             raise self.stop_replay(key, f"would wait for child workflow {handle.workflow_id}")
         if deadline is None or deadline > self._store.now():
             wake_at = NO_TIMEOUT_WAKE_AT if deadline is None else deadline
             raise WorkflowSuspended(self.workflow_id, wake_at, child=handle.workflow_id)
-        return {"status": "TIMEOUT"}
+        return {"id": handle.workflow_id, "status": "TIMEOUT"}
 
     def _child_value(self, handle: ChildHandle, key: str, outcome: dict[str, Any]) -> Any:
         status = outcome.get("status")

@@ -165,7 +165,8 @@ def sleeping_note(record: WorkflowRecord, now: float, steps: Sequence[StepRecord
         return ""
     waiting = record.waiting_for or ""
     if waiting.startswith("child:"):
-        return f"waiting for child workflow {waiting[len('child:'):]}"
+        due = " (it ended: due now)" if record.wake_at <= now else ""
+        return f"waiting for child workflow {waiting[len('child:'):]}{due}"
     topic = waiting[len("message:"):] if waiting.startswith("message:") else _awaited_topic(steps)
     if record.wake_at >= NO_TIMEOUT_WAKE_AT:
         return f"waiting for a message on {topic!r} with no timeout" if topic else "waiting for a message, no timeout"

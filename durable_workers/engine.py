@@ -177,10 +177,10 @@ def run_claim(
 
 
 def run_deadline(record: WorkflowRecord, spec: WorkflowSpec) -> float | None:
-    """The run's deadline: the row's, else ``created_at`` plus the registered ``@workflow(timeout=)``, else None."""
+    """The run's deadline: the row's, else its start (``run_at``) plus the registered ``@workflow(timeout=)``, else None."""
     if record.deadline_at is not None:
         return record.deadline_at
-    return None if spec.timeout is None else record.created_at + spec.timeout
+    return None if spec.timeout is None else record.run_at + spec.timeout
 
 
 def _past_deadline(store: Store, claim: Claim, worker_id: str, ctx: Context) -> Outcome:

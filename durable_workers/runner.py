@@ -60,7 +60,11 @@ def _wait_until_due(store: Store, workflow_id: str, stopping: threading.Event) -
 def _await_child(
     store: Store, registry: Registry, workflow_id: str, listener: Listener | None, stopping: threading.Event
 ) -> bool:
-    """The WAITING workflow waits on a child: run it here when this app has it (else wait for its end); True to resume."""
+    """The WAITING workflow waits on a child: run it here when this app has it, else wait for its end.
+
+    True when the child ended (resume the parent); False when this run stops (the
+    child waits for a message with no timeout, or a signal came): the parent stays WAITING.
+    """
     record = store.get_workflow(workflow_id)
     waiting = record.waiting_for or ""
     if record.status != Status.WAITING.value or not waiting.startswith(CHILD_PREFIX):
@@ -69,10 +73,12 @@ def _await_child(
     child = store.get_workflow(child_id)
     if child.name in registry and child.status not in TERMINAL:
         try:
-            run_here(store, registry, child_id, listener=listener)
+            run_here(store, registry, child_id, listener=listener, stopping=stopping)
         except InvalidStateError:
             pass  # a fleet worker runs it: wait for its end below
-    while store.get_workflow(child_id).status not in TERMINAL:  # run elsewhere, or waiting itself
+        else:
+            return store.get_workflow(child_id).status in TERMINAL
+    while store.get_workflow(child_id).status not in TERMINAL:  # run by the fleet
         if stopping.wait(RUN_POLL_S):
             return False
     return True
@@ -87,6 +93,7 @@ def run_here(
     ttl: float = 15.0,
     stale_after: float = 45.0,
     stop_on_signals: bool = False,
+    stopping: threading.Event | None = None,
 ) -> Outcome | None:
     """Run (or resume) one workflow in this process, as a short-lived worker.
 
@@ -100,12 +107,13 @@ def run_here(
     timeout too, woken early by a send); a child it waits on is run here too
     when this app defines it (else waited for). Stopped meanwhile, or waiting for a
     message with no timeout, it stays WAITING and the ``WAITING`` outcome is
-    returned.
+    returned. ``stopping``: an event that stops this run like a signal (a
+    parent's run passes its own to the run of a child).
     """
     reap_dead_workers(store, stale_after=stale_after)
     worker_id = new_worker_id()
     store.register_worker(worker_id, names=registry.names(), ttl=ttl)
-    attempts = LiveAttempts(threading.Event())
+    attempts = LiveAttempts(stopping or threading.Event())
     if stop_on_signals:
         _stop_on_signals(attempts)
     heartbeat = Heartbeat(store, worker_id, ttl, attempts).start()

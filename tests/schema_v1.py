@@ -10,7 +10,7 @@ def downgrade_to_v1(path: Path) -> None:
     """Turn a fresh database back into schema v1: no v2, v3 or v4 columns and tables, the v1 indexes."""
     con = sqlite3.connect(path, isolation_level=None)
     try:
-        for index in ("workflows_status_name_wake_at", "workflows_parent_id", "workflows_status_deadline_at"):
+        for index in ("workflows_status_name_wake_at", "workflows_parent_id", "workflows_waiting_for", "workflows_status_deadline_at"):
             con.execute(f'DROP INDEX "{index}"')
         for statement in ("DROP TABLE messages", "DROP TABLE events"):
             con.execute(statement)

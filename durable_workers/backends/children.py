@@ -34,10 +34,11 @@ class ChildOps(RowHelpers):
     ) -> WorkflowRecord:
         """Insert the PENDING child ``child_id`` of ``parent_id`` (fenced by the parent's lease); return its row.
 
-        Idempotent: a child of this parent already there under that id is
+        Idempotent: this parent's child with that id, name and input is
         returned as it is (a step re-run after a crash). Raises
         :class:`LeaseLost` when the parent's lease is no longer held and
-        :class:`ConflictError` when the id belongs to another workflow.
+        :class:`ConflictError` when the id belongs to another workflow, or to
+        another child (other name or input) of this parent.
         """
         m = self.m
         now = self._clock(now)
@@ -55,6 +56,11 @@ class ChildOps(RowHelpers):
             elif row.parent_id != parent_id:
                 raise ConflictError(
                     f"workflow id {child_id!r} is taken by another workflow; give ctx.start_child another workflow_id"
+                )
+            elif (row.name, row.input) != (name, input_json):
+                raise ConflictError(
+                    f"child workflow {child_id!r} of {parent_id} was started as {row.name} with input {row.input}; "
+                    "give ctx.start_child another workflow_id for another child"
                 )
             return WorkflowRecord.from_row(row)
 

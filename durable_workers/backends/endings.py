@@ -36,6 +36,8 @@ class EndingOps(RowHelpers):
         now = self._clock(now)
 
         def body() -> bool:
+            if parent_id is not None:  # the parent's row first, as a cancel of the parent takes it: no deadlock
+                self._lock_workflow(parent_id)
             if not self._release_held(workflow_id, worker_id, token):
                 return False
             self._execute(

@@ -36,6 +36,7 @@ PRIMITIVE_TABLES: tuple[str, ...] = (
 #: Indexes of schema version 4 (in CREATE and in the migration to 4): a parent's children, the deadline sweep.
 V4_INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS workflows_parent ON workflows (parent_id) WHERE parent_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS workflows_waiting_for ON workflows (waiting_for) WHERE status = 'WAITING'",
     "CREATE INDEX IF NOT EXISTS workflows_deadline ON workflows (deadline_at) "
     "WHERE deadline_at IS NOT NULL AND status IN ('PENDING', 'RUNNING', 'WAITING')",
 )

@@ -61,7 +61,7 @@ class RowHelpers(StoreBase):
         return parent
 
     def _wake_parent(self, child_id: str, parent_id: str | None, now: float) -> None:
-        """Inside the write that ended ``child_id``: make its parent due now if it is WAITING on that child.
+        """Inside the write that ended ``child_id``: make every workflow WAITING on it due now (its parent, forks of it).
 
         The parent's row is locked first (whatever its status), so a parent
         suspending concurrently either sees the child ended or is seen WAITING
@@ -71,12 +71,14 @@ class RowHelpers(StoreBase):
             return
         m = self.m
         self._lock_workflow(parent_id)
-        woken = m.Workflow.update(wake_at=now).where(
-            (m.Workflow.id == parent_id) & (m.Workflow.status == Status.WAITING.value)
-            & (m.Workflow.waiting_for == f"child:{child_id}")
-        ).execute()  # fmt: skip
-        if woken:
-            self._notify(parent_id)
+        waiting = m.Workflow.select(m.Workflow.id).where(
+            (m.Workflow.waiting_for == f"child:{child_id}") & (m.Workflow.status == Status.WAITING.value)
+        )  # the parent, and any fork of it that replays the same child's start
+        for row in list(waiting):
+            m.Workflow.update(wake_at=now).where(
+                (m.Workflow.id == row.id) & (m.Workflow.status == Status.WAITING.value)
+            ).execute()
+            self._notify(row.id)
 
     def _end_cancelled(self, workflow_id: str, reason: str, now: float, *, parent_id: str | None) -> None:
         """Inside a write: ``workflow_id`` CANCELLED with ``reason`` (owner fenced out), its descendants too, its parent woken."""

@@ -75,6 +75,8 @@ class Workflow(BaseModel):
             (("status", "name", "wake_at"), False),
             # A parent's children (cancel cascade, status).
             (("parent_id",), False),
+            # Who waits on a child (a parent, or a fork of it): woken when it ends.
+            (("waiting_for",), False),
             # The deadline sweep: per unfinished status, rows in deadline order.
             (("status", "deadline_at"), False),
         )

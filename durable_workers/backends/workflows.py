@@ -7,10 +7,10 @@ from ..records import TERMINAL, Status, StepStatus, WorkflowRecord
 from typing import Any
 
 from peewee import fn
-from .rows import RowHelpers
+from .revive import Revival
 
 
-class WorkflowOps(RowHelpers):
+class WorkflowOps(Revival):
     """Submitting, reading, cancelling and retrying workflows (portable across dialects)."""
 
     def submit(
@@ -109,6 +109,9 @@ class WorkflowOps(RowHelpers):
         now = self._clock(now)
 
         def body() -> WorkflowRecord:
+            parent_id = self._parent_of(workflow_id)
+            if parent_id is not None:  # the parent's row before the child's, like a finishing child
+                self._lock_workflow(parent_id)
             self._lock_lease(workflow_id)  # waits for an in-flight fenced write of the owner
             row = self._locked_workflow(workflow_id)
             if row.status in TERMINAL:
@@ -128,7 +131,10 @@ class WorkflowOps(RowHelpers):
         included, so the run takes the same branches; that failure and every
         step first recorded after it are dropped and run afresh. When no step
         failure ended it, every recorded step is kept. Unfinished steps start
-        again at attempt 1.
+        again at attempt 1. A deadline is renewed (as long as it was). The
+        children the end took along are retried too: those its cancel or
+        deadline cancelled, and the failed child whose ``ChildFailedError``
+        ended it.
         """
         m = self.m
         now = self._clock(now)
@@ -139,18 +145,7 @@ class WorkflowOps(RowHelpers):
                 raise InvalidStateError(
                     f"workflow {workflow_id} is {row.status}; only FAILED or CANCELLED workflows can be retried"
                 )
-            self._forget_ending_failure(workflow_id, row.failed_step)
-            m.Workflow.update(
-                status=Status.PENDING.value,
-                error=None,
-                failed_step=None,
-                result=None,
-                attempts=0,
-                run_at=now,
-                updated_at=now,
-                crash_at=None,
-            ).where(m.Workflow.id == workflow_id).execute()
-            self._notify(workflow_id)
+            self._revive(row, now)
             return WorkflowRecord.from_row(m.Workflow.get_by_id(workflow_id))
 
         return self.write(body, confirm=lambda: self._confirm_retry(workflow_id, now))
@@ -232,28 +227,3 @@ class WorkflowOps(RowHelpers):
                 return fork_id
             if new_id is not None:
                 raise ConflictError(f"workflow {new_id} already exists; choose another --id")
-
-    def _forget_ending_failure(self, workflow_id: str, failed_step: str | None) -> None:
-        """Drop the step whose failure ended the workflow and every step first recorded after it.
-
-        When no step failure ended it (its own exception, a cancel, an
-        integrity error), every recorded result and caught failure stays; only
-        unfinished steps start again at attempt 1.
-        """
-        m = self.m
-        ending = None
-        if failed_step is not None:
-            ending = (
-                m.Step.select(m.Step.seq)
-                .where((m.Step.workflow_id == workflow_id) & (m.Step.step_key == failed_step))
-                .scalar()
-            )
-        if ending:
-            m.Step.delete().where((m.Step.workflow_id == workflow_id) & (m.Step.seq >= ending)).execute()
-        elif failed_step is not None:  # rows recorded before schema 2 carry no sequence
-            m.Step.delete().where(
-                (m.Step.workflow_id == workflow_id) & (m.Step.status != StepStatus.COMPLETED.value)
-            ).execute()
-        m.Step.update(attempts=0, interruptions=0, deadline=None).where(
-            (m.Step.workflow_id == workflow_id) & (m.Step.status == StepStatus.RUNNING.value)
-        ).execute()

@@ -136,3 +136,34 @@ def not_a_workflow(ctx: Context) -> None:
 def bad_child_flow(ctx: Context) -> Any:
     """Passes a function that is no workflow to ctx.start_child."""
     return ctx.start_child(not_a_workflow)
+
+
+@workflow
+def flaky_child(ctx: Context, calls: str, fail_file: str) -> str:
+    """Fails (an ordinary exception) while ``fail_file`` exists."""
+
+    def work() -> str:
+        record_call(calls, "flaky")
+        if os.path.exists(fail_file):
+            raise RuntimeError("not yet")
+        return "fine"
+
+    return ctx.step("work", work)
+
+
+@workflow
+def retry_parent(ctx: Context, calls: str, fail_file: str) -> str:
+    """Waits for a flaky child without catching its failure."""
+    return ctx.call(flaky_child, calls=calls, fail_file=fail_file)
+
+
+@workflow
+def listening_child(ctx: Context) -> Any:
+    """Waits for a message on 'go' with no timeout."""
+    return ctx.recv("go")
+
+
+@workflow
+def listening_parent(ctx: Context) -> Any:
+    """Waits for a child that waits for a message."""
+    return ctx.call(listening_child)

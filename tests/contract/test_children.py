@@ -153,3 +153,23 @@ def test_a_waiting_workflow_sleeps_no_later_than_its_deadline(backend: Backend) 
     store.suspend_workflow("wf", now + 3600, worker_id="w", token=claim.token, deadline_at=now + 5, now=now)
     row = store.get_workflow("wf")
     assert (row.wake_at, row.deadline_at) == (now + 5, now + 5)
+
+
+def test_any_workflow_waiting_on_a_child_is_woken_by_its_end(backend: Backend) -> None:
+    """A fork of a parent replays the parent's child start and waits on the same child."""
+    store, claim = _parent(backend, "fork-wake")
+    store.start_child("p", "c1", "child", "{}", worker_id="w", token=claim.token)
+    store.submit("p~fork-1", "parent", "{}")
+    fork = store.claim_workflow("p~fork-1", "wf", ttl=TTL)
+    store.suspend_workflow("p~fork-1", NO_TIMEOUT_WAKE_AT, worker_id="wf", token=fork.token, child="c1")
+    _run_child(store, "c1")
+    assert store.get_workflow("p~fork-1").wake_at <= store.now()
+
+
+def test_a_child_id_reused_for_another_child_is_a_conflict(backend: Backend) -> None:
+    store, claim = _parent(backend, "reuse")
+    store.start_child("p", "c1", "child", '{"a": 1}', worker_id="w", token=claim.token)
+    with pytest.raises(ConflictError):
+        store.start_child("p", "c1", "child", '{"a": 2}', worker_id="w", token=claim.token)
+    with pytest.raises(ConflictError):
+        store.start_child("p", "c1", "other", '{"a": 1}', worker_id="w", token=claim.token)

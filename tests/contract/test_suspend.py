@@ -97,6 +97,7 @@ def test_a_waiting_workflow_is_claimed_by_the_database_clock(backend: Backend) -
 _TO_V2 = {
     "sqlite": (
         'DROP INDEX "workflows_parent_id"',
+        'DROP INDEX "workflows_waiting_for"',
         'DROP INDEX "workflows_status_deadline_at"',
         "ALTER TABLE workflows DROP COLUMN deadline_at",
         "ALTER TABLE workflows DROP COLUMN waiting_for",
@@ -109,6 +110,7 @@ _TO_V2 = {
     ),
     "postgresql": (
         "DROP INDEX workflows_parent",
+        "DROP INDEX workflows_waiting_for",
         "DROP INDEX workflows_deadline",
         "ALTER TABLE workflows DROP COLUMN deadline_at",
         "ALTER TABLE workflows DROP COLUMN waiting_for",

@@ -81,3 +81,44 @@ def test_a_deadline_only_the_worker_knows_still_cancels_the_run(client: Client, 
     record = client.get("late")
     assert (record.status, record.error) == ("CANCELLED", "deadline exceeded") and outcome.status == "CANCELLED"
     assert calls_of(tmp_path / "calls") == []
+
+
+def test_retrying_a_parent_retries_the_failed_child_that_failed_it(client: Client, tmp_path: Path) -> None:
+    fail_file, calls = tmp_path / "fail", tmp_path / "calls"
+    fail_file.touch()
+    record, _ = client.run_here("retry_parent", "p", {"calls": str(calls), "fail_file": str(fail_file)})
+    assert record.status == "FAILED" and [c.status for c in client.children("p")] == ["FAILED"]
+    fail_file.unlink()
+    client.retry("p")
+    assert [c.status for c in client.children("p")] == ["PENDING"]  # revived with its parent
+    record, _ = client.run_here("retry_parent", "p")
+    assert record.status == "COMPLETED" and record.result == "fine"
+    assert calls_of(calls) == ["flaky", "flaky"]
+
+
+def test_retry_after_a_deadline_renews_it_and_revives_the_cancelled_children(client: Client, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    gate.touch()
+    client.submit("deadline_parent_flow", "p", {"calls": str(tmp_path / "calls"), "gate": str(gate)}, timeout=30)
+    claim = client.store.claim_workflow("p", "w", ttl=30)
+    from durable_workers.engine import run_claim
+
+    assert run_claim(client.store, default_registry, claim, worker_id="w").status == "WAITING"
+    client.store.expire_deadlines(now=client.store.now() + 60)  # as the supervisor would, a minute later
+    assert client.get("p").status == "CANCELLED" and [c.status for c in client.children("p")] == ["CANCELLED"]
+    retried = client.retry("p")
+    assert retried.deadline_at is not None and retried.deadline_at - retried.run_at == pytest.approx(30, abs=0.5)
+    assert [c.status for c in client.children("p")] == ["PENDING"]
+    gate.unlink()
+    record, _ = client.run_here("deadline_parent_flow", "p")
+    assert record.status == "COMPLETED"
+
+
+def test_a_foreground_parent_run_returns_while_its_child_waits_for_a_message(client: Client) -> None:
+    record, outcome = client.run_here("listening_parent", "p", {})
+    assert outcome is not None and outcome.status == "WAITING"
+    (child,) = client.children("p")
+    assert (client.get("p").status, child.status) == ("WAITING", "WAITING")
+    client.send(child.id, "go", {"ok": 1})
+    record, _ = client.run_here("listening_parent", "p")
+    assert record.status == "COMPLETED" and record.result == {"ok": 1}

@@ -41,6 +41,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE workflows ADD COLUMN deadline_at REAL",
         "ALTER TABLE workflows ADD COLUMN waiting_for TEXT",
         'CREATE INDEX IF NOT EXISTS "workflows_parent_id" ON "workflows" ("parent_id")',
+        'CREATE INDEX IF NOT EXISTS "workflows_waiting_for" ON "workflows" ("waiting_for")',
         'CREATE INDEX IF NOT EXISTS "workflows_status_deadline_at" ON "workflows" ("status", "deadline_at")',
     ),
 }
