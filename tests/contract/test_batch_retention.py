@@ -4,12 +4,14 @@
 anywhere writes nothing. ``collect_garbage`` deletes exactly the collectable workflows
 (terminal, old, family at rest) with their steps, leases, messages and events, in
 batches no larger than asked, between which the write lock is free; a dry run deletes
-nothing; a second run finds nothing.
+nothing; a second run finds nothing; a workflow retried (or a parent resumed) between the
+read and the delete is kept; two collections at once delete each workflow once.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -181,3 +183,47 @@ def test_gc_batches_are_bounded_and_release_the_write_lock_between_them(backend:
     report = collect_garbage(store, 30 * DAY, batch_size=3, on_batch=between)
     assert report.batches == (3, 3, 1) and seen == [3, 3, 1] and report.collected.steps == 7
     assert sorted(r.id for r in store.list_workflows(limit=None)) == ["between-1", "between-2", "between-3"]
+
+
+def test_a_workflow_retried_or_a_parent_resumed_after_the_read_is_kept(backend: Backend) -> None:
+    store = backend.open("recheck")
+    old = store.now() - 40 * DAY
+    _ended(store, "retried", old, Status.FAILED)
+    _family(store, "resumed", old, child_ends=True, parent_ends=False)
+    store.cancel("resumed", now=old)  # the whole family ended long ago: both collectable
+    before = store.now() - 30 * DAY
+    page = [wid for wid, _ in store.gc_candidates(before, ["FAILED", "CANCELLED", "COMPLETED"])]
+    assert sorted(page) == ["resumed", "resumed/c", "retried"]
+    store.retry("retried")
+    store.retry("resumed")  # the parent runs again: its child is no longer collectable
+    assert store.gc_delete(page, before, ["FAILED", "CANCELLED", "COMPLETED"]) == Collected()
+    assert {r.id for r in store.list_workflows(limit=None)} == {"retried", "resumed", "resumed/c"}
+    assert len(store.load_steps("retried")) == 1
+
+
+def test_two_collections_at_once_delete_each_workflow_once(backend: Backend) -> None:
+    store = backend.open("twice")
+    old = store.now() - 40 * DAY
+    for n in range(12):
+        _ended(store, f"w{n:02}", old)
+    _family(store, "fam", old, child_ends=True, parent_ends=True)
+    stores = [backend.open("twice"), backend.open("twice")]
+    reports: list[Collected] = []
+    errors: list[BaseException] = []
+
+    def collect(other: Store) -> None:
+        try:
+            reports.append(collect_garbage(other, 30 * DAY, batch_size=4).collected)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            other.close()
+
+    threads = [threading.Thread(target=collect, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors and len(reports) == 2
+    assert sum(r.workflows for r in reports) == 14 and sum(r.steps for r in reports) == 12
+    assert store.list_workflows(limit=None) == []
