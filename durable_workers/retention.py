@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .backends import Collected, Store
+from .backends.retention import terminal_only
 from .config import GC_BATCH, GC_INTERVAL_MAX, GC_INTERVAL_MIN, GC_STATUSES
 
 log = logging.getLogger("durable_workers.retention")
@@ -49,21 +50,24 @@ def collect_garbage(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    terminal_only(statuses)  # before any page: a bad call deletes nothing
     before = (store.now() if now is None else now) - older_than
     total, batches = Collected(), []
-    cursor = None
-    while True:
-        page = store.gc_candidates(before, statuses, after=cursor, limit=batch_size)
-        if not page:
-            break
-        cursor = (page[-1][1], page[-1][0])
-        done = Collected(workflows=len(page)) if dry_run else store.gc_delete([i for i, _ in page], before, statuses)
-        total += done
-        batches.append(done.workflows)
-        if on_batch is not None:
-            on_batch(done)
-        if len(page) < batch_size:
-            break
+    for status in dict.fromkeys(statuses):  # one status at a time: each page is an index range scan
+        cursor = None
+        while True:
+            page = store.gc_candidates(before, [status], after=cursor, limit=batch_size)
+            if not page:
+                break
+            cursor = (page[-1][1], page[-1][0])
+            ids = [workflow_id for workflow_id, _ in page]
+            done = Collected(workflows=len(page)) if dry_run else store.gc_delete(ids, before, statuses)
+            total += done
+            batches.append(done.workflows)
+            if on_batch is not None:
+                on_batch(done)
+            if len(page) < batch_size:
+                break
     return GcReport(total, tuple(batches), dry_run)
 
 

@@ -38,7 +38,8 @@ class Collected:
 Cursor = tuple[float, str]
 
 
-def _terminal_only(statuses: Sequence[str]) -> list[str]:
+def terminal_only(statuses: Sequence[str]) -> list[str]:
+    """``statuses`` as a list; ``ValueError`` unless it is a non-empty choice of terminal statuses."""
     chosen = list(statuses)
     if not chosen or set(chosen) - set(TERMINAL):
         raise ValueError(f"retention deletes terminal workflows only ({', '.join(TERMINAL)}), not {chosen}")
@@ -56,7 +57,7 @@ class RetentionOps(RowHelpers):
         live_child = child.select(SQL("1")).where((child.parent_id == w.id) & child.status.not_in(TERMINAL))
         # created_at <= updated_at always: the first bound lets the (status, created_at) index narrow the scan.
         return (
-            w.status.in_(_terminal_only(statuses)) & (w.created_at < before) & (w.updated_at < before)
+            w.status.in_(terminal_only(statuses)) & (w.created_at < before) & (w.updated_at < before)
             & ~fn.EXISTS(live_parent) & ~fn.EXISTS(live_child)
         )  # fmt: skip
 
@@ -66,12 +67,13 @@ class RetentionOps(RowHelpers):
         """Up to ``limit`` collectable workflows after ``after``, as ``(id, created_at)`` in (created_at, id) order.
 
         A read: nothing is locked or written. ``ValueError`` for a status that is not terminal.
+        With one status the page is read in index order and the scan stops at ``limit``.
         """
         m = self.m
         w = m.Workflow
         condition = self._collectable(before, statuses)
-        if after is not None:
-            condition &= (w.created_at > after[0]) | ((w.created_at == after[0]) & (w.id > after[1]))
+        if after is not None:  # the first bound on its own, so it narrows the index range
+            condition &= (w.created_at >= after[0]) & ((w.created_at > after[0]) | (w.id > after[1]))
 
         def body() -> list[tuple[str, float]]:
             query = w.select(w.id, w.created_at).where(condition).order_by(w.created_at, w.id).limit(limit)

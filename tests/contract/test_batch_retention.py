@@ -161,11 +161,13 @@ def test_gc_deletes_exactly_the_collectable_workflows_and_what_belongs_to_them(b
 def test_gc_takes_only_the_statuses_asked_and_refuses_unfinished_ones(backend: Backend) -> None:
     store = backend.open("statuses")
     doomed, kept = _world(store)
+    for wrong in (["COMPLETED", "RUNNING"], [], ["PENDING"]):
+        with pytest.raises(ValueError):
+            collect_garbage(store, 30 * DAY, wrong)
+    assert {r.id for r in store.list_workflows(limit=None)} == doomed | kept  # not even the COMPLETED ones
     report = collect_garbage(store, 30 * DAY, ["FAILED"])
     assert report.collected.workflows == 1
     assert {r.id for r in store.list_workflows(limit=None)} == (doomed | kept) - {"old-failed"}
-    with pytest.raises(ValueError):
-        collect_garbage(store, 30 * DAY, ["COMPLETED", "RUNNING"])
 
 
 def test_gc_batches_are_bounded_and_release_the_write_lock_between_them(backend: Backend) -> None:
