@@ -35,7 +35,8 @@ def submit_batch(ctx: click.Context, path: str, *, alone: bool) -> None:
         raise InputError(f"cannot read --batch {path}: {exc}") from None
     submissions, labels = parse_batch(text)
     records = _client(ctx).submit_many(submissions, labels=labels)
-    click.echo(f"submitted {len(records)} workflows from {path}")
+    distinct = len({record.id for record in records})
+    click.echo(f"submitted {distinct} workflows from {path}" + (f" ({len(records)} lines)" if distinct != len(records) else ""))
 
 
 def _statuses(text: str) -> list[str]:

@@ -49,10 +49,10 @@ def _one_line(done, *parts: str) -> None:  # type: ignore[no-untyped-def]
 
 def test_a_good_batch_is_submitted_once_and_again_changes_nothing(tmp_path: Path) -> None:
     db = tmp_path / "durable.db"
-    lines = [json.dumps(line) for line in GOOD]
+    lines = [json.dumps(line) for line in GOOD] + [json.dumps(GOOD[0])]  # the same workflow twice: one
     for _ in range(2):
         done = _submit(tmp_path, db, lines)
-        assert done.returncode == 0 and "submitted 2 workflows" in done.stdout, done.stderr
+        assert done.returncode == 0 and "submitted 2 workflows from" in done.stdout and "(3 lines)" in done.stdout, done.stderr
     assert _ids(db) == ["a", "b"]
 
 
