@@ -30,6 +30,8 @@ class GcReport:
     collected: Collected
     batches: tuple[int, ...]
     dry_run: bool = False
+    #: Stopped at ``max_batches`` with a full last page: more may be collectable (call again).
+    more: bool = False
 
 
 def collect_garbage(
@@ -41,12 +43,14 @@ def collect_garbage(
     dry_run: bool = False,
     now: float | None = None,
     on_batch: Callable[[Collected], None] | None = None,
+    max_batches: int | None = None,
 ) -> GcReport:
     """Delete (or, ``dry_run``, count) the collectable workflows that ended over ``older_than`` seconds ago.
 
     Each batch of at most ``batch_size`` workflows is one write transaction;
-    ``on_batch`` is called after each, outside any transaction. Raises
-    ``ValueError`` for a status that is not terminal.
+    ``on_batch`` is called after each, outside any transaction. With
+    ``max_batches`` it stops after that many (``more`` says whether a full
+    page was the last). Raises ``ValueError`` for a status that is not terminal.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -68,18 +72,27 @@ def collect_garbage(
                 on_batch(done)
             if len(page) < batch_size:
                 break
+            if max_batches is not None and len(batches) >= max_batches:
+                return GcReport(total, tuple(batches), dry_run, more=True)
     return GcReport(total, tuple(batches), dry_run)
 
 
 class RetentionSweep:
     """The supervisor's periodic :func:`collect_garbage` (every quarter retention, within 1 s .. 1 h).
 
-    Any supervisor runs it (there is no scheduler lease yet); two at once are
-    harmless, each workflow is deleted once.
+    One turn deletes at most ``SWEEP_BATCHES`` batches, so a large backlog
+    never stalls the supervisor's loop: the sweep goes on in the next turns
+    until it is through, then waits an interval. Any supervisor runs it (there
+    is no scheduler lease yet); two at once are harmless, each workflow is
+    deleted once.
     """
 
-    def __init__(self, retention: float | None) -> None:
+    #: Batches one supervisor turn deletes at most (a few tens of milliseconds each on SQLite).
+    SWEEP_BATCHES = 4
+
+    def __init__(self, retention: float | None, *, batch_size: int = GC_BATCH) -> None:
         self.retention = retention
+        self.batch_size = batch_size
         self.interval = min(max(retention / 4, GC_INTERVAL_MIN), GC_INTERVAL_MAX) if retention else None
         self._last: float | None = None  # monotonic
 
@@ -89,8 +102,10 @@ class RetentionSweep:
             return None
         if self._last is not None and mono - self._last < self.interval:
             return None
-        report = collect_garbage(store, self.retention, now=now)
-        self._last = mono  # only once it went through: a failed sweep is tried again next turn
+        report = collect_garbage(store, self.retention, now=now, batch_size=self.batch_size,
+                                 max_batches=self.SWEEP_BATCHES)  # fmt: skip
+        if not report.more:  # only once it went through: a failed or unfinished sweep goes on next turn
+            self._last = mono
         if report.collected.workflows:
             log.info("retention: deleted %d workflows that ended over %.0fs ago (%d steps)",
                      report.collected.workflows, self.retention, report.collected.steps)  # fmt: skip

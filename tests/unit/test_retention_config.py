@@ -64,3 +64,19 @@ def test_the_sweep_runs_once_per_interval(tmp_path: Path) -> None:
         assert store.list_workflows() == []
     finally:
         store.close()
+
+
+def test_a_large_backlog_is_swept_over_several_turns_then_the_sweep_waits(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "durable.db")
+    try:
+        sweep = RetentionSweep(600.0, batch_size=2)
+        sweep.SWEEP_BATCHES = 2
+        for n in range(5):
+            store.submit(f"old-{n}", "n", "{}", now=1_000.0)
+            store.cancel(f"old-{n}", now=1_000.0)
+        assert sweep.maybe_run(store, 10_000.0, mono=100.0).workflows == 4  # type: ignore[union-attr]
+        assert sweep.maybe_run(store, 10_000.0, mono=100.2).workflows == 1  # type: ignore[union-attr]  # goes on
+        assert sweep.maybe_run(store, 10_000.0, mono=100.4) is None  # through: waits an interval now
+        assert store.list_workflows() == []
+    finally:
+        store.close()
