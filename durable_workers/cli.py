@@ -215,7 +215,8 @@ def _do_submit(
 def submit(ctx: click.Context, **kwargs: Any) -> None:
     """Submit workflow NAME with id WORKFLOW_ID (idempotent) for the worker fleet.
 
-    Without --input an existing workflow is attached to with its recorded input.
+    Without --input an existing workflow is attached to with its recorded input;
+    --batch FILE.jsonl submits every line's workflow instead, in one transaction.
     """
     _do_submit(ctx, **kwargs)
 
@@ -227,7 +228,8 @@ def submit(ctx: click.Context, **kwargs: Any) -> None:
 def submit_main(ctx: click.Context, **kwargs: Any) -> None:
     """Submit workflow NAME with id WORKFLOW_ID (idempotent) for the worker fleet.
 
-    Without --input an existing workflow is attached to with its recorded input.
+    Without --input an existing workflow is attached to with its recorded input;
+    --batch FILE.jsonl submits every line's workflow instead, in one transaction.
     """
     _do_submit(ctx, **kwargs)
 
