@@ -4,6 +4,7 @@
     python -m benchmarks --quick                  # tiny sizes, 1 repetition (smoke test)
     python -m benchmarks --only floor,step --sync NORMAL --out step.json
     python -m benchmarks --only throughput --plot docs/benchmarks-throughput.png
+    python -m benchmarks --only batch --sync NORMAL  # Client.submit_many of 1,000 against raw executemany
     python -m benchmarks --db postgresql://user@host:port/dbname   # the suite on PostgreSQL
     python -m benchmarks --pg --peer dbos          # a throwaway PostgreSQL cluster, and DBOS beside us
 
@@ -28,8 +29,8 @@ from .databases import Databases, is_postgres, throwaway_server
 from .measure import Figure, machine
 from .report import plot_throughput, table, write_json
 
-BENCHMARKS = ("floor", "step", "throughput", "latency", "recovery", "scale")
-#: What runs on PostgreSQL (the scale benchmark measures SQLite's claim query plans).
+BENCHMARKS = ("floor", "step", "throughput", "latency", "recovery", "scale", "batch")
+#: What runs on PostgreSQL (scale measures SQLite's claim query plans, batch compares with raw sqlite3).
 PG_BENCHMARKS = ("floor", "step", "throughput", "latency", "recovery")
 #: The column label of PostgreSQL figures (SQLite's are its synchronous modes).
 PG_MODE = "PG"
@@ -61,6 +62,7 @@ class Sizes:
     backlog: int = 100_000  # unrunnable PENDING rows in the scale benchmark's backlog part
     claims: int = 100
     empty_claims: int = 50
+    batch: int = 1000  # workflows per batch submit
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -85,6 +87,7 @@ QUICK = Sizes(
     backlog=2_000,
     claims=10,
     empty_claims=5,
+    batch=100,
 )
 
 
@@ -132,6 +135,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     if postgres and "scale" in args.only:
         parser.error(f"scale runs on SQLite only; choose from {', '.join(PG_BENCHMARKS)}")
+    if postgres and "batch" in args.only:
+        parser.error(f"batch runs on SQLite only; choose from {', '.join(PG_BENCHMARKS)}")
     args.sync = [s.strip().upper() for s in args.sync.split(",") if s.strip()]
     bad = [s for s in args.sync if s not in ("OFF", "NORMAL", "FULL", "EXTRA")]
     if bad:
@@ -161,6 +166,7 @@ def sizes_for(args: argparse.Namespace) -> Sizes:
 
 def plan(args: argparse.Namespace, sizes: Sizes, dbs: Databases) -> list[tuple[str, Callable[[], list[Figure]]]]:
     """(label, thunk) for each selected benchmark and sync mode, in run order."""
+    from .batch import bench_batch
     from .floor import bench_floor
     from .latency import bench_latency
     from .recovery import bench_recovery
@@ -228,6 +234,8 @@ def plan(args: argparse.Namespace, sizes: Sizes, dbs: Databases) -> list[tuple[s
                     ),
                 )
             )
+    for sync in args.sync if "batch" in args.only else []:
+        jobs.append((f"batch {sync}", lambda s=sync: bench_batch(dbs, s, count=sizes.batch, repeat=sizes.step_repeat)))
     if "scale" in args.only:
         jobs.append(
             (

@@ -11,6 +11,7 @@ Every ``ctx.step`` result is checkpointed in SQLite; a crashed workflow is
 re-run from the top and completed steps return their recorded values.
 """
 
+from .batch import Submission
 from .children import ChildHandle
 from .client import Client
 from .context import Context, StepEvent, StepPolicy, step
@@ -73,6 +74,7 @@ __all__ = [
     "StepTimeoutError",
     "StoreBusyError",
     "StoreUnavailable",
+    "Submission",
     "TypedValueError",
     "UnknownWorkflowError",
     "WorkflowAborted",

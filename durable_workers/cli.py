@@ -174,15 +174,23 @@ def _submit_command(func: Callable[..., Any]) -> Callable[..., Any]:
         "--timeout", type=POSITIVE_SECONDS, help="Deadline in seconds: past it the run ends CANCELLED (children too)."
     )(func)
     func = input_options(func)
+    func = click.option("--batch", "batch", metavar="FILE.jsonl",
+                        help="Submit every line's workflow (name, id, input, options) in one transaction.")(func)  # fmt: skip
     func = click.argument("workflow_id", required=False)(func)
-    func = click.argument("name")(func)
+    func = click.argument("name", required=False)(func)
     return config_options(func)
 
 
 def _do_submit(
     ctx: click.Context, name: str, workflow_id: str | None, input_text: str | None, input_file: str | None,
-    crash_at: str | None, wait: bool, timeout: float | None,
+    crash_at: str | None, wait: bool, timeout: float | None, batch: str | None,
 ) -> None:  # fmt: skip
+    if batch is not None:
+        from .cli_gc import submit_batch
+
+        return submit_batch(ctx, batch, alone=not any((name, workflow_id, input_text, input_file, crash_at, wait, timeout)))
+    if name is None:
+        raise click.UsageError("missing argument NAME (or give --batch FILE.jsonl)")
     values = _input(input_text, input_file)
     client = _client(ctx)
     record = client.submit(name, workflow_id, values, crash_at=crash_at, timeout=timeout)
@@ -207,7 +215,8 @@ def _do_submit(
 def submit(ctx: click.Context, **kwargs: Any) -> None:
     """Submit workflow NAME with id WORKFLOW_ID (idempotent) for the worker fleet.
 
-    Without --input an existing workflow is attached to with its recorded input.
+    Without --input an existing workflow is attached to with its recorded input;
+    --batch FILE.jsonl submits every line's workflow instead, in one transaction.
     """
     _do_submit(ctx, **kwargs)
 
@@ -219,7 +228,8 @@ def submit(ctx: click.Context, **kwargs: Any) -> None:
 def submit_main(ctx: click.Context, **kwargs: Any) -> None:
     """Submit workflow NAME with id WORKFLOW_ID (idempotent) for the worker fleet.
 
-    Without --input an existing workflow is attached to with its recorded input.
+    Without --input an existing workflow is attached to with its recorded input;
+    --batch FILE.jsonl submits every line's workflow instead, in one transaction.
     """
     _do_submit(ctx, **kwargs)
 
@@ -382,11 +392,13 @@ from .cli_replay import check_replay as _check_replay, fork as _fork  # noqa: E4
 main.add_command(_fork)
 main.add_command(_check_replay)
 
-# Messages and events live in cli_messages.
+# Messages and events live in cli_messages; retention (and reading a --batch file) in cli_gc.
+from .cli_gc import gc as _gc  # noqa: E402
 from .cli_messages import events as _events, send as _send  # noqa: E402
 
 main.add_command(_send)
 main.add_command(_events)
+main.add_command(_gc)
 
 
 if __name__ == "__main__":  # pragma: no cover

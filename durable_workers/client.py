@@ -8,7 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from .backends import POSTGRES_SCHEMES, Store, open_store
 from .config import Config, load_config
@@ -21,6 +21,7 @@ from .registry import Registry, default_registry, load_app
 from .typed import to_json
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .batch import Submission
     from .replaycheck import ReplayVerdict
 
 
@@ -34,6 +35,12 @@ def _check_same(record: WorkflowRecord, name: str, input_json: str) -> None:
             f"workflow {record.id} already exists with input {recorded}; to resume it omit --input "
             f"(or give that same input), or choose another id"
         )
+
+
+def _deadline(spec: Any, timeout: float | None, run_at: float | None, now: Callable[[], float]) -> float | None:
+    """``deadline_at`` of a run starting at ``run_at`` (or ``now()``): ``timeout`` or the workflow's own, if any."""
+    timeout = timeout if timeout is not None else spec.timeout if spec is not None else None
+    return (run_at or now()) + timeout if timeout is not None else None
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,28 @@ class Client:
         ``@workflow(timeout=)``); past it the workflow ends CANCELLED,
         "deadline exceeded", its children included.
         """
+        spec, _ = self._checked(name, input, crash_at=crash_at, check=check, timeout=timeout)
+        values = self._input_for(name, workflow_id, input)
+        input_json = encode_input(values)
+        if spec is not None and input is None:
+            spec.check_input(values)
+        workflow_id = workflow_id or uuid.uuid4().hex
+        run_at = time.time() + delay if delay else None
+        deadline_at = _deadline(spec, timeout, run_at, self.store.now)
+        record, created = self.store.submit(
+            workflow_id, name, input_json, run_at=run_at, crash_at=crash_at, deadline_at=deadline_at
+        )
+        if not created:
+            _check_same(record, name, input_json)
+        return record
+
+    def _checked(
+        self, name: str, input: dict[str, Any] | None, *, crash_at: str | None, check: bool, timeout: float | None
+    ) -> tuple[Any, str | None]:
+        """Validate one submit's arguments (before the database is opened).
+
+        Returns the workflow's spec (``check``; else None) and ``input`` as canonical JSON (None for None).
+        """
         if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
             raise InputError(f"timeout={timeout!r}: give a positive number of seconds")
         spec = self.registry.get(name) if check else None
@@ -164,24 +193,20 @@ class Client:
             from .context import parse_crash_at
 
             parse_crash_at(crash_at)
-        if input is not None:
-            encode_input(input)
-            if spec is not None:
-                spec.check_input(input)
-        values = self._input_for(name, workflow_id, input)
-        input_json = encode_input(values)
-        if spec is not None and input is None:
-            spec.check_input(values)
-        workflow_id = workflow_id or uuid.uuid4().hex
-        run_at = time.time() + delay if delay else None
-        timeout = timeout if timeout is not None else spec.timeout if spec is not None else None
-        deadline_at = (run_at or self.store.now()) + timeout if timeout is not None else None
-        record, created = self.store.submit(
-            workflow_id, name, input_json, run_at=run_at, crash_at=crash_at, deadline_at=deadline_at
-        )
-        if not created:
-            _check_same(record, name, input_json)
-        return record
+        input_json = None if input is None else encode_input(input)
+        if spec is not None and input is not None:
+            spec.check_input(input)
+        return spec, input_json
+
+    def submit_many(self, submissions: "Iterable[Submission]", *, labels: "Sequence[str] | None" = None) -> list[WorkflowRecord]:
+        """Submit many workflows in one transaction, each idempotent by id as in :meth:`submit`; their rows.
+
+        Any error (validation, or a :class:`ConflictError` for an id taken with another name or input)
+        names its submission (``labels[i]``, default ``item N`` from 1) and writes nothing. ``input=None`` is ``{}``.
+        """
+        from .batch import submit_many
+
+        return submit_many(self, list(submissions), labels)
 
     def _input_for(self, name: str, workflow_id: str | None, input: dict[str, Any] | None) -> dict[str, Any]:
         """``input``, or the recorded input of workflow ``workflow_id`` named ``name``, or ``{}``."""

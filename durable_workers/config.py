@@ -2,7 +2,7 @@
 
 Precedence for each setting: explicit argument (``--db``/``--app`` flags),
 environment (``DURABLE_DB``, ``DURABLE_APP``, ``DURABLE_SYNCHRONOUS``,
-``DURABLE_LOCK_PATIENCE``, ``DURABLE_POOL_SIZE``), the ``[tool.durable]`` table of ``pyproject.toml``
+``DURABLE_LOCK_PATIENCE``, ``DURABLE_POOL_SIZE``, ``DURABLE_RETENTION``), the ``[tool.durable]`` table of ``pyproject.toml``
 in the current directory, then the defaults below.
 """
 
@@ -44,6 +44,14 @@ DEFAULT_STATUS_LIMIT = 20
 NO_TIMEOUT_WAKE_AT = 253_402_300_799.0
 #: How often a foreground ``durable run`` re-reads the wake time of its WAITING workflow (a send moves it).
 RUN_POLL_S = 0.5
+#: Seconds per unit of a duration such as ``30d``, ``12h``, ``15m`` or ``90s`` (:func:`parse_duration`).
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
+#: Terminal workflows ``durable gc`` deletes unless ``--status`` says otherwise.
+GC_STATUSES = ("COMPLETED", "FAILED", "CANCELLED")
+#: Workflows ``durable gc`` deletes per write transaction (the write lock is released between two).
+GC_BATCH = 500
+#: Bounds of the supervisor's retention sweep interval (a quarter of the retention, within these).
+GC_INTERVAL_MIN, GC_INTERVAL_MAX = 1.0, 3600.0
 #: Characters of an input or result ``durable status ID`` shows unless ``--full``.
 PREVIEW_CHARS = 400
 
@@ -60,6 +68,8 @@ class Config:
     lock_patience: float | None = None
     #: PostgreSQL connections in each process's pool (one per thread); None = ``DEFAULT_POOL_SIZE``. SQLite ignores it.
     pool_size: int | None = None
+    #: Seconds a terminal workflow is kept before the supervisor's sweep deletes it; None = kept forever.
+    retention: float | None = None
 
     def with_overrides(self, **values: Any) -> "Config":
         """Return a copy with the non-``None`` values replaced."""
@@ -106,6 +116,28 @@ def _pool_size(text: Any, source: str) -> int | None:
     return value
 
 
+def parse_duration(text: Any, source: str) -> float:
+    """``text`` such as ``30d``, ``12h``, ``15m``, ``90s`` (or a plain number of seconds) in seconds.
+
+    Raises :class:`ConfigError` naming ``source`` unless it is a positive duration.
+    """
+    raw = str(text).strip().lower()
+    unit = DURATION_UNITS.get(raw[-1:], None) if raw else None
+    number = raw[:-1] if unit is not None else raw
+    try:
+        value = float(number) * (unit or 1.0)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{source} must be a duration such as 30d, 12h, 15m or 90s, got {text!r}")
+    return value
+
+
+def _retention(text: Any, source: str) -> float | None:
+    """``text`` (from ``source``) as a retention in seconds; None when unset."""
+    return None if text is None or text == "" else parse_duration(text, source)
+
+
 def load_config(
     db: str | None = None,
     app: str | None = None,
@@ -113,11 +145,13 @@ def load_config(
     cwd: str | os.PathLike[str] | None = None,
     lock_patience: float | None = None,
     pool_size: int | None = None,
+    retention: str | None = None,
 ) -> Config:
     """Resolve the configuration from arguments, environment and pyproject.toml.
 
     Raises :class:`ConfigError` (one line) for an unknown ``synchronous`` mode
-    a lock patience that is not a positive number of seconds, or a pool size below 1.
+    a lock patience that is not a positive number of seconds, a pool size below 1,
+    or a retention that is not a duration (:func:`parse_duration`).
     """
     base = Path(cwd) if cwd is not None else Path.cwd()
     table = _pyproject_table(base)
@@ -125,6 +159,7 @@ def load_config(
         db=table.get("db"), app=table.get("app"), synchronous=table.get("synchronous"),
         lock_patience=_patience(table.get("lock_patience"), "[tool.durable] lock_patience"),
         pool_size=_pool_size(table.get("pool_size"), "[tool.durable] pool_size"),
+        retention=_retention(table.get("retention"), "[tool.durable] retention"),
     )  # fmt: skip
     config = config.with_overrides(
         db=os.environ.get("DURABLE_DB") or None,
@@ -132,10 +167,11 @@ def load_config(
         synchronous=os.environ.get("DURABLE_SYNCHRONOUS") or None,
         lock_patience=_patience(os.environ.get("DURABLE_LOCK_PATIENCE"), "DURABLE_LOCK_PATIENCE"),
         pool_size=_pool_size(os.environ.get("DURABLE_POOL_SIZE"), "DURABLE_POOL_SIZE"),
+        retention=_retention(os.environ.get("DURABLE_RETENTION"), "DURABLE_RETENTION"),
     )
     config = config.with_overrides(
         db=db, app=app, synchronous=synchronous, lock_patience=_patience(lock_patience, "lock_patience"),
-        pool_size=_pool_size(pool_size, "--pool-size"),
+        pool_size=_pool_size(pool_size, "--pool-size"), retention=_retention(retention, "--retention"),
     )
     mode = config.synchronous.upper()
     if mode not in SYNCHRONOUS_MODES:

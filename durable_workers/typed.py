@@ -162,12 +162,25 @@ def _name(tp: Any) -> str:
     return getattr(tp, "__qualname__", None) or str(tp)
 
 
+#: Resolved annotations already found, by function or class (only successes: a forward reference may resolve later).
+_HINTS: dict[Any, dict[str, Any]] = {}
+
+
 def _hints(target: Any) -> dict[str, Any]:
     """Resolved annotations of a function or class; ``{}`` when they cannot be resolved."""
     try:
-        return typing.get_type_hints(target)
+        return _HINTS[target]
+    except (KeyError, TypeError):  # TypeError: not hashable
+        pass
+    try:
+        hints = typing.get_type_hints(target)
     except Exception:  # a forward reference that does not resolve: no typed decoding
         return {}
+    try:
+        _HINTS[target] = hints
+    except TypeError:
+        pass
+    return hints
 
 
 def _typed(tp: Any) -> bool:
@@ -190,6 +203,11 @@ def step_result(fn: Callable[..., Any], value: Any) -> Any:
     return decode_as(tp, value) if _typed(tp) else value
 
 
+def typed_inputs(fn: Callable[..., Any]) -> bool:
+    """Whether any parameter of ``fn`` is annotated with a type :func:`workflow_inputs` decodes into."""
+    return any(_typed(tp) for name, tp in _hints(fn).items() if name != "return")
+
+
 def workflow_inputs(fn: Callable[..., Any], values: dict[str, Any]) -> dict[str, Any]:
     """A workflow's JSON input with each value decoded as ``fn``'s annotated parameter."""
     hints = _hints(fn)
@@ -197,4 +215,4 @@ def workflow_inputs(fn: Callable[..., Any], values: dict[str, Any]) -> dict[str,
 
 
 __all__ = ["Serializer", "TypedValueError", "decode_as", "register_serializer", "register_type", "step_result",
-           "to_json", "workflow_inputs"]
+           "to_json", "typed_inputs", "workflow_inputs"]

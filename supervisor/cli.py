@@ -33,6 +33,9 @@ from .supervisor import Supervisor, SupervisorOptions
 @click.option("--db", help="SQLite file or postgresql:// URL [env DURABLE_DB; default ./durable.db].")
 @click.option("--app", help="Module or .py file defining the workflows [env DURABLE_APP; default examples].")
 @pool_size_option()
+@click.option("--retention", metavar="DURATION",
+              help="Delete terminal workflows older than this (30d, 12h) periodically [env DURABLE_RETENTION; "
+                   "[tool.durable] retention; default: keep all].")  # fmt: skip
 @ttl_option(SupervisorOptions.ttl)
 @host_id_option
 @shutdown_timeout_option(SupervisorOptions.shutdown_timeout)
@@ -44,6 +47,7 @@ def main(
     db: str | None,
     app: str | None,
     pool_size: int | None,
+    retention: str | None,
     ttl: float,
     shutdown_timeout: float,
     log_level: str,
@@ -59,7 +63,7 @@ def main(
         stream=sys.stderr,
     )
     try:
-        config = load_config(db=db, app=app, pool_size=pool_size)
+        config = load_config(db=db, app=app, pool_size=pool_size, retention=retention)
         load_app(config.app)  # fail here, once, rather than in every worker
         supervisor = Supervisor(
             config,

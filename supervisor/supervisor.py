@@ -45,6 +45,7 @@ from durable_workers.liveness import (
     process_stopped,
     reap_dead_workers,
 )
+from durable_workers.retention import RetentionSweep
 from durable_workers.signals import SignalDispatcher
 
 from .fleet import Slot, StepWatch, SupervisorOptions, describe_exit, kill_group, kill_group_if_exited
@@ -81,6 +82,7 @@ class Supervisor:
         self._last_prune: float | None = None  # monotonic
         self._steps = StepWatch()
         self._errors = ErrorBackoff(log, "supervisor loop")
+        self._retention = RetentionSweep(config.retention)
 
     # ----------------------------------------------------------------- processes
 
@@ -260,7 +262,7 @@ class Supervisor:
         self.wake.set()
 
     def loop_once(self, now: float | None = None) -> None:
-        """Reap, reclaim, respawn, enforce timeouts, heartbeats and deadlines, prune, advance a stop.
+        """Reap, reclaim, respawn, enforce timeouts, heartbeats, deadlines and retention, prune, advance a stop.
 
         ``now`` is the time used for database comparisons (reclaim of other
         hosts' workers by their heartbeat, pruning): by default the store's
@@ -280,6 +282,7 @@ class Supervisor:
             self._prune(now, mono)
             for workflow_id in self.store.expire_deadlines(now=now):
                 log.info("workflow %s is past its deadline: CANCELLED (children too)", workflow_id)
+            self._retention.maybe_run(self.store, now, mono)
             self._last_reap = mono  # only once it all went through: a failed turn is retried next turn
         if self.stop_requests:
             self._advance_stop(mono)

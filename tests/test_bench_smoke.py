@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import ROOT, cli_env
 
-FAMILIES = {"floor", "step", "throughput", "latency", "recovery", "scale"}
+FAMILIES = {"floor", "step", "throughput", "latency", "recovery", "scale", "batch"}
 
 
 def run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -80,7 +80,7 @@ def test_quick_run_on_postgresql_creates_and_drops_a_database_per_benchmark(pg_u
     data = json.loads(out.read_text())
     assert data["dialect"] == "postgresql" and not data["errors"]
     results = data["results"]
-    assert {r["bench"] for r in results} == FAMILIES - {"scale"}
+    assert {r["bench"] for r in results} == FAMILIES - {"scale", "batch"}
     for r in results:
         assert r["sync"] == "PG"
         assert r["n"] >= 1 and r["median"] is not None and r["min"] <= r["median"] <= r["max"], r

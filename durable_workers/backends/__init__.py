@@ -26,7 +26,9 @@ from ..records import (
     WorkflowRecord,
 )
 from .base import Failure
+from .batch import NewWorkflow
 from .contract import CONTRACT, SKELETON, Operation
+from .retention import Collected
 from .schema import SCHEMA_VERSION
 from .sqlite import BUSY_TIMEOUT_MS, LOCK_RETRIES, SqliteStore
 from .store import Store
@@ -68,10 +70,12 @@ __all__ = [
     "BUSY_TIMEOUT_MS",
     "CONTRACT",
     "Claim",
+    "Collected",
     "Failure",
     "LOCK_RETRIES",
     "LeaseRecord",
     "LedgerRecord",
+    "NewWorkflow",
     "Operation",
     "SCHEMA_VERSION",
     "SKELETON",

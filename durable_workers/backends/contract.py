@@ -31,6 +31,8 @@ class Operation:
 _F = "the lease (workflow_id, worker_id, token)"
 CONTRACT: tuple[Operation, ...] = (
     Operation("submit", "inserts a PENDING workflows row unless the id exists", raises="-"),
+    Operation("submit_many", "inserts PENDING workflows rows, one transaction, for the ids that do not exist",
+              raises="what its check raises (ConflictError: nothing inserted), ValueError (an id twice)"),
     Operation("get_workflow", "reads one workflows row", raises="WorkflowNotFound"),
     Operation("list_workflows", "reads workflows, newest first"),
     Operation("count_by_status", "reads workflows counts"),
@@ -79,6 +81,10 @@ CONTRACT: tuple[Operation, ...] = (
               "the parent's lease", raises="LeaseLost, ConflictError (the id is another workflow's)"),
     Operation("list_children", "reads workflows rows of a parent"),
     Operation("expire_deadlines", "workflows past deadline_at CANCELLED (as cancel, descendants too); nothing when none"),
+    Operation("gc_candidates", "reads collectable workflows (terminal, old, parent ended, no unfinished child)",
+              raises="ValueError (a status that is not terminal)"),
+    Operation("gc_delete", "deletes the given workflows still collectable, with their steps, leases, messages and "
+              "events", raises="ValueError (a status that is not terminal)"),
     Operation("next_wake", "reads the earliest wake_at of WAITING workflows among names"),
     Operation("register_worker", "workers row upserted (host identity, pid, create time, ttl)"),
     Operation("heartbeat", "workers row beat; exactly the given leases renewed", "each lease by (worker_id, token)",

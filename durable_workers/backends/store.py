@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Iterable, Protocol
 
+from .batch import BatchOps
 from .children import ChildOps
 from .claims import ClaimOps
 from .endings import EndingOps
 from .ledger import LedgerOps
 from .messaging import MessageOps
 from .migrations import Migration
+from .retention import RetentionOps
 from .steps import StepOps
 from .workers import WorkerOps
 from .workflows import WorkflowOps
@@ -25,7 +27,9 @@ class ChangeWatch(Protocol):
         """Release the watch's connection."""
 
 
-class Store(WorkflowOps, ClaimOps, StepOps, EndingOps, MessageOps, ChildOps, WorkerOps, LedgerOps):
+class Store(
+    WorkflowOps, BatchOps, ClaimOps, StepOps, EndingOps, MessageOps, ChildOps, RetentionOps, WorkerOps, LedgerOps
+):
     """The durable state of workflows, steps, leases and workers in one database.
 
     The type the engine, worker, supervisor, client and CLI see; every

@@ -264,6 +264,7 @@ class Fleet:
         shutdown_timeout: float = 60.0,
         ready: bool = True,
         host_id: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> Supervisor:
         log = self.tmp_path / f"supervisor-{len(self.supervisors) + 1}.log"
         script = BIN / "durable-supervisor"
@@ -274,7 +275,7 @@ class Fleet:
             "--app", str(APP),
             "--ttl", str(ttl),
             "--shutdown-timeout", str(shutdown_timeout),
-        ] + (["--host-id", host_id] if host_id else [])
+        ] + (["--host-id", host_id] if host_id else []) + list(extra)
         # A working directory of its own: --db and --app must be honoured, not found by luck
         # as ./durable.db or through pyproject.toml.
         cwd = self.tmp_path / "supervisor-cwd"
