@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import click
 
-from .codec import CORRUPT_MARK, summarize_error
+from .codec import summarize_error
+from .cli_show import show_workflow
 from .cli_format import (
-    print_family,
     sleeping_note,
     _emit_json,
     _preview,
@@ -29,7 +29,6 @@ from .cli_format import (
     _stale,
     _worker_json,
     _workflow_json,
-    print_value,
 )
 from .cli_options import (
     AT_LEAST_ONE,
@@ -45,7 +44,6 @@ from .cli_options import (
     log_level_option,
     read_input,
     ttl_option,
-    version_option,
 )
 from .client import Client, parse_input
 from .config import DEFAULT_STATUS_LIMIT, load_config
@@ -234,44 +232,6 @@ def submit_main(ctx: click.Context, **kwargs: Any) -> None:
     _do_submit(ctx, **kwargs)
 
 
-def _show_workflow(client: Client, workflow_id: str, as_json: bool, full: bool) -> None:
-    """``durable status ID``: the workflow, its lease and steps (input and result previewed unless ``full``)."""
-    record = client.get(workflow_id)
-    rows = client.steps(workflow_id)
-    lease = client.lease(workflow_id)
-    children = client.children(workflow_id)
-    if as_json:
-        data = _workflow_json(record) | {
-            "steps": [_step_json(r) for r in rows],
-            "lease": None if lease is None else lease.__dict__,
-            "error_detail": record.error,
-            "children": [_workflow_json(c) for c in children],
-        }
-        _emit_json(data)
-        return
-    click.echo(f"{record.id}  {record.name}  {record.status}  attempts={record.attempts}")
-    if "input" in record.corrupt:
-        click.echo(f"input: {CORRUPT_MARK}")
-    else:
-        print_value("input", record.input, full=full)
-    if record.interruption and record.status != Status.COMPLETED.value:
-        click.echo(f"last interruption: {record.interruption}")
-    note = sleeping_note(record, time.time(), rows)
-    if note:
-        click.echo(note)
-    if lease is not None and lease.worker_id:
-        left = (lease.expires_at or 0) - time.time()
-        click.echo(f"lease: worker {lease.worker_id} token {lease.token} (expires in {left:.1f}s)")
-    if record.status == Status.PENDING.value and record.name in client.unserved_names():
-        click.echo(f"waiting: no live worker registers {record.name!r}")
-    if record.status == Status.COMPLETED.value:
-        print_value("result", CORRUPT_MARK if "result" in record.corrupt else record.result, full=full)
-    elif record.error:
-        click.echo(f"error: {record.error}")
-    print_family(record, children)
-    _print_steps(rows)
-
-
 @main.command()
 @config_options
 @click.argument("workflow_id", required=False)
@@ -283,7 +243,7 @@ def status(ctx: click.Context, workflow_id: str | None, as_json: bool, limit: in
     """Counts by status and recent workflows, or one workflow with its steps and lease."""
     client = _client(ctx, create=False)
     if workflow_id:
-        _show_workflow(client, workflow_id, as_json, full)
+        show_workflow(client, workflow_id, as_json, full)
         return
     counts = client.counts()
     recent = client.list(limit=limit)
