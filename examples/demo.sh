@@ -26,7 +26,12 @@ echo "      start date (2 s here), provision laptop and access as two child work
 echo "      manager's approval with a reminder every 1.5 s, then the welcome email"
 durable run employee_onboarding emp-7 --input '{"start_in": 2, "remind_every": 1.5}' > "$dir/story.log" 2>&1 &
 story=$!
-until durable events emp-7 2>/dev/null | grep -q "waiting for approval"; do sleep 0.2; done
+tries=0
+until durable events emp-7 2>/dev/null | grep -q "waiting for approval"; do
+    tries=$((tries + 1))
+    [ "$tries" -le 150 ] || { echo "   the story did not reach the approval wait:"; cat "$dir/story.log"; exit 1; }
+    sleep 0.2
+done
 echo "   stage: waiting for approval; the manager approves after a reminder or two"
 sleep 2
 durable send emp-7 approval --payload '{"approved": true, "by": "manager-1"}' --key approval-emp-7
