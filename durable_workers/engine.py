@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import keys
+from .attempt import SUSPEND_POINT, crash_if_asked, parse_crash_at
 from .backends import Store
 from .codec import encode_json, format_traceback, safe_str
 from .context import AttemptControl, Context, Listener
@@ -206,10 +207,13 @@ def _suspend(store: Store, claim: Claim, worker_id: str, suspended: WorkflowSusp
         return _hold(store, claim, worker_id, "suspended after a step timed out")
     try:
         wake_at = suspended.wake_at
+        crash_at = parse_crash_at(claim.workflow.crash_at) if claim.workflow.attempts == 1 else None
+        crash_if_asked(crash_at, SUSPEND_POINT, "before")
         store.suspend_workflow(
             claim.workflow.id, wake_at, worker_id=worker_id, token=claim.token, topic=suspended.topic,
             child=suspended.child, deadline_at=ctx.deadline,
         )  # fmt: skip
+        crash_if_asked(crash_at, SUSPEND_POINT, "after")
     except LeaseLost:
         return Outcome(claim.workflow.id, "LOST")
     except StoreUnavailable as exc:

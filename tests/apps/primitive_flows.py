@@ -7,6 +7,8 @@ as a deploy would.
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 from durable_workers import Context, workflow
@@ -14,6 +16,8 @@ from tests.apps.core_flows import halt, record_call
 
 #: Which version of ``patch_flow`` is deployed (1: before the patch, 2: patched, 3: patch deprecated).
 CODE_VERSION = 2
+#: How long ``boundary_flow``'s last step waits for its gate file at most.
+GATE_WAIT_S = 120.0
 
 
 @workflow
@@ -73,3 +77,24 @@ def approval_flow(ctx: Context, calls: str, timeout: float | None = None) -> Any
     ctx.set_event("decision", decision)
     ctx.step("after", lambda: record_call(calls, "after"))
     return decision
+
+
+def _after_gate(calls: str, gate: str | None) -> int:
+    """Step body: wait (bounded) until ``gate`` exists when one is given, then record ``after``."""
+    deadline = time.monotonic() + GATE_WAIT_S
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return record_call(calls, "after")
+
+
+@workflow
+def boundary_flow(ctx: Context, calls: str, kind: str = "sleep", seconds: float = 2.0, gate: str | None = None) -> Any:
+    """Record a step, wait (``kind`` ``sleep``: ``seconds``; ``recv``: a message on 'go'), record another.
+
+    The last step waits for the file ``gate`` first, when given: a test can kill the worker
+    that woke the workflow while it holds the claim, before the step's side effect.
+    """
+    ctx.step("before", lambda: record_call(calls, "before"))
+    value = ctx.sleep(seconds) if kind == "sleep" else ctx.recv("go")
+    ctx.step("after", lambda: _after_gate(calls, gate))
+    return value
