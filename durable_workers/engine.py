@@ -207,7 +207,7 @@ def _suspend(store: Store, claim: Claim, worker_id: str, suspended: WorkflowSusp
         return _hold(store, claim, worker_id, "suspended after a step timed out")
     try:
         wake_at = suspended.wake_at
-        crash_at = parse_crash_at(claim.workflow.crash_at) if claim.workflow.attempts == 1 else None
+        crash_at = _suspend_crash_at(claim)
         crash_if_asked(crash_at, SUSPEND_POINT, "before")
         store.suspend_workflow(
             claim.workflow.id, wake_at, worker_id=worker_id, token=claim.token, topic=suspended.topic,
@@ -219,6 +219,21 @@ def _suspend(store: Store, claim: Claim, worker_id: str, suspended: WorkflowSusp
     except StoreUnavailable as exc:
         return _give_back(store, claim, worker_id, "ABANDONED", reason=f"store unavailable: {exc.cause}")
     return Outcome(claim.workflow.id, Status.WAITING.value, wake_at=wake_at)
+
+
+#: The steps a durable wait records before it suspends (``ctx.sleep``/``sleep_until``, ``ctx.recv``).
+WAIT_STEPS = (keys.RESERVED_PREFIX + "sleep", keys.RESERVED_PREFIX + "recv-wait")
+
+
+def _suspend_crash_at(claim: Claim) -> tuple[str, str] | None:
+    """The crash point of a first attempt that reached its first wait (none recorded when claimed), else None.
+
+    A suspend gives its claim back (the next claim is a first attempt again), so without the
+    second condition ``durable:suspend:after`` would fire at every wait of the workflow.
+    """
+    if claim.workflow.attempts != 1 or any(step.name in WAIT_STEPS for step in claim.steps):
+        return None
+    return parse_crash_at(claim.workflow.crash_at)
 
 
 def _hold(store: Store, claim: Claim, worker_id: str, reason: str) -> Outcome:

@@ -98,3 +98,31 @@ def boundary_flow(ctx: Context, calls: str, kind: str = "sleep", seconds: float 
     value = ctx.sleep(seconds) if kind == "sleep" else ctx.recv("go")
     ctx.step("after", lambda: _after_gate(calls, gate))
     return value
+
+
+def _effect(calls: str, label: str) -> str:
+    """Step body: record ``label`` as a side effect and return it."""
+    record_call(calls, label)
+    return label
+
+
+@workflow
+def every_primitive_flow(ctx: Context, calls: str) -> dict[str, Any]:
+    """Each primitive once: recorded values, steps, parallel, sleep, recv with and without timeout, event, patch.
+
+    The step ``use`` logs the recorded values it was given, so a test can see that every
+    execution of it saw the same ones.
+    """
+    stamp, ident, draw = ctx.now(), ctx.uuid4(), ctx.random()
+    ctx.step("use", lambda: _effect(calls, f"use {stamp!r} {ident} {draw!r}"))
+    pair = ctx.parallel(
+        lambda: ctx.step("left", lambda: _effect(calls, "left")),
+        lambda: ctx.step("right", lambda: _effect(calls, "right")),
+    )
+    ctx.sleep(0.2)
+    message = ctx.recv("go")
+    late = ctx.recv("never", timeout=0.2)
+    ctx.set_event("seen", message)
+    branch = ctx.step("new", lambda: _effect(calls, "new")) if ctx.patched("p") else ctx.step("old", lambda: "old")
+    ctx.step("last", lambda: _effect(calls, "last"))
+    return {"now": stamp, "uuid": ident, "random": draw, "pair": pair, "message": message, "late": late, "branch": branch}
