@@ -8,7 +8,8 @@ message on 'go', records ``after``. Each test SIGKILLs at one boundary:
 - during the wait (every process of the fleet, supervisor included; a new fleet takes over);
 - after the send (recv) or the wake time (sleep), before any worker woke the workflow;
 - right after the wake claim: the worker holding the woken workflow, inside its first new step
-  (held at a gate file so that its side effect has not happened).
+  (held at a gate file so that its side effect has not happened); and by the crash hook, in
+  the resuming attempt (recv: after it consumed the message, before recording it).
 
 Each asserts the workflow COMPLETED, every step's side effect happened once, the wait was
 recorded once, and exactly the first message was consumed. Tests wait on database rows.
@@ -165,3 +166,18 @@ def test_the_worker_killed_right_after_the_wake_claim(fleet, tmp_path: Path, kin
     gate.touch()
     _check_outcome(fleet.db, tmp_path, kind)
     assert query(fleet.db, "SELECT attempts FROM steps WHERE workflow_id = ? AND step_key = 'after#1'", (WF,))[0]["attempts"] == 2
+
+
+@pytest.mark.parametrize(("kind", "point"), (("sleep", "after:before"), ("recv", "durable:recv:before")))
+def test_the_resuming_attempt_killed_by_the_hook_after_the_wake_claim(fleet, tmp_path: Path, kind: str, point: str) -> None:
+    """A suspend does not count as an attempt, so a crash point past the wait fires in the claim that
+    resumes it: for recv, after that claim consumed the message and before ``durable:recv`` is recorded."""
+    supervisor = fleet.start(workers=2)
+    first_pids = set(supervisor.worker_pids())
+    submit(fleet.db, "boundary_flow", WF, _values(tmp_path, kind), "--crash-at", point)
+    wait_for(lambda: _waiting_without_lease(fleet.db), 60, "WAITING, no lease held")
+    if kind == "recv":
+        _send_both(fleet.db)
+    _check_outcome(fleet.db, tmp_path, kind)
+    assert any(gone(pid) for pid in first_pids), "no worker was killed in the resuming attempt"
+    assert workflow_row(fleet.db, WF)["attempts"] == 2  # the killed resuming attempt, then the last one
