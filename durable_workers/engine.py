@@ -221,17 +221,14 @@ def _suspend(store: Store, claim: Claim, worker_id: str, suspended: WorkflowSusp
     return Outcome(claim.workflow.id, Status.WAITING.value, wake_at=wake_at)
 
 
-#: The steps a durable wait records before it suspends (``ctx.sleep``/``sleep_until``, ``ctx.recv``).
-WAIT_STEPS = (keys.RESERVED_PREFIX + "sleep", keys.RESERVED_PREFIX + "recv-wait")
-
-
 def _suspend_crash_at(claim: Claim) -> tuple[str, str] | None:
-    """The crash point of a first attempt that reached its first wait (none recorded when claimed), else None.
+    """The crash point of a first attempt of a workflow that never suspended before, else None.
 
     A suspend gives its claim back (the next claim is a first attempt again), so without the
-    second condition ``durable:suspend:after`` would fire at every wait of the workflow.
+    second condition ``durable:suspend:after`` would fire at every wait of the workflow. A row
+    keeps its last ``wake_at``: None means it never waited.
     """
-    if claim.workflow.attempts != 1 or any(step.name in WAIT_STEPS for step in claim.steps):
+    if claim.workflow.attempts != 1 or claim.workflow.wake_at is not None:
         return None
     return parse_crash_at(claim.workflow.crash_at)
 
