@@ -29,9 +29,9 @@ from .databases import Databases, is_postgres, throwaway_server
 from .measure import Figure, machine
 from .report import plot_throughput, table, write_json
 
-BENCHMARKS = ("floor", "step", "throughput", "latency", "recovery", "scale", "batch")
+BENCHMARKS = ("floor", "step", "throughput", "latency", "recovery", "wake", "scale", "batch")
 #: What runs on PostgreSQL (scale measures SQLite's claim query plans, batch compares with raw sqlite3).
-PG_BENCHMARKS = ("floor", "step", "throughput", "latency", "recovery")
+PG_BENCHMARKS = ("floor", "step", "throughput", "latency", "recovery", "wake")
 #: The column label of PostgreSQL figures (SQLite's are its synchronous modes).
 PG_MODE = "PG"
 PEERS = ("dbos",)
@@ -58,6 +58,9 @@ class Sizes:
     recovery_workers: int = 2
     recovery_samples: int = 10
     restart_samples: int = 5
+    wake_workers: int = 4
+    wake_workflows: tuple[int, ...] = (100, 1000)
+    wake_sleep_s: tuple[float, float] = (1.0, 3.0)
     scale_sizes: tuple[int, ...] = (1_000, 100_000, 1_000_000)
     backlog: int = 100_000  # unrunnable PENDING rows in the scale benchmark's backlog part
     claims: int = 100
@@ -83,6 +86,9 @@ QUICK = Sizes(
     gap=(0.05, 0.1),
     recovery_samples=1,
     restart_samples=1,
+    wake_workers=2,
+    wake_workflows=(20,),
+    wake_sleep_s=(0.2, 0.5),
     scale_sizes=(1_000,),
     backlog=2_000,
     claims=10,
@@ -173,6 +179,7 @@ def plan(args: argparse.Namespace, sizes: Sizes, dbs: Databases) -> list[tuple[s
     from .scale import bench_backlog, bench_scale
     from .step import bench_step
     from .throughput import bench_throughput
+    from .wake import bench_wake
 
     jobs: list[tuple[str, Callable[[], list[Figure]]]] = []
     for sync in args.sync:
@@ -234,6 +241,11 @@ def plan(args: argparse.Namespace, sizes: Sizes, dbs: Databases) -> list[tuple[s
                     ),
                 )
             )
+    for sync in args.sync:
+        if "wake" in args.only:
+            jobs.append((f"wake {sync}", lambda s=sync: bench_wake(
+                dbs, s, workers=sizes.wake_workers, counts=sizes.wake_workflows, sleep_s=sizes.wake_sleep_s,
+                repeat=sizes.repeat, log_level=args.log_level)))  # fmt: skip
     for sync in args.sync if "batch" in args.only else []:
         jobs.append((f"batch {sync}", lambda s=sync: bench_batch(dbs, s, count=sizes.batch, repeat=sizes.step_repeat)))
     if "scale" in args.only:

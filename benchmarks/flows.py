@@ -8,6 +8,7 @@ claims, step checkpoints, leases and the fleet around them.
   4 steps, ``sleep_ms`` per step (0 = no-op).
 - ``bench_sequential``: ``steps`` sequential no-op steps (step overhead).
 - ``bench_one_step``: one no-op step (submit-to-start latency).
+- ``bench_sleep``: one durable sleep, then a recorded ``ctx.now()`` (wake lateness).
 - ``bench_recovery``: before -> hang -> after; ``hang`` blocks on its first
   attempt (a marker file tells attempts apart) so a worker can be killed mid-step.
 """
@@ -72,3 +73,10 @@ def bench_recovery(ctx: Context, marker_dir: str, hang_s: float = 120.0) -> bool
     ctx.step("hang", lambda: _hang_once(ctx, marker_dir, hang_s))
     ctx.step("after", lambda: PAYLOAD)
     return True
+
+
+@workflow
+def bench_sleep(ctx: Context, seconds: float = 1.0) -> float:
+    """Sleep durably, then record the time it resumed (the wake benchmark reads both)."""
+    ctx.sleep(seconds)
+    return ctx.now()

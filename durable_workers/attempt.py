@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -60,3 +62,14 @@ def parse_crash_at(spec: str | None) -> tuple[str, str] | None:
     if not target or point not in ("before", "after"):
         raise DurableError(f"--crash-at must look like STEP:before or STEP:after, got {spec!r}")
     return target, point
+
+
+#: The crash points of a suspend (``--crash-at durable:suspend:before|after``): just before
+#: the WAITING state is committed, and just after it (the lease is already released).
+SUSPEND_POINT = "durable:suspend"
+
+
+def crash_if_asked(crash_at: tuple[str, str] | None, target: str, point: str) -> None:
+    """SIGKILL this process when ``crash_at`` (parsed, None once past the first attempt) is ``target:point``."""
+    if crash_at == (target, point):
+        os.kill(os.getpid(), signal.SIGKILL)

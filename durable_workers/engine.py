@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import keys
+from .attempt import SUSPEND_POINT, crash_if_asked, parse_crash_at
 from .backends import Store
 from .codec import encode_json, format_traceback, safe_str
 from .context import AttemptControl, Context, Listener
@@ -206,15 +207,30 @@ def _suspend(store: Store, claim: Claim, worker_id: str, suspended: WorkflowSusp
         return _hold(store, claim, worker_id, "suspended after a step timed out")
     try:
         wake_at = suspended.wake_at
+        crash_at = _suspend_crash_at(claim)
+        crash_if_asked(crash_at, SUSPEND_POINT, "before")
         store.suspend_workflow(
             claim.workflow.id, wake_at, worker_id=worker_id, token=claim.token, topic=suspended.topic,
             child=suspended.child, deadline_at=ctx.deadline,
         )  # fmt: skip
+        crash_if_asked(crash_at, SUSPEND_POINT, "after")
     except LeaseLost:
         return Outcome(claim.workflow.id, "LOST")
     except StoreUnavailable as exc:
         return _give_back(store, claim, worker_id, "ABANDONED", reason=f"store unavailable: {exc.cause}")
     return Outcome(claim.workflow.id, Status.WAITING.value, wake_at=wake_at)
+
+
+def _suspend_crash_at(claim: Claim) -> tuple[str, str] | None:
+    """The crash point of a first attempt of a workflow that never suspended before, else None.
+
+    A suspend gives its claim back (the next claim is a first attempt again), so without the
+    second condition ``durable:suspend:after`` would fire at every wait of the workflow. A row
+    keeps its last ``wake_at``: None means it never waited.
+    """
+    if claim.workflow.attempts != 1 or claim.workflow.wake_at is not None:
+        return None
+    return parse_crash_at(claim.workflow.crash_at)
 
 
 def _hold(store: Store, claim: Claim, worker_id: str, reason: str) -> Outcome:

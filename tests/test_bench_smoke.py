@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import ROOT, cli_env
 
-FAMILIES = {"floor", "step", "throughput", "latency", "recovery", "scale", "batch"}
+FAMILIES = {"floor", "step", "throughput", "latency", "recovery", "wake", "scale", "batch"}
 
 
 def run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -54,6 +54,7 @@ def test_quick_run_produces_table_json_and_plot(tmp_path: Path) -> None:
     assert ("step", "ratio to floor") in metrics
     assert ("throughput", "noop w=2 workflows/s") in metrics
     assert ("recovery", "supervisor restarted p50") in metrics
+    assert ("wake", "sleep storm n=20 lateness p99") in metrics
 
     assert "| benchmark | metric |" in result.stdout
     if importlib.util.find_spec("matplotlib") is not None:
@@ -91,6 +92,7 @@ def test_quick_run_on_postgresql_creates_and_drops_a_database_per_benchmark(pg_u
     assert ("latency", "submit-to-start p95 (NOTIFY)") in metrics
     assert ("latency", "submit-to-start p50 (polling)") in metrics
     assert ("recovery", "supervisor alive p50") in metrics
+    assert ("wake", "sleep storm n=20 lateness p50") in metrics
     with psycopg.connect(pg_url, autocommit=True) as conn:
         left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'dw_bench_%'").fetchall()
     assert left == []

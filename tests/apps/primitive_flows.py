@@ -7,6 +7,8 @@ as a deploy would.
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 from durable_workers import Context, workflow
@@ -14,6 +16,8 @@ from tests.apps.core_flows import halt, record_call
 
 #: Which version of ``patch_flow`` is deployed (1: before the patch, 2: patched, 3: patch deprecated).
 CODE_VERSION = 2
+#: How long ``boundary_flow``'s last step waits for its gate file at most.
+GATE_WAIT_S = 120.0
 
 
 @workflow
@@ -73,3 +77,52 @@ def approval_flow(ctx: Context, calls: str, timeout: float | None = None) -> Any
     ctx.set_event("decision", decision)
     ctx.step("after", lambda: record_call(calls, "after"))
     return decision
+
+
+def _after_gate(calls: str, gate: str | None) -> int:
+    """Step body: wait (bounded) until ``gate`` exists when one is given, then record ``after``."""
+    deadline = time.monotonic() + GATE_WAIT_S
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return record_call(calls, "after")
+
+
+@workflow
+def boundary_flow(ctx: Context, calls: str, kind: str = "sleep", seconds: float = 2.0, gate: str | None = None) -> Any:
+    """Record a step, wait (``kind`` ``sleep``: ``seconds``; ``recv``: a message on 'go'), record another.
+
+    The last step waits for the file ``gate`` first, when given: a test can kill the worker
+    that woke the workflow while it holds the claim, before the step's side effect.
+    """
+    ctx.step("before", lambda: record_call(calls, "before"))
+    value = ctx.sleep(seconds) if kind == "sleep" else ctx.recv("go")
+    ctx.step("after", lambda: _after_gate(calls, gate))
+    return value
+
+
+def _effect(calls: str, label: str) -> str:
+    """Step body: record ``label`` as a side effect and return it."""
+    record_call(calls, label)
+    return label
+
+
+@workflow
+def every_primitive_flow(ctx: Context, calls: str) -> dict[str, Any]:
+    """Each primitive once: recorded values, steps, parallel, sleep, recv with and without timeout, event, patch.
+
+    The step ``use`` logs the recorded values it was given, so a test can see that every
+    execution of it saw the same ones.
+    """
+    stamp, ident, draw = ctx.now(), ctx.uuid4(), ctx.random()
+    ctx.step("use", lambda: _effect(calls, f"use {stamp!r} {ident} {draw!r}"))
+    pair = ctx.parallel(
+        lambda: ctx.step("left", lambda: _effect(calls, "left")),
+        lambda: ctx.step("right", lambda: _effect(calls, "right")),
+    )
+    ctx.sleep(0.2)
+    message = ctx.recv("go")
+    late = ctx.recv("never", timeout=0.2)
+    ctx.set_event("seen", message)
+    branch = ctx.step("new", lambda: _effect(calls, "new")) if ctx.patched("p") else ctx.step("old", lambda: "old")
+    ctx.step("last", lambda: _effect(calls, "last"))
+    return {"now": stamp, "uuid": ident, "random": draw, "pair": pair, "message": message, "late": late, "branch": branch}

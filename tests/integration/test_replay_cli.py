@@ -1,7 +1,8 @@
 """``durable check-replay`` and ``durable fork`` through the real CLI, on both backends.
 
-A history recorded by app v1 (tests/replay_apps) is checked against v1 (passes) and against
-v2, which renames a step (fails, naming the first diverging step); no row changes.
+A history recorded by app v1 (tests/replay_apps) is checked against v1 (passes), against
+v2, which renames a step (fails, naming the first diverging step), and against v3, which
+makes the same rename behind ``ctx.patched`` (passes); no row changes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tests.integration.fleet_support import DbTarget, any_db, cli_cwd, query  # 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 APPS = Path(__file__).resolve().parents[1] / "replay_apps"
-V1, V2 = APPS / "v1.py", APPS / "v2.py"
+V1, V2, V3 = APPS / "v1.py", APPS / "v2.py", APPS / "v3.py"
 TABLES = ("workflows", "steps", "leases", "workers", "meta")
 
 
@@ -82,4 +83,24 @@ def test_fork_errors_are_one_line(any_db: DbTarget) -> None:  # noqa: F811
         assert result.returncode == 1
         assert result.stderr.strip() == f"Error: {result.stderr.strip()[7:]}" and expected in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert all_rows(any_db) == before
+
+
+def test_check_replay_passes_the_rename_made_behind_ctx_patched(any_db: DbTarget) -> None:  # noqa: F811
+    _record_v1_history(any_db)
+    before = all_rows(any_db)
+    patched = durable(any_db, V3, "check-replay")
+    assert patched.returncode == 0, patched.stdout + patched.stderr
+    lines = patched.stdout.splitlines()
+    # wf-1 was recorded by v1 up to ``ship``: v3 replays ``charge`` (the unpatched branch) and goes on.
+    assert any(line.startswith("wf-1  replay_order  RUNNING  ok: would continue at ship#1") for line in lines), lines
+    assert any(line.startswith("wf-2  replay_order  PENDING  ok: would continue at reserve#1") for line in lines), lines
+    assert any(line.startswith("legacy-1  replay_legacy  PENDING  ok") for line in lines), lines
+    assert lines[-1] == "3 unfinished workflows checked: 0 would diverge or break"
+
+    report = json.loads(durable(any_db, V3, "check-replay", "--json").stdout)
+    assert (report["checked"], report["diverging"]) == (3, 0)
+    assert {v["workflow_id"]: v["outcome"] for v in report["workflows"]} == {
+        "wf-1": "continues", "wf-2": "continues", "legacy-1": "continues",
+    }  # fmt: skip
     assert all_rows(any_db) == before
