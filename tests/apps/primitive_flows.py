@@ -108,7 +108,7 @@ def _effect(calls: str, label: str) -> str:
 
 @workflow
 def every_primitive_flow(ctx: Context, calls: str) -> dict[str, Any]:
-    """Each primitive once: recorded values, steps, parallel, sleep, recv with and without timeout, event, patch.
+    """Each primitive once: recorded values, steps, parallel, sleep, recv with and without timeout, event, patch, child.
 
     The step ``use`` logs the recorded values it was given, so a test can see that every
     execution of it saw the same ones.
@@ -124,5 +124,9 @@ def every_primitive_flow(ctx: Context, calls: str) -> dict[str, Any]:
     late = ctx.recv("never", timeout=0.2)
     ctx.set_event("seen", message)
     branch = ctx.step("new", lambda: _effect(calls, "new")) if ctx.patched("p") else ctx.step("old", lambda: "old")
+    child = ctx.call("child_device", calls=f"{calls}.child", device="kid")
     ctx.step("last", lambda: _effect(calls, "last"))
-    return {"now": stamp, "uuid": ident, "random": draw, "pair": pair, "message": message, "late": late, "branch": branch}
+    return {
+        "now": stamp, "uuid": ident, "random": draw, "pair": pair, "message": message, "late": late, "branch": branch,
+        "child": child,
+    }  # fmt: skip

@@ -1,6 +1,6 @@
 """Replay determinism across 20 randomized crash points, through a real fleet, on both backends.
 
-``every_primitive_flow`` (tests/apps/primitive_flows.py) uses every primitive once. One
+``every_primitive_flow`` (tests/apps/primitive_flows.py) uses every primitive once, a child workflow included. One
 workflow runs uncrashed (the reference); 20 others each get a crash point drawn (seeded)
 from every step's ``before``/``after`` and the suspend's (``--crash-at``: the worker
 SIGKILLs itself there, once). All run on one fleet. Each crashed workflow must end with
@@ -37,13 +37,15 @@ SEED = int(os.environ.get("DURABLE_CRASH_SEED", "20"))
 POINTS = 20
 STEPS = (
     "durable:now", "durable:uuid4", "durable:random", "use", "left", "right", "durable:sleep",
-    "durable:recv-wait", "durable:recv", "durable:event:seen", "durable:patch:p", "new", "last",
+    "durable:recv-wait", "durable:recv", "durable:event:seen", "durable:patch:p", "new",
+    "durable:child:child_device", "durable:child-result", "last",
 )  # fmt: skip
 CANDIDATES = [f"{s}:{p}" for s in (*STEPS, "durable:suspend") for p in ("before", "after")]
 #: Recorded values that differ between any two runs: checked against the workflow's own result.
 PER_RUN = (
     "durable:now#1", "durable:uuid4#1", "durable:random#1", "use#1",
     "durable:sleep#1", "durable:recv-wait#1", "durable:recv-wait#2",
+    "durable:child:child_device#1", "durable:child-result#1",  # they name the child, whose id is the parent's
 )  # fmt: skip
 SIBLING = {"left": "right", "right": "left"}
 
@@ -74,6 +76,9 @@ def _check(db, tmp_path: Path, workflow_id: str, point: str, reference: dict) ->
         assert n == 1 or (rerun_ok and n == 2), (label, n)
     consumed = query(db, "SELECT topic FROM messages WHERE workflow_id = ? AND consumed_by_step IS NOT NULL", (workflow_id,))
     assert [r["topic"] for r in consumed] == ["go"]
+    children = query(db, "SELECT id, status FROM workflows WHERE parent_id = ?", (workflow_id,))
+    assert [(r["id"], r["status"]) for r in children] == [(f"{workflow_id}/child:child_device#1", "COMPLETED")]
+    assert calls_of(tmp_path / f"{workflow_id}.child") == ["provision-kid"]
 
 
 def test_20_randomized_crash_points_replay_to_the_reference_history(fleet, tmp_path: Path) -> None:
@@ -81,19 +86,23 @@ def test_20_randomized_crash_points_replay_to_the_reference_history(fleet, tmp_p
     client = Client(db=str(fleet.db), app=str(APP))
     try:
         ids = ["reference"] + [f"crash-{i:02d}" for i in range(POINTS)]
+        children = [f"{workflow_id}/child:child_device#1" for workflow_id in ids]
         for workflow_id, point in zip(ids, [None, *points]):
             client.submit("every_primitive_flow", workflow_id, {"calls": str(tmp_path / workflow_id)}, crash_at=point)
             client.send(workflow_id, "go", {"n": 1})
     finally:
         client.close()
     supervisor = fleet.start(workers=2)
-    wait_status(fleet.db, ids, "COMPLETED", 240)
+    wait_status(fleet.db, ids + children, "COMPLETED", 240)
     reference_result = json.loads(workflow_row(fleet.db, "reference")["result"])
     reference = {
         "history": _history(fleet.db, "reference"),
         "rest": {k: v for k, v in reference_result.items() if k not in ("now", "uuid", "random")},
     }
-    assert reference["rest"] == {"pair": ["left", "right"], "message": {"n": 1}, "late": None, "branch": "new"}
+    assert reference["rest"] == {
+        "pair": ["left", "right"], "message": {"n": 1}, "late": None, "branch": "new",
+        "child": {"device": "kid", "status": "kid-ok"},
+    }  # fmt: skip
     _check(fleet.db, tmp_path, "reference", "none:none", reference)
     for workflow_id, point in zip(ids[1:], points):
         try:
