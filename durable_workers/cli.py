@@ -19,6 +19,7 @@ import click
 from .codec import summarize_error
 from .cli_show import show_workflow
 from .cli_format import (
+    delayed_note,
     sleeping_note,
     _emit_json,
     _preview,
@@ -33,6 +34,7 @@ from .cli_format import (
 from .cli_options import (
     AT_LEAST_ONE,
     POSITIVE_SECONDS,
+    Duration,
     CONTEXT,
     OneLineCommand,
     OneLineGroup,
@@ -44,6 +46,7 @@ from .cli_options import (
     log_level_option,
     read_input,
     ttl_option,
+    UtcTime,
 )
 from .client import Client, parse_input
 from .config import DEFAULT_STATUS_LIMIT, load_config
@@ -171,6 +174,8 @@ def _submit_command(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option(
         "--timeout", type=POSITIVE_SECONDS, help="Deadline in seconds: past it the run ends CANCELLED (children too)."
     )(func)
+    func = click.option("--delay", type=Duration(), help="Start no sooner than this from now (30s, 15m, 2h, 1d).")(func)
+    func = click.option("--at", "at", type=UtcTime(), help="Start no sooner than this time (2026-12-24T09:00Z).")(func)
     func = input_options(func)
     func = click.option("--batch", "batch", metavar="FILE.jsonl",
                         help="Submit every line's workflow (name, id, input, options) in one transaction.")(func)  # fmt: skip
@@ -181,18 +186,23 @@ def _submit_command(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _do_submit(
     ctx: click.Context, name: str, workflow_id: str | None, input_text: str | None, input_file: str | None,
-    crash_at: str | None, wait: bool, timeout: float | None, batch: str | None,
+    crash_at: str | None, wait: bool, timeout: float | None, batch: str | None, delay: float | None,
+    at: float | None,
 ) -> None:  # fmt: skip
     if batch is not None:
         from .cli_gc import submit_batch
 
-        return submit_batch(ctx, batch, alone=not any((name, workflow_id, input_text, input_file, crash_at, wait, timeout)))
+        alone = not any((name, workflow_id, input_text, input_file, crash_at, wait, timeout, delay, at))
+        return submit_batch(ctx, batch, alone=alone)
     if name is None:
         raise click.UsageError("missing argument NAME (or give --batch FILE.jsonl)")
+    if delay is not None and at is not None:
+        raise click.UsageError("give --delay or --at, not both")
     values = _input(input_text, input_file)
     client = _client(ctx)
-    record = client.submit(name, workflow_id, values, crash_at=crash_at, timeout=timeout)
-    click.echo(f"submitted {record.name} {record.id} ({record.status})")
+    record = client.submit(name, workflow_id, values, crash_at=crash_at, timeout=timeout, delay=delay or 0.0, at=at)
+    note = delayed_note(record, client.store.now())
+    click.echo(f"submitted {record.name} {record.id} ({record.status}{', ' + note if note else ''})")
     if not wait:
         return
 
@@ -255,7 +265,7 @@ def status(ctx: click.Context, workflow_id: str | None, as_json: bool, limit: in
     for name in unserved:
         click.echo(f"waiting: no live worker registers {name!r}")
     for r in recent:
-        summary = f"  {r.error.splitlines()[0]}" if r.error else f"  {sleeping_note(r, time.time())}".rstrip()
+        summary = f"  {r.error.splitlines()[0]}" if r.error else f"  {sleeping_note(r, time.time()) or delayed_note(r, time.time())}".rstrip()
         click.echo(f"{r.id:<24} {r.name:<16} {r.status:<10} attempts={r.attempts}{_preview(summary, 60)}")
 
 

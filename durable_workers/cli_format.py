@@ -171,13 +171,25 @@ def sleeping_note(record: WorkflowRecord, now: float, steps: Sequence[StepRecord
     if record.wake_at >= NO_TIMEOUT_WAKE_AT:
         return f"waiting for a message on {topic!r} with no timeout" if topic else "waiting for a message, no timeout"
     what = f"waiting for a message on {topic!r}" if topic else "sleeping"
-    at = datetime.fromtimestamp(record.wake_at, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-    left = int(record.wake_at - now)
+    return f"{what} until {until(record.wake_at, now)}"
+
+
+def until(when: float, now: float) -> str:
+    """``<ISO time> (in 2m3s)``, or ``<ISO time> (due now)`` once it has come."""
+    at = datetime.fromtimestamp(when, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    left = int(when - now)
     if left <= 0:
-        return f"{what} until {at} (due now)"
+        return f"{at} (due now)"
     hours, rest = divmod(left, 3600)
     span = (f"{hours}h" if hours else "") + (f"{rest // 60}m" if hours or rest >= 60 else "") + f"{rest % 60}s"
-    return f"{what} until {at} (in {span})"
+    return f"{at} (in {span})"
+
+
+def delayed_note(record: WorkflowRecord, now: float) -> str:
+    """``delayed until <ISO time> (in 2m3s)`` for a PENDING workflow whose start is ahead, else ``""``."""
+    if record.status != Status.PENDING.value or record.run_at <= now:
+        return ""
+    return f"delayed until {until(record.run_at, now)}"
 
 
 def _stale(view: WorkerView) -> bool:

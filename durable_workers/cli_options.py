@@ -121,6 +121,39 @@ def shutdown_timeout_option(default: float) -> Callable[[F], F]:
     )  # fmt: skip
 
 
+class Duration(click.ParamType):
+    """A positive duration: ``30s``, ``15m``, ``12h``, ``2d``, ``1w`` or plain seconds (``config.parse_duration``)."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Seconds; a click usage error (exit 2) for anything else."""
+        from .config import parse_duration
+        from .errors import ConfigError
+
+        try:
+            return parse_duration(value, "the duration")
+        except ConfigError:
+            self.fail(f"{value!r} is not a duration; examples: 30s, 15m, 12h, 2d", param, ctx)
+
+
+class UtcTime(click.ParamType):
+    """An ISO 8601 time such as ``2026-12-24T09:00Z`` (UTC unless it names an offset), as UNIX seconds."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """UNIX seconds; a click usage error (exit 2) for text that is not an ISO 8601 time."""
+        from datetime import datetime, timezone
+
+        text = str(value).strip()
+        try:
+            when = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+        except ValueError:
+            self.fail(f"{text!r} is not an ISO 8601 time; example: 2026-12-24T09:00Z", param, ctx)
+        return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
 class HostId(click.ParamType):
     """A host identity: non-empty, printable, no whitespace, at most ``MAX_HOST_ID_LENGTH`` characters."""
 

@@ -6,7 +6,16 @@ import time
 
 import click
 
-from .cli_format import _emit_json, _print_steps, _step_json, _workflow_json, print_family, print_value, sleeping_note
+from .cli_format import (
+    _emit_json,
+    _print_steps,
+    _step_json,
+    _workflow_json,
+    delayed_note,
+    print_family,
+    print_value,
+    sleeping_note,
+)
 from .client import Client
 from .codec import CORRUPT_MARK
 from .records import Status
@@ -34,7 +43,7 @@ def show_workflow(client: Client, workflow_id: str, as_json: bool, full: bool) -
         print_value("input", record.input, full=full)
     if record.interruption and record.status != Status.COMPLETED.value:
         click.echo(f"last interruption: {record.interruption}")
-    note = sleeping_note(record, time.time(), rows)
+    note = sleeping_note(record, time.time(), rows) or delayed_note(record, time.time())
     if note:
         click.echo(note)
     if lease is not None and lease.worker_id:

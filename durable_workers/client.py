@@ -149,6 +149,7 @@ class Client:
         delay: float = 0.0,
         check: bool = True,
         timeout: float | None = None,
+        at: float | None = None,
     ) -> WorkflowRecord:
         """Submit a workflow (idempotent by id) and return its row.
 
@@ -162,15 +163,19 @@ class Client:
         SIGKILL itself at that point (for recovery demos). ``timeout``: the
         run's deadline in seconds from its start (default: the workflow's
         ``@workflow(timeout=)``); past it the workflow ends CANCELLED,
-        "deadline exceeded", its children included.
+        "deadline exceeded", its children included. ``delay`` (seconds from
+        now, on the database's clock) or ``at`` (a UNIX time): the workflow is
+        PENDING until then.
         """
+        if delay and at is not None:
+            raise InputError("give delay or at, not both")
         spec, _ = self._checked(name, input, crash_at=crash_at, check=check, timeout=timeout)
         values = self._input_for(name, workflow_id, input)
         input_json = encode_input(values)
         if spec is not None and input is None:
             spec.check_input(values)
         workflow_id = workflow_id or uuid.uuid4().hex
-        run_at = time.time() + delay if delay else None
+        run_at = at if at is not None else self.store.now() + delay if delay else None
         deadline_at = _deadline(spec, timeout, run_at, self.store.now)
         record, created = self.store.submit(
             workflow_id, name, input_json, run_at=run_at, crash_at=crash_at, deadline_at=deadline_at
