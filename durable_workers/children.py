@@ -21,6 +21,7 @@ import math
 from typing import Any, Callable
 
 from . import keys
+from .codec import encode_input
 from .config import NO_TIMEOUT_WAKE_AT
 from .errors import ChildFailedError, ChildTimeoutError, DeadlineExceeded, DurableError, WorkflowSuspended
 from .parts import ContextParts
@@ -95,8 +96,6 @@ class Children(ContextParts):
         registered here, and :class:`ConflictError` (inside the step) when
         ``workflow_id`` is another workflow's.
         """
-        from .client import encode_input  # the client imports the context
-
         name = _child_name(workflow)
         spec = default_registry.get(name) if name in default_registry else None
         if spec is not None:

@@ -48,7 +48,8 @@ from .cli_options import (
     ttl_option,
     UtcTime,
 )
-from .client import Client, parse_input
+from .client import Client
+from .codec import parse_input
 from .config import DEFAULT_STATUS_LIMIT, load_config
 from .errors import CorruptRecordError, DurableError, StoreUnavailable
 from .liveness import heartbeat_age

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from .backends import POSTGRES_SCHEMES, Store, open_store
+from .codec import encode_input
+from .typed import to_json
 from .config import Config, load_config
 from .context import Listener
 from .engine import Outcome
@@ -18,7 +20,6 @@ from .errors import ConflictError, InputError, StoreUnavailable, WorkflowFailedE
 from .liveness import worker_alive
 from .records import LeaseRecord, Status, StepRecord, TERMINAL, WorkerRecord, WorkflowRecord
 from .registry import Registry, default_registry, load_app
-from .typed import to_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from .batch import Submission
@@ -52,34 +53,6 @@ class WorkerView:
     alive: bool
     #: The store's clock when the row was read (heartbeat ages of other hosts' rows count from it).
     now: float = 0.0
-
-
-def encode_input(values: Any) -> str:
-    """Canonical JSON of a workflow input; raises :class:`InputError` unless it is a JSON object."""
-    if not isinstance(values, dict):
-        raise InputError(
-            f"input must be a JSON object of keyword arguments, got {type(values).__name__}"
-        )
-    try:
-        return json.dumps(values, sort_keys=True, allow_nan=False, default=to_json)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"input is not JSON-serialisable: {exc}") from None
-
-
-def parse_input(text: str | None, source: str = "--input") -> dict[str, Any]:
-    """Parse ``--input`` text (``source`` names where it came from in errors).
-
-    Empty or missing text is ``{}``. Raises :class:`InputError` with a
-    one-line reason when it is not JSON or not a JSON object.
-    """
-    if text is None or text.strip() == "":
-        return {}
-    try:
-        values = json.loads(text)
-    except ValueError as exc:
-        raise InputError(f"{source} is not valid JSON ({exc}); example: --input '{{\"employee_id\": \"emp-1\"}}'") from None
-    encode_input(values)
-    return values
 
 
 class Client:

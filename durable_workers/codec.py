@@ -17,7 +17,7 @@ import json
 import traceback
 from typing import Any
 
-from .errors import CorruptRecordError, NotSerializableError, StepFailedError
+from .errors import CorruptRecordError, InputError, NotSerializableError, StepFailedError
 from .typed import to_json
 
 
@@ -177,3 +177,31 @@ def summarize_error(error: str | None) -> str:
     if not isinstance(data, dict):
         return error
     return f"{str(data.get('type', 'Error')).rsplit('.', 1)[-1]}: {data.get('message', '')}"
+
+
+def encode_input(values: Any) -> str:
+    """Canonical JSON of a workflow input; raises :class:`InputError` unless it is a JSON object."""
+    if not isinstance(values, dict):
+        raise InputError(
+            f"input must be a JSON object of keyword arguments, got {type(values).__name__}"
+        )
+    try:
+        return json.dumps(values, sort_keys=True, allow_nan=False, default=to_json)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"input is not JSON-serialisable: {exc}") from None
+
+
+def parse_input(text: str | None, source: str = "--input") -> dict[str, Any]:
+    """Parse ``--input`` text (``source`` names where it came from in errors).
+
+    Empty or missing text is ``{}``. Raises :class:`InputError` with a
+    one-line reason when it is not JSON or not a JSON object.
+    """
+    if text is None or text.strip() == "":
+        return {}
+    try:
+        values = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{source} is not valid JSON ({exc}); example: --input '{{\"employee_id\": \"emp-1\"}}'") from None
+    encode_input(values)
+    return values

@@ -41,7 +41,8 @@ CONTRACT: tuple[Operation, ...] = (
               "descendants likewise; a parent waiting on it due now",
               retry_safe=False, raises="WorkflowNotFound, InvalidStateError",
               confirmed_by="workflow CANCELLED with updated_at = this call's now"),
-    Operation("retry", "workflow PENDING again; the step failure that ended it (failed_step) and later steps deleted",
+    Operation("retry", "workflow PENDING again (deadline renewed); the step failure that ended it (failed_step) and "
+              "later steps deleted; likewise the children its end cancelled or the failed child that failed it",
               retry_safe=False, raises="WorkflowNotFound, InvalidStateError",
               confirmed_by="workflow run_at = this call's now (claims keep run_at)"),
     Operation("fork", "inserts a PENDING copy of a workflow and copies its finished steps recorded before a step",

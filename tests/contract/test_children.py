@@ -173,3 +173,34 @@ def test_a_child_id_reused_for_another_child_is_a_conflict(backend: Backend) -> 
         store.start_child("p", "c1", "child", '{"a": 2}', worker_id="w", token=claim.token)
     with pytest.raises(ConflictError):
         store.start_child("p", "c1", "other", '{"a": 1}', worker_id="w", token=claim.token)
+
+
+def test_retry_revives_the_children_the_end_took_along_and_renews_the_deadline(backend: Backend) -> None:
+    store = backend.open("revive")
+    now = store.now()
+    store.submit("p", "parent", "{}", deadline_at=now + 30)
+    claim = store.claim_workflow("p", "w", ttl=TTL)
+    for child in ("c1", "c2"):
+        store.start_child("p", child, "child", "{}", worker_id="w", token=claim.token)
+    _run_child(store, "c2", Status.FAILED)  # failed on its own, not by the parent's end: stays FAILED
+    assert store.expire_deadlines(now=now + 60) == ["p"]
+    retried = store.retry("p")
+    assert retried.status == Status.PENDING.value
+    assert retried.deadline_at - retried.run_at == pytest.approx(30, abs=1)
+    statuses = {c.id: c.status for c in store.list_children("p")}
+    assert statuses == {"c1": Status.PENDING.value, "c2": Status.FAILED.value}
+
+
+def test_retry_revives_the_failed_child_whose_failure_failed_the_parent(backend: Backend) -> None:
+    store, claim = _parent(backend, "revive-failed")
+    store.start_child("p", "c1", "child", "{}", worker_id="w", token=claim.token)
+    _run_child(store, "c1", Status.FAILED)
+    key = "durable:child-result#1"
+    store.start_step("p", key, name="durable:child-result", scope="", position=1, seq=1, worker_id="w", token=claim.token,
+                     max_attempts=3, new=True)  # fmt: skip
+    store.complete_step("p", key, '{"id": "c1", "status": "FAILED"}', worker_id="w", token=claim.token)
+    store.finish_workflow("p", Status.FAILED, error="ChildFailedError: ...", failed_step=key, worker_id="w",
+                          token=claim.token)  # fmt: skip
+    store.retry("p")
+    assert store.get_workflow("c1").status == Status.PENDING.value
+    assert key not in {s.step_key for s in store.load_steps("p")}  # the recorded end is asked again
