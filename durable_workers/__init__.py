@@ -24,6 +24,7 @@ from .errors import (
     DatabaseError,
     DurableError,
     DurableInterrupt,
+    DuplicateWorkflowError,
     InputError,
     InvalidStateError,
     LeaseLost,
@@ -40,6 +41,7 @@ from .errors import (
     WorkflowFailedError,
     WorkflowNotFound,
 )
+from .queues import Queue
 from .records import Status, StepStatus
 from .registry import Registry, default_registry, load_app, workflow
 from .typed import Serializer, register_serializer, register_type
@@ -51,6 +53,7 @@ __all__ = [
     "ChildHandle",
     "ChildTimeoutError",
     "Client",
+    "Queue",
     "ConfigError",
     "ConflictError",
     "CorruptRecordError",
@@ -58,6 +61,7 @@ __all__ = [
     "DatabaseError",
     "DurableError",
     "DurableInterrupt",
+    "DuplicateWorkflowError",
     "InputError",
     "InvalidStateError",
     "LeaseLost",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from .backends import NewWorkflow
 from .errors import ConflictError, DurableError, InputError
+from .queues import placement
 from .records import WorkflowRecord
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Keys of one batch line, and of its ``options``.
 LINE_KEYS = frozenset({"name", "id", "input", "options"})
-OPTION_KEYS = frozenset({"delay", "timeout", "crash_at"})
+OPTION_KEYS = frozenset({"delay", "timeout", "crash_at", "queue", "priority", "concurrency_key", "dedupe_key"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class Submission:
     delay: float = 0.0
     timeout: float | None = None
     crash_at: str | None = None
+    queue: str | None = None
+    priority: int = 0
+    concurrency_key: str | None = None
+    dedupe_key: str | None = None
 
 
 def _relabel(exc: DurableError, label: str) -> DurableError:
@@ -43,8 +48,8 @@ def _relabel(exc: DurableError, label: str) -> DurableError:
     return type(exc)(f"{label}: {exc}")
 
 
-def _validated(client: "Client", submissions: list[Submission], names: list[str]) -> list[tuple[Any, Any]]:
-    """Each submission's (spec, canonical input JSON), as a single submit validates it; errors name it."""
+def _validated(client: "Client", submissions: list[Submission], names: list[str]) -> list[tuple[Any, Any, Any]]:
+    """Each submission's (spec, canonical input JSON, queue options), as a single submit validates it; errors name it."""
     checked = []
     client.registry  # noqa: B018 - a bad app is one error of its own, before any line
     for item, label in zip(submissions, names):
@@ -52,7 +57,9 @@ def _validated(client: "Client", submissions: list[Submission], names: list[str]
             if isinstance(item.delay, bool) or not isinstance(item.delay, (int, float)) or not 0 <= item.delay < float("inf"):
                 raise InputError(f"delay={item.delay!r}: give a number of seconds of at least 0")
             values = {} if item.input is None else item.input
-            checked.append(client._checked(item.name, values, crash_at=item.crash_at, check=True, timeout=item.timeout))
+            spec, input_json = client._checked(item.name, values, crash_at=item.crash_at, check=True, timeout=item.timeout)
+            options = placement(spec, item.queue, item.priority, item.concurrency_key, item.dedupe_key, "raise")
+            checked.append((spec, input_json, options))
         except DurableError as exc:
             raise _relabel(exc, label) from None
     return checked
@@ -70,7 +77,7 @@ def submit_many(client: "Client", submissions: list[Submission], labels: Sequenc
     rows: list[NewWorkflow] = []
     first: dict[str, int] = {}  # id -> index of its first submission
     order: list[int] = []  # submission index -> index in rows
-    for index, (item, (spec, input_json)) in enumerate(zip(submissions, checked)):
+    for index, (item, (spec, input_json, options)) in enumerate(zip(submissions, checked)):
         workflow_id = item.workflow_id or uuid.uuid4().hex
         if workflow_id in first:
             earlier = rows[order[first[workflow_id]]]
@@ -83,7 +90,8 @@ def submit_many(client: "Client", submissions: list[Submission], labels: Sequenc
         run_at = start + item.delay if item.delay else None
         order.append(len(rows))
         rows.append(NewWorkflow(
-            workflow_id, item.name, input_json, run_at, item.crash_at, _deadline(spec, item.timeout, run_at, lambda: clock)
+            workflow_id, item.name, input_json, run_at, item.crash_at, _deadline(spec, item.timeout, run_at, lambda: clock),
+            **options,
         ))  # fmt: skip
 
     def check(row_index: int, existing: WorkflowRecord) -> None:
@@ -134,5 +142,6 @@ def _submission(data: Any) -> Submission:
         raise ValueError("options.crash_at must be a string STEP:before|after")
     return Submission(
         name, workflow_id, data.get("input"), delay=options.get("delay", 0.0), timeout=options.get("timeout"),
-        crash_at=options.get("crash_at"),
+        crash_at=options.get("crash_at"), queue=options.get("queue"), priority=options.get("priority", 0),
+        concurrency_key=options.get("concurrency_key"), dedupe_key=options.get("dedupe_key"),
     )  # fmt: skip

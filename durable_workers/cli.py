@@ -12,12 +12,13 @@ import logging
 import os
 import sys
 import time
+import uuid
 from typing import Any, Callable
 
 import click
 
 from .codec import summarize_error
-from .cli_show import show_workflow
+from .cli_show import queue_rows, show_workflow
 from .cli_format import (
     delayed_note,
     sleeping_note,
@@ -53,6 +54,7 @@ from .codec import parse_input
 from .config import DEFAULT_STATUS_LIMIT, load_config
 from .errors import CorruptRecordError, DurableError, StoreUnavailable
 from .liveness import heartbeat_age
+from .queues import ON_DUPLICATE
 from .records import Status, StepRecord, StepStatus
 from .worker import WorkerOptions
 
@@ -170,6 +172,12 @@ def steps(ctx: click.Context, workflow_id: str, as_json: bool) -> None:
 
 
 def _submit_command(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--on-duplicate", type=click.Choice(ON_DUPLICATE), default="raise", show_default=True,
+                        help="When --dedupe-key is held: fail (exit 1), or print the holder and exit 0.")(func)  # fmt: skip
+    func = click.option("--dedupe-key", help="Refuse while an unfinished workflow of the queue has this key.")(func)
+    func = click.option("--concurrency-key", help="The queue's per-key limit counts runs with this key.")(func)
+    func = click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first in its queue.")(func)
+    func = click.option("--queue", help="Queue whose limits apply (default: the workflow's own, else 'default').")(func)
     func = click.option("--wait", is_flag=True, help="Follow progress until the end; exit 1 if it fails.")(func)
     func = click.option("--crash-at", help="The first attempt's worker SIGKILLs itself at STEP:before|after.")(func)
     func = click.option(
@@ -188,12 +196,13 @@ def _submit_command(func: Callable[..., Any]) -> Callable[..., Any]:
 def _do_submit(
     ctx: click.Context, name: str, workflow_id: str | None, input_text: str | None, input_file: str | None,
     crash_at: str | None, wait: bool, timeout: float | None, batch: str | None, delay: float | None,
-    at: float | None,
+    at: float | None, **placement: Any,
 ) -> None:  # fmt: skip
     if batch is not None:
         from .cli_gc import submit_batch
 
-        alone = not any((name, workflow_id, input_text, input_file, crash_at, wait, timeout, delay, at))
+        alone = not any((name, workflow_id, input_text, input_file, crash_at, wait, timeout, delay, at)) and placement == {
+            "queue": None, "priority": 0, "concurrency_key": None, "dedupe_key": None, "on_duplicate": "raise"}
         return submit_batch(ctx, batch, alone=alone)
     if name is None:
         raise click.UsageError("missing argument NAME (or give --batch FILE.jsonl)")
@@ -201,7 +210,13 @@ def _do_submit(
         raise click.UsageError("give --delay or --at, not both")
     values = _input(input_text, input_file)
     client = _client(ctx)
-    record = client.submit(name, workflow_id, values, crash_at=crash_at, timeout=timeout, delay=delay or 0.0, at=at)
+    workflow_id = workflow_id or uuid.uuid4().hex  # known here, so a dedupe key's holder is told apart
+    record = client.submit(
+        name, workflow_id, values, crash_at=crash_at, timeout=timeout, delay=delay or 0.0, at=at, **placement
+    )
+    if record.id != workflow_id:
+        click.echo(f"not submitted: dedupe key {record.dedupe_key!r} is held by {record.id} ({record.status})")
+        return
     note = delayed_note(record, client.store.now())
     click.echo(f"submitted {record.name} {record.id} ({record.status}{', ' + note if note else ''})")
     if not wait:
@@ -259,10 +274,15 @@ def status(ctx: click.Context, workflow_id: str | None, as_json: bool, limit: in
     counts = client.counts()
     recent = client.list(limit=limit)
     unserved = client.unserved_names()
+    queues = queue_rows(client)
     if as_json:
-        _emit_json({"counts": counts, "workflows": [_workflow_json(r) for r in recent], "unserved_names": unserved})
+        _emit_json({"counts": counts, "queues": queues, "workflows": [_workflow_json(r) for r in recent],
+                    "unserved_names": unserved})  # fmt: skip
         return
     click.echo("  ".join(f"{k}={v}" for k, v in counts.items()))
+    for q in queues if len(queues) > 1 else []:  # the default queue alone: the counts say it all
+        limits = " ".join(f"{k}={v}" for k, v in q["limits"].items()) or "unlimited"  # type: ignore[union-attr]
+        click.echo(f"queue {q['queue']:<14} pending={q['pending']} running={q['running']} waiting={q['waiting']}  {limits}")
     for name in unserved:
         click.echo(f"waiting: no live worker registers {name!r}")
     for r in recent:

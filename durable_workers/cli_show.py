@@ -18,7 +18,22 @@ from .cli_format import (
 )
 from .client import Client
 from .codec import CORRUPT_MARK
-from .records import Status
+from .queues import queue_blockers
+from .records import DEFAULT_QUEUE, Status
+
+
+def queue_rows(client: Client) -> list[dict[str, object]]:
+    """``durable status``: per known queue, its depth by status and its limits (JSON-ready)."""
+    depths = client.store.queue_depths()
+    rows = []
+    for q in client.store.list_queues():
+        depth = depths.get(q.name, {})
+        limits = {k: v for k, v in (("concurrency", q.concurrency), ("worker_concurrency", q.worker_concurrency),
+                                    ("per_key", q.per_key_concurrency)) if v is not None}  # fmt: skip
+        if q.rate_limit is not None:
+            limits["rate"] = f"{q.rate_limit}/{q.rate_period:g}s"
+        rows.append({"queue": q.name, **{s.lower(): depth.get(s, 0) for s in ("PENDING", "RUNNING", "WAITING")}, "limits": limits})
+    return rows
 
 
 def show_workflow(client: Client, workflow_id: str, as_json: bool, full: bool) -> None:
@@ -33,6 +48,8 @@ def show_workflow(client: Client, workflow_id: str, as_json: bool, full: bool) -
             "lease": None if lease is None else lease.__dict__,
             "error_detail": record.error,
             "children": [_workflow_json(c) for c in children],
+            "waiting_on": queue_blockers(client.store, record, client.store.now())
+            if record.status in (Status.PENDING.value, Status.WAITING.value) else [],
         }
         _emit_json(data)
         return
@@ -51,6 +68,14 @@ def show_workflow(client: Client, workflow_id: str, as_json: bool, full: bool) -
         click.echo(f"lease: worker {lease.worker_id} token {lease.token} (expires in {left:.1f}s)")
     if record.status == Status.PENDING.value and record.name in client.unserved_names():
         click.echo(f"waiting: no live worker registers {record.name!r}")
+    if record.status in (Status.PENDING.value, Status.WAITING.value):
+        for reason in queue_blockers(client.store, record, client.store.now()):
+            click.echo(f"waiting: {reason}")
+    if record.queue != DEFAULT_QUEUE or record.priority or record.concurrency_key or record.dedupe_key:
+        extras = [f"priority {record.priority}"] + [
+            f"{what} {value!r}" for what, value in (("key", record.concurrency_key), ("dedupe key", record.dedupe_key)) if value
+        ]
+        click.echo(f"queue: {record.queue} ({', '.join(extras)})")
     if record.status == Status.COMPLETED.value:
         print_value("result", CORRUPT_MARK if "result" in record.corrupt else record.result, full=full)
     elif record.error:

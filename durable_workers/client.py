@@ -19,6 +19,7 @@ from .engine import Outcome
 from .errors import ConflictError, InputError, StoreUnavailable, WorkflowFailedError, WorkflowNotFound
 from .liveness import worker_alive
 from .records import LeaseRecord, Status, StepRecord, TERMINAL, WorkerRecord, WorkflowRecord
+from .queues import Queue, placement, refuse_duplicate
 from .registry import Registry, default_registry, load_app
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -123,6 +124,11 @@ class Client:
         check: bool = True,
         timeout: float | None = None,
         at: float | None = None,
+        queue: "Queue | str | None" = None,
+        priority: int = 0,
+        concurrency_key: str | None = None,
+        dedupe_key: str | None = None,
+        on_duplicate: str = "raise",
     ) -> WorkflowRecord:
         """Submit a workflow (idempotent by id) and return its row.
 
@@ -138,11 +144,16 @@ class Client:
         ``@workflow(timeout=)``); past it the workflow ends CANCELLED,
         "deadline exceeded", its children included. ``delay`` (seconds from
         now, on the database's clock) or ``at`` (a UNIX time): the workflow is
-        PENDING until then.
+        PENDING until then. ``queue`` (default: the workflow's ``@workflow(queue=)``),
+        ``priority`` (higher first within the queue), ``concurrency_key`` (the
+        queue's ``per_key_concurrency`` applies per key): see :class:`Queue`.
+        ``dedupe_key``: while an unfinished workflow of the queue has that key,
+        raise :class:`DuplicateWorkflowError` (``on_duplicate="return"``: return that workflow).
         """
         if delay and at is not None:
             raise InputError("give delay or at, not both")
         spec, _ = self._checked(name, input, crash_at=crash_at, check=check, timeout=timeout)
+        options = placement(spec, queue, priority, concurrency_key, dedupe_key, on_duplicate)
         values = self._input_for(name, workflow_id, input)
         input_json = encode_input(values)
         if spec is not None and input is None:
@@ -151,9 +162,9 @@ class Client:
         run_at = at if at is not None else self.store.now() + delay if delay else None
         deadline_at = _deadline(spec, timeout, run_at, self.store.now)
         record, created = self.store.submit(
-            workflow_id, name, input_json, run_at=run_at, crash_at=crash_at, deadline_at=deadline_at
+            workflow_id, name, input_json, run_at=run_at, crash_at=crash_at, deadline_at=deadline_at, **options
         )
-        if not created:
+        if not created and not refuse_duplicate(record, workflow_id, on_duplicate):
             _check_same(record, name, input_json)
         return record
 

@@ -51,6 +51,14 @@ class ConflictError(DurableError):
     """A workflow id already exists with a different name or input."""
 
 
+class DuplicateWorkflowError(ConflictError):
+    """A submit's ``dedupe_key`` is held by an unfinished workflow of the same queue (``existing`` is its row)."""
+
+    def __init__(self, message: str, existing: object = None) -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
 class WorkflowFailedError(DurableError):
     """``Client.result`` found the workflow FAILED or CANCELLED."""
 

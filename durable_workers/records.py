@@ -34,6 +34,10 @@ class StepStatus(str, Enum):
 
 #: Workflow statuses no attempt leaves again (``retry`` aside).
 TERMINAL = (Status.COMPLETED.value, Status.FAILED.value, Status.CANCELLED.value)
+#: The unfinished statuses (a dedupe key is unique among these).
+ACTIVE = (Status.PENDING.value, Status.RUNNING.value, Status.WAITING.value)
+#: The queue of a workflow submitted without one (never limited unless an app declares limits for it).
+DEFAULT_QUEUE = "default"
 #: ``workflows.error`` of a workflow its deadline ended (CANCELLED).
 DEADLINE_EXCEEDED = "deadline exceeded"
 
@@ -69,6 +73,13 @@ class WorkflowRecord:
     deadline_at: float | None = None
     #: What a WAITING workflow waits for: ``sleep``, ``message:TOPIC`` or ``child:ID`` (None: not recorded).
     waiting_for: str | None = None
+    #: Its queue (whose limits apply), priority (higher first), concurrency and dedupe keys.
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    concurrency_key: str | None = None
+    dedupe_key: str | None = None
+    #: Its first claim (epoch seconds; None: never started).
+    started_at: float | None = None
     #: Columns whose stored JSON does not decode (``input`` must be an object); shown, never run.
     corrupt: tuple[str, ...] = ()
 
@@ -226,6 +237,8 @@ __all__ = [
     "StepStatus",
     "DEADLINE_EXCEEDED",
     "TERMINAL",
+    "ACTIVE",
+    "DEFAULT_QUEUE",
     "WorkerRecord",
     "WorkflowRecord",
 ]

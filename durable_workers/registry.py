@@ -25,11 +25,13 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature:
 
 @dataclass(frozen=True)
 class WorkflowSpec:
-    """A registered workflow: its name, function and deadline (seconds from its start, or None)."""
+    """A registered workflow: its name, function, deadline (seconds from its start, or None) and queue."""
 
     name: str
     fn: Callable[..., Any]
     timeout: float | None = None
+    #: The queue its runs go to unless a submit names another (None: the default queue).
+    queue: str | None = None
 
     def check_input(self, values: dict[str, Any]) -> None:
         """Raise :class:`InputError` unless ``values`` bind to the keyword parameters and fit their annotated types."""
@@ -46,9 +48,28 @@ class Registry:
 
     def __init__(self) -> None:
         self._specs: dict[str, WorkflowSpec] = {}
+        self._queues: dict[str, Any] = {}
 
-    def register(self, fn: Callable[..., Any], name: str | None = None, *, timeout: float | None = None) -> WorkflowSpec:
-        """Register ``fn`` under ``name`` (default: the function's name) with an optional deadline ``timeout``."""
+    def register_queue(self, queue: Any) -> None:
+        """Record a declared :class:`~durable_workers.Queue`; the same name with other limits is an error."""
+        existing = self._queues.get(queue.name)
+        if existing is not None and existing != queue:
+            raise DurableError(f"queue {queue.name!r} is declared twice with different limits ({existing} and {queue})")
+        self._queues[queue.name] = queue
+
+    def queues(self) -> list[Any]:
+        """The declared queues, by name."""
+        return [self._queues[name] for name in sorted(self._queues)]
+
+    def register(
+        self, fn: Callable[..., Any], name: str | None = None, *, timeout: float | None = None, queue: Any = None
+    ) -> WorkflowSpec:
+        """Register ``fn`` under ``name`` (default: the function's name) with an optional deadline ``timeout``.
+
+        ``queue``: a :class:`~durable_workers.Queue` or a queue name its runs go to by default.
+        """
+        from .queues import queue_name
+
         name = name or fn.__name__
         if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < float("inf")):
             raise DurableError(f"@workflow(timeout={timeout!r}) for {name!r}: timeout must be a positive number of seconds")
@@ -58,7 +79,7 @@ class Registry:
                 f"workflow name {name!r} is registered twice ({_origin(existing.fn)} and {_origin(fn)}); "
                 "give one of them @workflow(name=...)"
             )
-        spec = WorkflowSpec(name, fn, None if timeout is None else float(timeout))
+        spec = WorkflowSpec(name, fn, None if timeout is None else float(timeout), queue_name(queue))
         self._specs[name] = spec
         return spec
 
@@ -91,10 +112,10 @@ default_registry = Registry()
 @overload
 def workflow(fn: F) -> F: ...
 @overload
-def workflow(*, name: str | None = None, timeout: float | None = None) -> Callable[[F], F]: ...
+def workflow(*, name: str | None = None, timeout: float | None = None, queue: Any = None) -> Callable[[F], F]: ...
 
 
-def workflow(fn: F | None = None, *, name: str | None = None, timeout: float | None = None) -> Any:
+def workflow(fn: F | None = None, *, name: str | None = None, timeout: float | None = None, queue: Any = None) -> Any:
     """Register a function as a durable workflow.
 
     The function receives a :class:`~durable_workers.Context` first and the
@@ -102,11 +123,13 @@ def workflow(fn: F | None = None, *, name: str | None = None, timeout: float | N
     value. Use ``@workflow``, ``@workflow(name="...")``, and ``timeout=SECONDS``
     for a deadline: a run still unfinished that long after it was submitted
     ends CANCELLED with "deadline exceeded", its child workflows included
-    (``submit(..., timeout=)`` overrides it per run).
+    (``submit(..., timeout=)`` overrides it per run). ``queue``: a
+    :class:`~durable_workers.Queue` (or its name) whose limits its runs obey
+    (``submit(..., queue=)`` overrides it per run).
     """
 
     def decorate(target: F) -> F:
-        spec = default_registry.register(target, name, timeout=timeout)
+        spec = default_registry.register(target, name, timeout=timeout, queue=queue)
         target.__durable_name__ = spec.name  # type: ignore[attr-defined]  # ctx.start_child(fn) finds the name
         return target
 

@@ -150,7 +150,8 @@ class WorkerProcess:
     # ----------------------------------------------------------------- lifecycle
 
     def initialize(self) -> None:
-        """Register the worker row and start heartbeating."""
+        """Register the worker row (and the app's queue limits) and start heartbeating."""
+        self.store.register_queues([queue.limits() for queue in self.registry.queues()])
         self.store.register_worker(
             self.worker_id,
             names=self.registry.names(),

@@ -6,8 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from ..records import Status, WorkflowRecord
-from .rows import RowHelpers
+from ..errors import DuplicateWorkflowError
+from ..records import DEFAULT_QUEUE, Status, WorkflowRecord
+from .queues import QueueOps
 
 #: Rows per statement (a bound on the statement's parameters: SQLite's and PostgreSQL's limits are far above).
 CHUNK = 500
@@ -23,6 +24,10 @@ class NewWorkflow:
     run_at: float | None = None
     crash_at: str | None = None
     deadline_at: float | None = None
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    concurrency_key: str | None = None
+    dedupe_key: str | None = None
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -30,7 +35,7 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield items[start:start + CHUNK]
 
 
-class BatchOps(RowHelpers):
+class BatchOps(QueueOps):
     """Submitting many workflows at once."""
 
     def submit_many(
@@ -52,6 +57,8 @@ class BatchOps(RowHelpers):
         now = self._clock(now)
 
         def body() -> list[tuple[WorkflowRecord, bool]]:
+            for queue in sorted({w.queue for w in workflows}):
+                self._ensure_queue(queue, now)
             existing = self._rows_of(ids)
             if check is not None:
                 for index, workflow in enumerate(workflows):
@@ -62,6 +69,7 @@ class BatchOps(RowHelpers):
             raced = [row["id"] for row in fresh if row["id"] not in created]
             if raced:  # inserted meanwhile by a concurrent writer (PostgreSQL): checked like the others
                 existing.update(self._rows_of(raced))
+                self._refuse_duplicates([w for w in workflows if w.id in raced and w.id not in existing])
                 if check is not None:
                     for index, workflow in enumerate(workflows):
                         if workflow.id in raced:
@@ -75,6 +83,15 @@ class BatchOps(RowHelpers):
             return results
 
         return self.write(body, safe=True)
+
+    def _refuse_duplicates(self, refused: Sequence[NewWorkflow]) -> None:
+        """Inside a write: raise for the first workflow of the batch refused for its dedupe key (rolls all back)."""
+        if refused:
+            w = refused[0]
+            raise DuplicateWorkflowError(
+                f"workflow {w.id!r}: dedupe key {w.dedupe_key!r} is held by an unfinished workflow of queue "
+                f"{w.queue!r}; nothing of the batch was submitted"
+            )
 
     def _rows_of(self, ids: Sequence[str]) -> dict[str, WorkflowRecord]:
         """Inside a transaction: the existing workflows among ``ids``, by id (a bare id probe first: usually none)."""
@@ -96,6 +113,8 @@ class BatchOps(RowHelpers):
             "id": workflow.id, "name": workflow.name, "input": workflow.input_json, "status": Status.PENDING.value,
             "result": None, "error": None, "attempts": 0, "run_at": now if workflow.run_at is None else workflow.run_at,
             "created_at": now, "updated_at": now, "crash_at": workflow.crash_at, "deadline_at": workflow.deadline_at,
+            "queue": workflow.queue, "priority": workflow.priority, "concurrency_key": workflow.concurrency_key,
+            "dedupe_key": workflow.dedupe_key,
         }  # fmt: skip
 
     def _insert_new(self, rows: list[dict[str, Any]]) -> set[str]:

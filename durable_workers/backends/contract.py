@@ -30,9 +30,16 @@ class Operation:
 
 _F = "the lease (workflow_id, worker_id, token)"
 CONTRACT: tuple[Operation, ...] = (
-    Operation("submit", "inserts a PENDING workflows row unless the id exists", raises="-"),
+    Operation("submit", "inserts a PENDING workflows row (and a queues row for a new queue) unless the id exists, "
+              "or its queue's dedupe key is held by an unfinished workflow (that one is returned)", raises="-"),
     Operation("submit_many", "inserts PENDING workflows rows, one transaction, for the ids that do not exist",
-              raises="what its check raises (ConflictError: nothing inserted), ValueError (an id twice)"),
+              raises="what its check raises (ConflictError: nothing inserted), ValueError (an id twice), "
+                     "DuplicateWorkflowError (a dedupe key held: nothing inserted)"),
+    Operation("register_queues", "upserts queues rows (the app's declared limits)"),
+    Operation("list_queues", "reads queues"),
+    Operation("queue_depths", "reads unfinished workflows counts per queue and status"),
+    Operation("queue_load", "reads the RUNNING count of a queue and of one concurrency key"),
+    Operation("rate_window_opens", "reads a queue's first starts in its rate window"),
     Operation("get_workflow", "reads one workflows row", raises="WorkflowNotFound"),
     Operation("list_workflows", "reads workflows, newest first"),
     Operation("count_by_status", "reads workflows counts"),
@@ -47,7 +54,9 @@ CONTRACT: tuple[Operation, ...] = (
               confirmed_by="workflow run_at = this call's now (claims keep run_at)"),
     Operation("fork", "inserts a PENDING copy of a workflow and copies its finished steps recorded before a step",
               retry_safe=False, raises="WorkflowNotFound, StepNotFound, ConflictError (new_id taken)"),
-    Operation("claim_next", "workflow RUNNING with attempts+1, lease upserted with token+1, or FAILED past max_claims",
+    Operation("claim_next", "workflow RUNNING with attempts+1 (started_at set on the first), lease upserted with "
+              "token+1, or FAILED past max_claims; within its queue's limits (PostgreSQL: counted under the "
+              "queues row lock)",
               retry_safe=False, raises="-", confirmed_by="the lease held with the claim's (workflow_id, worker_id, token)"),
     Operation("claim_workflow", "as claim_next, for one given workflow", retry_safe=False,
               raises="WorkflowNotFound, InvalidStateError (another live lease holds it)",

@@ -51,6 +51,7 @@ from .base import Failure
 from .outage import OutageGrace
 from .postgres_chaos import PgChaos
 from .postgres_listen import NotifyWatch
+from .queues import QueuePlan
 from .migrations.postgres import PgSchema
 from .schema import bind
 from .store import Store
@@ -337,53 +338,48 @@ class PostgresStore(PgChaos, OutageGrace, PgSchema, Store):
 
     # ----------------------------------------------------------------- claim probe (dialect hook)
 
-    def _runnable(self, names: Sequence[str], now: float, stale_before: float | None = None) -> str | None:
-        """Id of a runnable workflow among ``names``: under the longest-expired lease, else the PENDING or WAITING one due first.
+    def _runnable(self, names: Sequence[str], now: float, plan: QueuePlan, stale_before: float | None = None) -> str | None:
+        """Id of a runnable workflow among ``names``: under the longest-expired lease, else the best due one.
 
         Inside a transaction the row is locked ``FOR UPDATE SKIP LOCKED``: a row
-        another claimer is taking is skipped, never waited for. The pending probe
-        is one index range scan per name (``workflows_pending_due``), and the
-        due-WAITING probe likewise by ``wake_at`` (``workflows_waiting_due``).
+        another claimer is taking is skipped, never waited for. The due probe
+        (``ClaimOps._best_due``) seeks ``workflows_queue_pending`` per open
+        queue, served name and priority level, and ``workflows_queue_waiting``;
+        the highest priority, then the earliest due, wins.
         """
         m = self.m
         names = list(names)
         stale_before = now if stale_before is None else stale_before
         locking = self.db.in_transaction()
-        running, pending, waiting = Status.RUNNING.value, Status.PENDING.value, Status.WAITING.value
+        closed = plan.closed_for_worker()
 
         def stale() -> Any:
+            where = (
+                (m.Lease.expires_at < stale_before)
+                & (m.Lease.worker_id.is_null(False))
+                & (m.Workflow.status == Status.RUNNING.value)
+                & (m.Workflow.name.in_(names))
+            )
+            if closed:
+                where &= m.Workflow.queue.not_in(closed)
             query = (
                 m.Lease.select(m.Workflow.id)
                 .join(m.Workflow, on=(m.Workflow.id == m.Lease.workflow_id))
-                .where(
-                    (m.Lease.expires_at < stale_before)
-                    & (m.Lease.worker_id.is_null(False))
-                    & (m.Workflow.status == running)
-                    & (m.Workflow.name.in_(names))
-                )
+                .where(where)
                 .order_by(m.Lease.expires_at)
                 .limit(1)
             )
             return query.for_update("FOR UPDATE", of=(m.Lease, m.Workflow), skip_locked=True) if locking else query
 
         lock = "/lock" if locking else ""
-        row = self._execute(f"runnable_stale/{len(names)}{lock}", stale, [stale_before, running, *names, 1]).fetchone()
+        params = [stale_before, Status.RUNNING.value, *names, *closed, 1]
+        row = self._execute(f"runnable_stale/{len(names)}/{len(closed)}{lock}", stale, params).fetchone()
         if row is not None:
             return row[0]
-        best: tuple[float, str] | None = None
-        for status, column in ((pending, m.Workflow.run_at), (waiting, m.Workflow.wake_at)):
-            for name in names:
+        return self._best_due(names, now, plan, lock=locking)
 
-                def head(name: str = name, status: str = status, column: Any = column) -> Any:
-                    query = (
-                        m.Workflow.select(m.Workflow.id, column)
-                        .where((m.Workflow.status == status) & (m.Workflow.name == name) & (column <= now))
-                        .order_by(column)
-                        .limit(1)
-                    )
-                    return query.for_update("FOR UPDATE", skip_locked=True) if locking else query
-
-                found = self._execute(f"runnable_{status.lower()}{lock}", head, [status, name, now, 1]).fetchone()
-                if found is not None and (best is None or found[1] < best[0]):
-                    best = (found[1], found[0])
-        return best[1] if best is not None else None
+    def _lock_queue(self, name: str, *, wait: bool) -> bool:
+        """Lock the queue's row (``FOR UPDATE``; ``wait=False``: ``SKIP LOCKED``); True if this transaction holds it."""
+        m = self.m
+        query = m.Queue.select(m.Queue.name).where(m.Queue.name == name).for_update("FOR UPDATE", skip_locked=not wait)
+        return query.tuples().first() is not None

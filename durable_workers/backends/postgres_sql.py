@@ -41,7 +41,25 @@ V4_INDEXES: tuple[str, ...] = (
     "WHERE deadline_at IS NOT NULL AND status IN ('PENDING', 'RUNNING', 'WAITING')",
 )
 
-#: An empty database becomes the current schema version (4) with these statements, in one transaction.
+#: Queues (schema version 5; in CREATE and in the migration to 5): the limits table and the claim's indexes.
+V5_QUEUES: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS queues (
+        name text PRIMARY KEY, concurrency integer, worker_concurrency integer, rate_limit integer,
+        rate_period double precision, per_key_concurrency integer, updated_at double precision NOT NULL)""",
+    # The claim's pending probe: per (queue, served name), PENDING rows in priority then due order.
+    "CREATE INDEX IF NOT EXISTS workflows_queue_pending ON workflows (queue, name, priority DESC, run_at) "
+    "WHERE status = 'PENDING'",
+    # The claim's due-WAITING probe: per (queue, served name), WAITING rows in wake order.
+    "CREATE INDEX IF NOT EXISTS workflows_queue_waiting ON workflows (queue, name, wake_at) WHERE status = 'WAITING'",
+    # A queue's RUNNING count, overall and per concurrency key.
+    "CREATE INDEX IF NOT EXISTS workflows_queue_running ON workflows (queue, concurrency_key) WHERE status = 'RUNNING'",
+    # A queue's first starts, for its rate window.
+    "CREATE INDEX IF NOT EXISTS workflows_queue_started ON workflows (queue, started_at) WHERE started_at IS NOT NULL",
+    "CREATE UNIQUE INDEX IF NOT EXISTS workflows_queue_dedupe ON workflows (queue, dedupe_key) "
+    "WHERE dedupe_key IS NOT NULL AND status IN ('PENDING', 'RUNNING', 'WAITING')",
+)
+
+#: An empty database becomes the current schema version (5) with these statements, in one transaction.
 CREATE: tuple[str, ...] = (
     """CREATE TABLE workflows (
         id text PRIMARY KEY, name text NOT NULL, input text NOT NULL DEFAULT '{}',
@@ -49,13 +67,11 @@ CREATE: tuple[str, ...] = (
         attempts integer NOT NULL DEFAULT 0, run_at double precision NOT NULL,
         created_at double precision NOT NULL, updated_at double precision NOT NULL,
         crash_at text, interruption text, failed_step text, wake_at double precision, parent_id text,
-        deadline_at double precision, waiting_for text)""",
+        deadline_at double precision, waiting_for text, queue text NOT NULL DEFAULT 'default',
+        priority integer NOT NULL DEFAULT 0, concurrency_key text, dedupe_key text, started_at double precision)""",
     "CREATE INDEX workflows_status_created_at ON workflows (status, created_at)",
-    # The claim's pending probe: per served name, PENDING rows in due order.
-    "CREATE INDEX workflows_pending_due ON workflows (name, run_at) WHERE status = 'PENDING'",
-    # The claim's due-WAITING probe: per served name, WAITING rows in wake order.
-    "CREATE INDEX workflows_waiting_due ON workflows (name, wake_at) WHERE status = 'WAITING'",
     *V4_INDEXES,
+    *V5_QUEUES,
     """CREATE TABLE steps (
         workflow_id text NOT NULL, step_key text NOT NULL, name text NOT NULL, scope text NOT NULL DEFAULT '',
         position integer NOT NULL, status text NOT NULL, output text, error text,

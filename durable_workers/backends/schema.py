@@ -25,7 +25,7 @@ from peewee import (
     TextField,
 )
 
-from ..records import Status
+from ..records import ACTIVE, DEFAULT_QUEUE, Status
 
 #: Bumped whenever the schema changes, with a forward migration per dialect (``migrations/``).
 #: 2: workflows.interruption/failed_step, steps.seq/token/interruptions, leases.renewed_mono,
@@ -33,7 +33,10 @@ from ..records import Status
 #:    replaces workflows(name, status).
 #: 3: workflows.wake_at (WAITING) and parent_id, the messages and events tables; index
 #:    workflows(status, name, wake_at) for the claim's due-WAITING probe.
-SCHEMA_VERSION = 4
+#: 4: workflows.deadline_at and waiting_for; indexes on parent, waiting_for and deadline.
+#: 5: queues: workflows.queue/priority/concurrency_key/dedupe_key/started_at and the ``queues``
+#:    table; the claim's probes are per (queue, name), in priority then due order.
+SCHEMA_VERSION = 5
 
 
 class BaseModel(Model):
@@ -63,16 +66,22 @@ class Workflow(BaseModel):
     parent_id = TextField(null=True)  # the workflow that started this one as a child, if one did
     deadline_at = FloatField(null=True)  # past this time the workflow ends CANCELLED ("deadline exceeded")
     waiting_for = TextField(null=True)  # what a WAITING workflow waits for: sleep, message:TOPIC, child:ID
+    queue = TextField(default=DEFAULT_QUEUE, constraints=[SQL(f"DEFAULT '{DEFAULT_QUEUE}'")])  # its queue's limits apply
+    priority = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])  # higher is claimed first within its queue
+    concurrency_key = TextField(null=True)  # the queue's per_key_concurrency counts RUNNING rows per key
+    dedupe_key = TextField(null=True)  # unique among the queue's unfinished workflows
+    started_at = FloatField(null=True)  # its first claim (a queue's rate counts these)
 
     class Meta:
         table_name = "workflows"
         indexes = (
             (("status", "created_at"), False),
-            # The claim's pending probe: one range scan per served name, in due order
-            # (SqliteStore._runnable); rows of other names and future run_at are never visited.
-            (("status", "name", "run_at"), False),
-            # The claim's due-WAITING probe, likewise per name in wake order.
-            (("status", "name", "wake_at"), False),
+            # The claim's due-WAITING probe: one range scan per (queue, served name) in wake order.
+            (("status", "queue", "name", "wake_at"), False),
+            # A queue's RUNNING count, overall and per concurrency key (the claim's limits).
+            (("status", "queue", "concurrency_key"), False),
+            # A queue's starts in the rate window.
+            (("queue", "started_at"), False),
             # A parent's children (cancel cascade, status).
             (("parent_id",), False),
             # Who waits on a child (a parent, or a fork of it): woken when it ends.
@@ -80,6 +89,36 @@ class Workflow(BaseModel):
             # The deadline sweep: per unfinished status, rows in deadline order.
             (("status", "deadline_at"), False),
         )
+
+
+# The claim's pending probe: one range scan per (queue, served name), in priority then due
+# order (SqliteStore._runnable); rows of other names or of a queue at its limit are never visited.
+Workflow.add_index(Workflow.status, Workflow.queue, Workflow.name, Workflow.priority.desc(), Workflow.run_at)
+# Deduplication: one unfinished workflow per (queue, dedupe_key).
+Workflow.add_index(
+    Workflow.index(Workflow.queue, Workflow.dedupe_key, unique=True).where(
+        Workflow.dedupe_key.is_null(False) & Workflow.status.in_(sorted(ACTIVE))
+    )
+)
+
+
+class Queue(BaseModel):
+    """A queue's limits, as its app declares them (``queues``); NULL is unlimited.
+
+    A submit to a queue writes its row if none exists (no limits), so the claim
+    knows every queue that holds work.
+    """
+
+    name = TextField(primary_key=True)
+    concurrency = IntegerField(null=True)  # RUNNING workflows of the queue, fleet-wide
+    worker_concurrency = IntegerField(null=True)  # RUNNING workflows of the queue per worker
+    rate_limit = IntegerField(null=True)  # first starts per rate_period seconds (sliding window)
+    rate_period = FloatField(null=True)
+    per_key_concurrency = IntegerField(null=True)  # RUNNING workflows per concurrency_key
+    updated_at = FloatField()
+
+    class Meta:
+        table_name = "queues"
 
 
 class Step(BaseModel):
@@ -216,7 +255,7 @@ class Ledger(BaseModel):
 
 
 #: The engine's tables (the chaos ledger is created on demand, see ``Ledger``).
-ALL_MODELS: tuple[type[BaseModel], ...] = (Workflow, Step, Lease, Worker, Message, Event, DatabaseInfo)
+ALL_MODELS: tuple[type[BaseModel], ...] = (Workflow, Step, Lease, Worker, Message, Event, DatabaseInfo, Queue)
 
 
 @dataclass(frozen=True)
@@ -230,6 +269,7 @@ class Models:
     Message: Any
     Event: Any
     DatabaseInfo: Any
+    Queue: Any
     Ledger: Any
     #: Column names of ``workflows`` and ``steps`` in model order (what ``SELECT *`` returns).
     workflow_columns: tuple[str, ...] = ()
@@ -238,7 +278,7 @@ class Models:
     @property
     def engine_tables(self) -> list[Any]:
         """The bound engine tables, in ``ALL_MODELS`` order (for ``create_tables``)."""
-        return [self.Workflow, self.Step, self.Lease, self.Worker, self.Message, self.Event, self.DatabaseInfo]
+        return [self.Workflow, self.Step, self.Lease, self.Worker, self.Message, self.Event, self.DatabaseInfo, self.Queue]
 
 
 def _bound(model: type[BaseModel], db: Database) -> Any:
@@ -273,5 +313,6 @@ def bind(db: Database) -> Models:
         Message=_bound(Message, db),
         Event=_bound(Event, db),
         DatabaseInfo=_bound(DatabaseInfo, db),
+        Queue=_bound(Queue, db),
         Ledger=_bound(Ledger, db),
     )

@@ -13,8 +13,6 @@ writers, so the portable fencing of ``base.StoreBase._fence`` is safe here).
 
 from __future__ import annotations
 
-import functools
-import operator
 import os
 import random
 import sqlite3
@@ -31,6 +29,7 @@ from ..records import Status
 from .base import Failure
 from .migrations import Migration, check_not_newer, pending, wanted_at_open
 from .migrations.sqlite import MIGRATIONS, create_statements
+from .queues import QueuePlan
 from .schema import SCHEMA_VERSION, bind
 from .sqlite_file import (
     DAMAGED_MARKERS,
@@ -327,70 +326,41 @@ class SqliteStore(Store):
 
     # ----------------------------------------------------------------- claim probe (dialect hook)
 
-    def _runnable(self, names: Sequence[str], now: float, stale_before: float | None = None) -> str | None:
-        """Id of a runnable workflow among ``names``: under the longest-expired lease, else the PENDING or WAITING one due first.
+    def _runnable(self, names: Sequence[str], now: float, plan: QueuePlan, stale_before: float | None = None) -> str | None:
+        """Id of a runnable workflow among ``names``: under the longest-expired lease, else the best due one.
 
         The stale probe walks only expired leases (``leases(expires_at)``), so
-        RUNNING rows under live leases cost nothing. The pending probe is one range scan of ``workflows(status, name, run_at)``
-        per name (first row only) and the earliest of those heads, so its cost
-        does not grow with PENDING rows of names this worker does not serve, nor
-        with rows whose ``run_at`` is in the future. PENDING work is therefore
-        taken in due order (``run_at``; for a workflow submitted to run now that is
-        its creation time), not strictly by ``created_at``. A WAITING row is due
-        at its ``wake_at`` (index ``workflows(status, name, wake_at)``) and
-        competes with PENDING rows by that time.
+        RUNNING rows under live leases cost nothing. The due probe
+        (``ClaimOps._best_due``) seeks ``workflows(status, queue, name,
+        priority DESC, run_at)`` per open queue, served name and priority
+        level, so its cost does not grow with rows of names this worker does
+        not serve, of queues at their limit, or whose ``run_at`` is in the
+        future. A due WAITING row competes by its ``wake_at``.
         """
         m = self.m
         names = list(names)
         stale_before = now if stale_before is None else stale_before
-        running, pending, waiting = Status.RUNNING.value, Status.PENDING.value, Status.WAITING.value
+        closed = plan.closed_for_worker()
         # Driven from leases (CROSS JOIN fixes the loop order in SQLite): only expired leases
         # are visited, in expiry order, never the RUNNING rows that live workers hold.
         row = self._execute(
-            f"runnable_stale/{len(names)}",
+            f"runnable_stale/{len(names)}/{len(closed)}",
             lambda: m.Lease.select(m.Workflow.id)
             .join(m.Workflow, peewee.JOIN.CROSS)
             .where(
                 (m.Workflow.id == m.Lease.workflow_id)
                 & (m.Lease.expires_at < stale_before)
                 & (m.Lease.worker_id.is_null(False))
-                & (m.Workflow.status == running)
+                & (m.Workflow.status == Status.RUNNING.value)
                 & (m.Workflow.name.in_(names))
+                & (m.Workflow.queue.not_in(closed) if closed else SQL("1 = 1"))
             )
             .order_by(m.Lease.expires_at)
             .limit(1),
-            [stale_before, running, *names, 1],
+            [stale_before, Status.RUNNING.value, *names, *closed, 1],
         ).fetchone()
         if row is not None:
             return row[0]
-
-        def due_first() -> peewee.Select:
-            heads = [
-                peewee.Select(
-                    [
-                        m.Workflow.select(m.Workflow.id, column.alias("due"))
-                        .where((m.Workflow.status == status) & (m.Workflow.name == name) & (column <= now))
-                        .order_by(column)
-                        .limit(1)
-                        .alias(f"head{i}")
-                    ],
-                    [SQL("*")],
-                )
-                for i, (status, column, name) in enumerate(
-                    (status, column, name)
-                    for status, column in ((pending, m.Workflow.run_at), (waiting, m.Workflow.wake_at))
-                    for name in names
-                )
-            ]
-            union = functools.reduce(operator.add, heads)  # UNION ALL
-            # SQLite returns the bare column (id) of the row that gives MIN(due).
-            return peewee.Select([union.alias("heads")], [SQL("id"), fn.MIN(SQL("due"))]).bind(self.db)
-
-        row = self._execute(
-            f"runnable_due/{len(names)}",
-            due_first,
-            [value for status in (pending, waiting) for name in names for value in (status, name, now, 1)],
-        ).fetchone()
-        return row[0] if row is not None else None
+        return self._best_due(names, now, plan)
 
 

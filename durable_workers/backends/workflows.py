@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ConflictError, InvalidStateError, StepNotFound, WorkflowNotFound
-from ..records import TERMINAL, Status, StepStatus, WorkflowRecord
+from ..records import ACTIVE, DEFAULT_QUEUE, TERMINAL, Status, StepStatus, WorkflowRecord
 from typing import Any
 
 from peewee import fn
@@ -22,32 +22,63 @@ class WorkflowOps(Revival):
         run_at: float | None = None,
         crash_at: str | None = None,
         deadline_at: float | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        concurrency_key: str | None = None,
+        dedupe_key: str | None = None,
         now: float | None = None,
     ) -> tuple[WorkflowRecord, bool]:
-        """Insert a PENDING workflow (with its ``deadline_at``, if any) unless the id exists; return (row, created)."""
+        """Insert a PENDING workflow unless the id exists; return (row, created).
+
+        ``queue``, ``priority``, ``concurrency_key`` are how the claim orders
+        and limits it. With ``dedupe_key``, while an unfinished workflow of the
+        same queue holds that key nothing is inserted and *that* workflow is
+        returned (its id differs from ``workflow_id``; created False).
+        """
         m = self.m
         now = self._clock(now)
 
         def body() -> tuple[WorkflowRecord, bool]:
-            # INSERT ... ON CONFLICT DO NOTHING: a concurrent submit of the same id (possible where
-            # writers run concurrently) finds the row instead of a unique violation.
-            inserted = m.Workflow.insert(
-                id=workflow_id,
-                name=name,
-                input=input_json,
-                status=Status.PENDING.value,
-                attempts=0,
-                run_at=now if run_at is None else run_at,
-                created_at=now,
-                updated_at=now,
-                crash_at=crash_at,
-                deadline_at=deadline_at,
-            ).on_conflict_ignore().as_rowcount().execute()
-            if inserted:
-                self._notify(workflow_id)
-            return WorkflowRecord.from_row(m.Workflow.get_by_id(workflow_id)), inserted == 1
+            self._ensure_queue(queue, now)
+            for _ in range(3):
+                inserted = self._insert_one(workflow_id, name, input_json, run_at, crash_at, deadline_at, now, dict(
+                    queue=queue, priority=priority, concurrency_key=concurrency_key, dedupe_key=dedupe_key))
+                if inserted:
+                    self._notify(workflow_id)
+                row = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
+                if row is None and dedupe_key is not None:  # the key's holder, unless it just ended
+                    row = m.Workflow.get_or_none(
+                        (m.Workflow.queue == queue) & (m.Workflow.dedupe_key == dedupe_key)
+                        & m.Workflow.status.in_(list(ACTIVE))
+                    )  # fmt: skip
+                if row is not None:
+                    return WorkflowRecord.from_row(row), inserted == 1
+            raise WorkflowNotFound(f"workflow {workflow_id!r} could not be inserted; submit it again")
 
         return self.write(body, safe=True)
+
+    def _insert_one(
+        self, workflow_id: str, name: str, input_json: str, run_at: float | None, crash_at: str | None,
+        deadline_at: float | None, now: float, options: dict[str, Any],
+    ) -> int:  # fmt: skip
+        """Inside a write: INSERT the PENDING row unless a unique key (id, queue + dedupe key) exists; rows inserted."""
+        m = self.m
+        # INSERT ... ON CONFLICT DO NOTHING: a concurrent submit of the same id (possible where
+        # writers run concurrently) finds the row instead of a unique violation.
+        inserted: int = m.Workflow.insert(
+            id=workflow_id,
+            name=name,
+            input=input_json,
+            status=Status.PENDING.value,
+            attempts=0,
+            run_at=now if run_at is None else run_at,
+            created_at=now,
+            updated_at=now,
+            crash_at=crash_at,
+            deadline_at=deadline_at,
+            **options,
+        ).on_conflict_ignore().as_rowcount().execute()
+        return inserted
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord:
         """The workflow with this id; raises :class:`WorkflowNotFound`."""
@@ -145,10 +176,26 @@ class WorkflowOps(Revival):
                 raise InvalidStateError(
                     f"workflow {workflow_id} is {row.status}; only FAILED or CANCELLED workflows can be retried"
                 )
+            self._refuse_held_key(row)
             self._revive(row, now)
             return WorkflowRecord.from_row(m.Workflow.get_by_id(workflow_id))
 
         return self.write(body, confirm=lambda: self._confirm_retry(workflow_id, now))
+
+    def _refuse_held_key(self, row: Any) -> None:
+        """Inside a write: raise :class:`InvalidStateError` if another unfinished workflow holds ``row``'s dedupe key."""
+        m = self.m
+        if row.dedupe_key is None:
+            return
+        holder = m.Workflow.get_or_none(
+            (m.Workflow.queue == row.queue) & (m.Workflow.dedupe_key == row.dedupe_key)
+            & m.Workflow.status.in_(list(ACTIVE)) & (m.Workflow.id != row.id)
+        )  # fmt: skip
+        if holder is not None:
+            raise InvalidStateError(
+                f"workflow {row.id} cannot run again while {holder.id} ({holder.status}) holds its dedupe key "
+                f"{row.dedupe_key!r}; wait for that one to end"
+            )
 
     def _confirm_change(self, workflow_id: str, status: Status, now: float) -> WorkflowRecord | None:
         """After an ambiguous commit of ``cancel``: the row if it shows ``status`` set at ``now``, else None.

@@ -93,9 +93,16 @@ def test_a_waiting_workflow_is_claimed_by_the_database_clock(backend: Backend) -
     assert again is not None and again.workflow.id == "wf2"
 
 
-#: Statements taking a fresh (version 4) database back to version 2, per dialect.
+#: Statements taking a fresh (version 5) database back to version 2, per dialect.
 _TO_V2 = {
     "sqlite": (
+        *(f'DROP INDEX "{index}"' for index in (
+            "workflows_status_queue_name_priority_run_at", "workflows_status_queue_name_wake_at",
+            "workflows_status_queue_concurrency_key", "workflows_queue_started_at", "workflows_queue_dedupe_key")),
+        *(f"ALTER TABLE workflows DROP COLUMN {c}" for c in ("queue", "priority", "concurrency_key", "dedupe_key", "started_at")),
+        "DROP TABLE queues",
+        'CREATE INDEX "workflows_status_name_run_at" ON "workflows" ("status", "name", "run_at")',
+        'CREATE INDEX "workflows_status_name_wake_at" ON "workflows" ("status", "name", "wake_at")',
         'DROP INDEX "workflows_parent_id"',
         'DROP INDEX "workflows_waiting_for"',
         'DROP INDEX "workflows_status_deadline_at"',
@@ -109,6 +116,13 @@ _TO_V2 = {
         "PRAGMA user_version = 2",
     ),
     "postgresql": (
+        *(f"DROP INDEX {index}" for index in (
+            "workflows_queue_pending", "workflows_queue_waiting", "workflows_queue_running", "workflows_queue_started",
+            "workflows_queue_dedupe")),
+        *(f"ALTER TABLE workflows DROP COLUMN {c}" for c in ("queue", "priority", "concurrency_key", "dedupe_key", "started_at")),
+        "DROP TABLE queues",
+        "CREATE INDEX workflows_pending_due ON workflows (name, run_at) WHERE status = 'PENDING'",
+        "CREATE INDEX workflows_waiting_due ON workflows (name, wake_at) WHERE status = 'WAITING'",
         "DROP INDEX workflows_parent",
         "DROP INDEX workflows_waiting_for",
         "DROP INDEX workflows_deadline",

@@ -1,10 +1,11 @@
 """The claim's pending probe stays an index range scan whatever backlog the claimer cannot run.
 
 Timing is not asserted (the `scale` benchmark measures it); the query plan is: SQLite's
-``EXPLAIN QUERY PLAN`` of the statement ``SqliteStore._runnable`` actually ran must search the
-``(status, name, run_at)`` index with all three bounded, per served name (and the
-``(status, name, wake_at)`` index likewise for WAITING rows), and need no
-temporary B-tree (a sort would mean visiting every due row) and no table scan.
+``EXPLAIN QUERY PLAN`` of each statement the claim's due probe actually ran must search the
+``(status, queue, name, priority DESC, run_at)`` index bounded on every column (a priority level
+is found by one seek, its due head by a range), and the ``(status, queue, name, wake_at)`` index
+likewise for WAITING rows, and need no temporary B-tree (a sort would mean visiting every due row)
+and no table scan.
 """
 
 from __future__ import annotations
@@ -54,11 +55,20 @@ def _plan(db_path: Path, sql: str, params: list[object]) -> list[str]:
 
 
 def _pending_probe_plan(store: Store, db_path: Path, now: float) -> list[str]:
-    assert store.claim_next("w-probe", SERVED, ttl=30, now=now) is None  # compiles the statement
-    sql = store.compiled(f"runnable_due/{len(SERVED)}")
-    assert sql is not None, "the claim did not run the statement"
-    params = [v for status in ("PENDING", "WAITING") for name in SERVED for v in (status, name, now, 1)]
-    return _plan(db_path, sql, params)
+    """The plans of the claim's due probes: the priority level seek, the pending and the waiting head."""
+    assert store.claim_next("w-probe", SERVED, ttl=30, now=now) is None  # compiles the statements
+    probes = {
+        "priority_level/0": ["PENDING", "default", SERVED[0], 1],
+        "priority_level/1": ["PENDING", "default", SERVED[0], 0, 1],
+        "head_pending/0/0": ["PENDING", "default", SERVED[0], 0, now, 1],
+        "head_waiting/0/0": ["WAITING", "default", SERVED[0], now, 1],
+    }
+    plan = []
+    for name, params in probes.items():
+        sql = store.compiled(name)
+        assert sql is not None, f"the claim did not run {name}"
+        plan += [f"{name}: {line}" for line in _plan(db_path, sql, params)]
+    return plan
 
 
 @pytest.mark.parametrize("analyzed", [False, True], ids=["no-stats", "analyzed"])
@@ -70,16 +80,17 @@ def test_pending_probe_is_an_index_range_scan_per_name(store: Store, db_path: Pa
         con.execute("ANALYZE")
         con.close()
     plan = _pending_probe_plan(store, db_path, now)
-    searches = [line for line in plan if "workflows" in line or line.startswith(("SEARCH t", "SCAN t"))]
-    assert searches, plan
-    pending = "USING INDEX workflows_status_name_run_at (status=? AND name=? AND run_at<?)"
-    waiting = "USING INDEX workflows_status_name_wake_at (status=? AND name=? AND wake_at<?)"
-    for line in searches:
-        assert pending in line or waiting in line, plan
-    assert [pending in line for line in searches].count(True) == len(SERVED), plan
-    assert [waiting in line for line in searches].count(True) == len(SERVED), plan
+    index = "workflows_status_queue_name_priority_run_at"
+    expected = {
+        "priority_level/0": f"USING COVERING INDEX {index} (status=? AND queue=? AND name=?)",
+        "priority_level/1": f"USING COVERING INDEX {index} (status=? AND queue=? AND name=? AND priority<?)",
+        "head_pending/0/0": f"USING INDEX {index} (status=? AND queue=? AND name=? AND priority=? AND run_at<?)",
+        "head_waiting/0/0": "USING INDEX workflows_status_queue_name_wake_at (status=? AND queue=? AND name=? AND wake_at<?)",
+    }
+    for name, search in expected.items():
+        assert [line for line in plan if line.startswith(name) and search in line], plan
     assert not [line for line in plan if "TEMP B-TREE" in line], plan
-    assert not [line for line in plan if line.startswith("SCAN t")], plan
+    assert not [line for line in plan if "SCAN" in line], plan
 
 
 def test_claim_takes_the_due_workflow_past_the_unrunnable_backlog(store: Store, db_path: Path) -> None:
@@ -103,7 +114,7 @@ def test_stale_probe_visits_expired_leases_only(store: Store, db_path: Path) -> 
         store.submit(f"live-{i}", SERVED[0], json.dumps({}), now=now - 100 + i)
         assert store.claim_next(f"other-{i}", SERVED, ttl=3600, now=now) is not None
     assert store.claim_next("w-probe", SERVED, ttl=30, now=now) is None
-    sql = store.compiled(f"runnable_stale/{len(SERVED)}")
+    sql = store.compiled(f"runnable_stale/{len(SERVED)}/0")
     assert sql is not None, "the claim did not run the statement"
     plan = _plan(db_path, sql, [now, "RUNNING", *SERVED, 1])
     assert any("USING INDEX leases_expires_at (expires_at<?)" in line for line in plan), plan
@@ -150,6 +161,7 @@ def test_v1_migration_creates_the_claim_index_and_drops_the_old_one(tmp_path: Pa
     finally:
         con.close()
     assert version == SCHEMA_VERSION
-    assert "workflows_status_name_run_at" in indexes
+    assert "workflows_status_queue_name_priority_run_at" in indexes
+    assert "workflows_status_name_run_at" not in indexes
     assert "workflows_name_status" not in indexes
     assert not [line for line in plan if "TEMP B-TREE" in line or line.startswith("SCAN t")], plan

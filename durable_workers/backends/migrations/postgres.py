@@ -31,6 +31,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE workflows ADD COLUMN IF NOT EXISTS waiting_for text",
         *q.V4_INDEXES,
     ),
+    4: (  # v5: queues with limits, priorities, concurrency and dedupe keys, first start times
+        "ALTER TABLE workflows ADD COLUMN IF NOT EXISTS queue text NOT NULL DEFAULT 'default'",
+        "ALTER TABLE workflows ADD COLUMN IF NOT EXISTS priority integer NOT NULL DEFAULT 0",
+        "ALTER TABLE workflows ADD COLUMN IF NOT EXISTS concurrency_key text",
+        "ALTER TABLE workflows ADD COLUMN IF NOT EXISTS dedupe_key text",
+        "ALTER TABLE workflows ADD COLUMN IF NOT EXISTS started_at double precision",
+        *q.V5_QUEUES,
+        "DROP INDEX IF EXISTS workflows_pending_due",
+        "DROP INDEX IF EXISTS workflows_waiting_due",
+    ),
 }
 
 

@@ -44,6 +44,26 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         'CREATE INDEX IF NOT EXISTS "workflows_waiting_for" ON "workflows" ("waiting_for")',
         'CREATE INDEX IF NOT EXISTS "workflows_status_deadline_at" ON "workflows" ("status", "deadline_at")',
     ),
+    4: (
+        "ALTER TABLE workflows ADD COLUMN queue TEXT NOT NULL DEFAULT 'default'",
+        "ALTER TABLE workflows ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE workflows ADD COLUMN concurrency_key TEXT",
+        "ALTER TABLE workflows ADD COLUMN dedupe_key TEXT",
+        "ALTER TABLE workflows ADD COLUMN started_at REAL",
+        'CREATE TABLE IF NOT EXISTS "queues" ("name" TEXT NOT NULL PRIMARY KEY, "concurrency" INTEGER, '
+        '"worker_concurrency" INTEGER, "rate_limit" INTEGER, "rate_period" REAL, "per_key_concurrency" INTEGER, '
+        '"updated_at" REAL NOT NULL)',
+        'CREATE INDEX IF NOT EXISTS "workflows_status_queue_name_priority_run_at" '
+        'ON "workflows" ("status", "queue", "name", "priority" DESC, "run_at")',
+        'CREATE INDEX IF NOT EXISTS "workflows_status_queue_name_wake_at" ON "workflows" ("status", "queue", "name", "wake_at")',
+        'CREATE INDEX IF NOT EXISTS "workflows_status_queue_concurrency_key" '
+        'ON "workflows" ("status", "queue", "concurrency_key")',
+        'CREATE INDEX IF NOT EXISTS "workflows_queue_started_at" ON "workflows" ("queue", "started_at")',
+        'CREATE UNIQUE INDEX IF NOT EXISTS "workflows_queue_dedupe_key" ON "workflows" ("queue", "dedupe_key") '
+        "WHERE dedupe_key IS NOT NULL AND status IN ('PENDING', 'RUNNING', 'WAITING')",
+        'DROP INDEX IF EXISTS "workflows_status_name_run_at"',
+        'DROP INDEX IF EXISTS "workflows_status_name_wake_at"',
+    ),
 }
 
 
