@@ -5,6 +5,7 @@
     python -m benchmarks --only floor,step --sync NORMAL --out step.json
     python -m benchmarks --only throughput --plot docs/benchmarks-throughput.png
     python -m benchmarks --only batch --sync NORMAL  # Client.submit_many of 1,000 against raw executemany
+    python -m benchmarks --only queues --pg          # claim cost with queue limits on; a limited queue's throughput
     python -m benchmarks --db postgresql://user@host:port/dbname   # the suite on PostgreSQL
     python -m benchmarks --pg --peer dbos          # a throwaway PostgreSQL cluster, and DBOS beside us
 
@@ -29,9 +30,9 @@ from .databases import Databases, is_postgres, throwaway_server
 from .measure import Figure, machine
 from .report import plot_throughput, table, write_json
 
-BENCHMARKS = ("floor", "step", "throughput", "latency", "recovery", "wake", "scale", "batch")
+BENCHMARKS = ("floor", "step", "throughput", "latency", "recovery", "wake", "scale", "batch", "queues")
 #: What runs on PostgreSQL (scale measures SQLite's claim query plans, batch compares with raw sqlite3).
-PG_BENCHMARKS = ("floor", "step", "throughput", "latency", "recovery", "wake")
+PG_BENCHMARKS = ("floor", "step", "throughput", "latency", "recovery", "wake", "queues")
 #: The column label of PostgreSQL figures (SQLite's are its synchronous modes).
 PG_MODE = "PG"
 PEERS = ("dbos",)
@@ -66,6 +67,10 @@ class Sizes:
     claims: int = 100
     empty_claims: int = 50
     batch: int = 1000  # workflows per batch submit
+    queue_sizes: tuple[int, ...] = (1_000, 1_000_000)  # PENDING rows under the queue claim benchmark
+    queue_limits: tuple[int, ...] = (1, 2, 4)  # concurrency limits of the queue throughput benchmark
+    queue_step_ms: float = 100.0  # the fixed duration of its one step
+    queue_per_slot: int = 25  # workflows per unit of the limit
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -94,6 +99,10 @@ QUICK = Sizes(
     claims=10,
     empty_claims=5,
     batch=100,
+    queue_sizes=(1_000,),
+    queue_limits=(1, 2),
+    queue_step_ms=20.0,
+    queue_per_slot=5,
 )
 
 
@@ -175,6 +184,7 @@ def plan(args: argparse.Namespace, sizes: Sizes, dbs: Databases) -> list[tuple[s
     from .batch import bench_batch
     from .floor import bench_floor
     from .latency import bench_latency
+    from .queues import bench_queue_claims, bench_queue_throughput
     from .recovery import bench_recovery
     from .scale import bench_backlog, bench_scale
     from .step import bench_step
@@ -248,6 +258,13 @@ def plan(args: argparse.Namespace, sizes: Sizes, dbs: Databases) -> list[tuple[s
                 repeat=sizes.repeat, log_level=args.log_level)))  # fmt: skip
     for sync in args.sync if "batch" in args.only else []:
         jobs.append((f"batch {sync}", lambda s=sync: bench_batch(dbs, s, count=sizes.batch, repeat=sizes.step_repeat)))
+    for sync in args.sync if "queues" in args.only else []:
+        jobs.append((f"queues claims {sync}", lambda s=sync: bench_queue_claims(
+            dbs, s, sizes=list(sizes.queue_sizes), claims=sizes.claims, empty_claims=sizes.empty_claims,
+            repeat=sizes.repeat)))  # fmt: skip
+        jobs.append((f"queues throughput {sync}", lambda s=sync: bench_queue_throughput(
+            dbs, s, queue_limits=sizes.queue_limits, step_ms=sizes.queue_step_ms, per_slot=sizes.queue_per_slot,
+            repeat=sizes.repeat, log_level=args.log_level)))  # fmt: skip
     if "scale" in args.only:
         jobs.append(
             (

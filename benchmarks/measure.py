@@ -109,6 +109,18 @@ def stopwatch() -> Iterator[list[float]]:
         box.append(time.perf_counter() - start)
 
 
+def time_claims(store: Any, worker: str, names: list[str], count: int, *, expect_hit: bool, what: str) -> float:
+    """Median ms of ``count`` calls of ``store.claim_next`` that each take one workflow (or, if not ``expect_hit``, none)."""
+    timings = []
+    for _ in range(count):
+        with stopwatch() as t:
+            claim = store.claim_next(worker, names, ttl=3600.0)
+        if (claim is not None) != expect_hit:
+            raise RuntimeError(f"{what}: a claim {'found nothing' if expect_hit else 'took a workflow'} unexpectedly")
+        timings.append(t[0] * 1000.0)
+    return statistics.median(timings)
+
+
 def cpu_model() -> str:
     """The CPU model name from /proc/cpuinfo (or the platform's guess)."""
     try:

@@ -54,7 +54,7 @@ from typing import Any, Callable
 from durable_workers.backends import Store, open_store
 from durable_workers.engine import run_claim
 from durable_workers.records import StepStatus
-from durable_workers.worker import Heartbeat, new_worker_id
+from durable_workers.worker import new_worker_id
 
 from .floor import OUTPUT, floor_per_step
 from .step import registry, run_sequential

@@ -34,7 +34,7 @@ from typing import Any, Iterator
 
 from durable_workers.backends import open_store
 
-from .measure import Figure, stopwatch
+from .measure import Figure, stopwatch, time_claims
 
 NAME = "bench_onboarding"
 LIVE_RUNNING = 100  # workflows held by live leases of other workers
@@ -193,17 +193,8 @@ def _time_claims(path: Path, synchronous: str, worker: str, claims: int, empty_c
     """Median ms of ``claims`` claims that hit, then of ``empty_claims`` that find nothing."""
     store = open_store(path, synchronous=synchronous)
     try:
-        medians = []
-        for count, expect_hit in ((claims, True), (empty_claims, False)):
-            timings = []
-            for _ in range(count):
-                with stopwatch() as t:
-                    claim = store.claim_next(worker, [NAME], ttl=3600.0)
-                if (claim is not None) != expect_hit:
-                    raise RuntimeError(f"scale backlog: claim {'missed' if expect_hit else 'hit'} unexpectedly")
-                timings.append(t[0] * 1000.0)
-            medians.append(statistics.median(timings))
-        return medians[0], medians[1]
+        hit = time_claims(store, worker, [NAME], claims, expect_hit=True, what="scale backlog")
+        return hit, time_claims(store, worker, [NAME], empty_claims, expect_hit=False, what="scale backlog")
     finally:
         store.close()
 

@@ -42,8 +42,10 @@ from .errors import (
     WorkflowNotFound,
 )
 from .queues import Queue
-from .records import Status, StepStatus
+from .records import ScheduleRecord, Status, StepStatus
 from .registry import Registry, default_registry, load_app, workflow
+from .schedule_admin import ScheduleNotFound
+from .schedules import scheduled_at
 from .typed import Serializer, register_serializer, register_type
 
 __version__ = "0.1.0"
@@ -68,6 +70,8 @@ __all__ = [
     "NonDeterminismError",
     "NotSerializableError",
     "Registry",
+    "ScheduleNotFound",
+    "ScheduleRecord",
     "SchemaVersionError",
     "Serializer",
     "Status",
@@ -88,6 +92,7 @@ __all__ = [
     "load_app",
     "register_serializer",
     "register_type",
+    "scheduled_at",
     "step",
     "workflow",
 ]

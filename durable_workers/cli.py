@@ -391,6 +391,10 @@ main.add_command(_send)
 main.add_command(_events)
 main.add_command(_gc)
 
+from .cli_schedule import schedule as _schedule  # noqa: E402
+
+main.add_command(_schedule)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -25,6 +25,7 @@ from .registry import Registry, default_registry, load_app
 if TYPE_CHECKING:  # pragma: no cover
     from .batch import Submission
     from .replaycheck import ReplayVerdict
+    from .schedule_admin import Schedules
 
 
 def _check_same(record: WorkflowRecord, name: str, input_json: str) -> None:
@@ -65,7 +66,8 @@ class Client:
     and inputs against. ``create=False`` refuses to create a missing database;
     ``readonly=True`` opens it without writing (read commands). The database is
     opened on first use of :attr:`store`, so a call that fails validation
-    first (unknown app, name or input) leaves no file behind.
+    first (unknown app, name or input) leaves no file behind; ``store=``
+    shares a store that is already open.
     """
 
     def __init__(
@@ -78,11 +80,12 @@ class Client:
         create: bool = True,
         registry: Registry | None = None,
         readonly: bool = False,
+        store: Store | None = None,
     ) -> None:
         self.config = config or load_config(db=db, app=app, synchronous=synchronous)
         self._create = create
         self._readonly = readonly
-        self._store: Store | None = None
+        self._store: Store | None = store
         self._registry = registry
 
     @property
@@ -105,6 +108,13 @@ class Client:
         if self._registry is None:
             self._registry = load_app(self.config.app, default_registry)
         return self._registry
+
+    @property
+    def schedules(self) -> "Schedules":
+        """Cron schedules of this database: add, list, pause, resume, remove, trigger."""
+        from .schedule_admin import Schedules
+
+        return Schedules(self)
 
     def close(self) -> None:
         """Close this thread's database connection and the idle pooled ones (nothing to do if never opened)."""

@@ -52,6 +52,16 @@ GC_STATUSES = ("COMPLETED", "FAILED", "CANCELLED")
 GC_BATCH = 500
 #: Bounds of the supervisor's retention sweep interval (a quarter of the retention, within these).
 GC_INTERVAL_MIN, GC_INTERVAL_MAX = 1.0, 3600.0
+#: Seconds old a schedule slot may be when a scheduler first sees it and still count as on time
+#: (older ones were missed: their schedule's ``catchup`` decides).
+SCHEDULE_GRACE = 60.0
+#: Missed slots a ``catchup="all"`` schedule fires per scheduler turn (the rest in the next turns).
+CATCHUP_MAX = 1000
+#: The ``roles`` row whose holder fires schedules and runs retention; it lasts one
+#: ``durable-supervisor --ttl`` past its last renewal, like a workflow lease.
+SCHEDULER_ROLE = "scheduler"
+#: Seconds between two turns of a supervisor's scheduler thread (renew the lease, fire due slots).
+SCHEDULER_INTERVAL = 1.0
 #: Characters of an input or result ``durable status ID`` shows unless ``--full``.
 PREVIEW_CHARS = 400
 

@@ -8,7 +8,7 @@ column mapping, never from a peewee model, so this module knows no SQL.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping, Sequence
 
@@ -206,6 +206,59 @@ class StepStart:
 
 
 @dataclass(frozen=True)
+class ScheduleRecord:
+    """One row of ``schedules``: a cron schedule and where its firing stands (``input`` decoded)."""
+
+    name: str
+    workflow: str
+    cron: str
+    timezone: str = "UTC"
+    catchup: str = "latest"
+    input: dict[str, Any] = field(default_factory=dict)
+    #: ``app`` (declared by ``@workflow(schedule=)``, kept in step with the app) or ``cli`` (added at run time).
+    origin: str = "cli"
+    paused: bool = False
+    #: The first slot not fired yet (UNIX time).
+    next_at: float = 0.0
+    last_slot: float | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @classmethod
+    def from_row(cls, row: Any) -> "ScheduleRecord":
+        """Build from a model instance of ``schedules`` (a corrupt input reads as ``{}``)."""
+        values = _fields(cls, row)
+        try:
+            values["input"] = json.loads(row.input)
+        except (TypeError, ValueError):
+            values["input"] = {}
+        values["input"] = values["input"] if isinstance(values["input"], dict) else {}
+        values["paused"] = bool(row.paused)
+        return cls(**values)
+
+    def defines_same(self, other: "ScheduleRecord") -> bool:
+        """Whether both describe the same schedule (workflow, cron, timezone, catchup, input)."""
+        keys = ("workflow", "cron", "timezone", "catchup", "input")
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
+
+
+@dataclass(frozen=True)
+class RoleRecord:
+    """One row of ``roles``: who holds a fleet-wide role (the scheduler lease) and until when."""
+
+    name: str
+    holder: str
+    token: int
+    expires_at: float
+    renewed_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> "RoleRecord":
+        """Build from a model instance of ``roles``."""
+        return cls(**_fields(cls, row))
+
+
+@dataclass(frozen=True)
 class LedgerRecord:
     """One row of the chaos experiment's ``chaos_ledger``."""
 
@@ -231,6 +284,8 @@ __all__ = [
     "Claim",
     "LeaseRecord",
     "LedgerRecord",
+    "RoleRecord",
+    "ScheduleRecord",
     "Status",
     "StepRecord",
     "StepStart",

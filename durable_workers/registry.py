@@ -32,6 +32,8 @@ class WorkflowSpec:
     timeout: float | None = None
     #: The queue its runs go to unless a submit names another (None: the default queue).
     queue: str | None = None
+    #: ``(cron, timezone, catchup)`` of its ``@workflow(schedule=)``, or None (see ``durable_workers.schedules``).
+    schedule: tuple[str, str, str] | None = None
 
     def check_input(self, values: dict[str, Any]) -> None:
         """Raise :class:`InputError` unless ``values`` bind to the keyword parameters and fit their annotated types."""
@@ -62,11 +64,18 @@ class Registry:
         return [self._queues[name] for name in sorted(self._queues)]
 
     def register(
-        self, fn: Callable[..., Any], name: str | None = None, *, timeout: float | None = None, queue: Any = None
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        *,
+        timeout: float | None = None,
+        queue: Any = None,
+        schedule: tuple[str, str, str] | None = None,
     ) -> WorkflowSpec:
         """Register ``fn`` under ``name`` (default: the function's name) with an optional deadline ``timeout``.
 
         ``queue``: a :class:`~durable_workers.Queue` or a queue name its runs go to by default.
+        ``schedule``: ``(cron, timezone, catchup)``, checked here (a scheduled run gets no input).
         """
         from .queues import queue_name
 
@@ -79,9 +88,15 @@ class Registry:
                 f"workflow name {name!r} is registered twice ({_origin(existing.fn)} and {_origin(fn)}); "
                 "give one of them @workflow(name=...)"
             )
-        spec = WorkflowSpec(name, fn, None if timeout is None else float(timeout), queue_name(queue))
+        spec = WorkflowSpec(name, fn, None if timeout is None else float(timeout), queue_name(queue), schedule)
+        if schedule is not None:
+            _check_schedule(spec, schedule)
         self._specs[name] = spec
         return spec
+
+    def scheduled(self) -> list[WorkflowSpec]:
+        """The workflows declared with ``@workflow(schedule=)``, by name."""
+        return [self._specs[name] for name in sorted(self._specs) if self._specs[name].schedule is not None]
 
     def get(self, name: str) -> WorkflowSpec:
         """The workflow registered as ``name``; raises :class:`UnknownWorkflowError`."""
@@ -101,6 +116,17 @@ class Registry:
         return name in self._specs
 
 
+def _check_schedule(spec: WorkflowSpec, schedule: tuple[str, str, str]) -> None:
+    """Raise :class:`DurableError` naming the workflow for a bad schedule or one its runs cannot start with no input."""
+    from .schedules import check_definition
+
+    try:
+        check_definition(*schedule)
+        spec.check_input({})
+    except InputError as exc:
+        raise DurableError(f"@workflow(schedule=...) for {spec.name!r}: {exc}") from None
+
+
 def _origin(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
@@ -112,10 +138,27 @@ default_registry = Registry()
 @overload
 def workflow(fn: F) -> F: ...
 @overload
-def workflow(*, name: str | None = None, timeout: float | None = None, queue: Any = None) -> Callable[[F], F]: ...
+def workflow(
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    queue: Any = None,
+    schedule: str | None = None,
+    timezone: str = "UTC",
+    catchup: str = "latest",
+) -> Callable[[F], F]: ...
 
 
-def workflow(fn: F | None = None, *, name: str | None = None, timeout: float | None = None, queue: Any = None) -> Any:
+def workflow(
+    fn: F | None = None,
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    queue: Any = None,
+    schedule: str | None = None,
+    timezone: str = "UTC",
+    catchup: str = "latest",
+) -> Any:
     """Register a function as a durable workflow.
 
     The function receives a :class:`~durable_workers.Context` first and the
@@ -125,11 +168,16 @@ def workflow(fn: F | None = None, *, name: str | None = None, timeout: float | N
     ends CANCELLED with "deadline exceeded", its child workflows included
     (``submit(..., timeout=)`` overrides it per run). ``queue``: a
     :class:`~durable_workers.Queue` (or its name) whose limits its runs obey
-    (``submit(..., queue=)`` overrides it per run).
+    (``submit(..., queue=)`` overrides it per run). ``schedule``: a cron
+    expression read in ``timezone`` (an IANA name); each slot submits one run
+    with no input and the id ``NAME@<slot, ISO UTC>``, fired by the supervisor
+    that holds the scheduler lease; ``catchup`` (``latest``, ``all``, ``none``)
+    says what happens to slots missed while no supervisor ran.
     """
+    cron = None if schedule is None else (schedule, timezone, catchup)
 
     def decorate(target: F) -> F:
-        spec = default_registry.register(target, name, timeout=timeout, queue=queue)
+        spec = default_registry.register(target, name, timeout=timeout, queue=queue, schedule=cron)
         target.__durable_name__ = spec.name  # type: ignore[attr-defined]  # ctx.start_child(fn) finds the name
         return target
 

@@ -7,7 +7,7 @@ write transaction, and goes on with the next page; the write lock is released
 between two pages, so workers keep committing while a large backlog is
 collected. It is idempotent: running it twice, or on two supervisors at once,
 deletes each workflow once. :class:`RetentionSweep` runs it periodically for
-the supervisor when ``retention`` is configured.
+the supervisor holding the scheduler lease when ``retention`` is configured.
 """
 
 from __future__ import annotations
@@ -82,9 +82,9 @@ class RetentionSweep:
 
     One turn deletes at most ``SWEEP_BATCHES`` batches, so a large backlog
     never stalls the supervisor's loop: the sweep goes on in the next turns
-    until it is through, then waits an interval. Any supervisor runs it (there
-    is no scheduler lease yet); two at once are harmless, each workflow is
-    deleted once.
+    until it is through, then waits an interval. Only the supervisor that
+    holds the scheduler lease runs it (``durable_workers.scheduler``); two at
+    once would be harmless, each workflow is deleted once.
     """
 
     #: Batches one supervisor turn deletes at most (a few tens of milliseconds each on SQLite).

@@ -54,6 +54,10 @@ def main(
 ) -> None:
     """Keep WORKERS worker processes running workflows from one database.
 
+    One supervisor of the fleet at a time holds the scheduler lease (for
+    --ttl seconds past its last renewal): it fires cron schedules and runs
+    --retention.
+
     Ctrl+C or SIGTERM drains (current steps finish, work is released); a
     second one kills the workers at once.
     """

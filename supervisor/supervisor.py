@@ -45,7 +45,9 @@ from durable_workers.liveness import (
     process_stopped,
     reap_dead_workers,
 )
+from durable_workers.client import Client
 from durable_workers.retention import RetentionSweep
+from durable_workers.scheduler import Scheduler
 from durable_workers.signals import SignalDispatcher
 
 from .fleet import Slot, StepWatch, SupervisorOptions, describe_exit, kill_group, kill_group_if_exited
@@ -82,7 +84,9 @@ class Supervisor:
         self._last_prune: float | None = None  # monotonic
         self._steps = StepWatch()
         self._errors = ErrorBackoff(log, "supervisor loop")
-        self._retention = RetentionSweep(config.retention)
+        holder = f"{host_identity()}/supervisor-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        client = Client(config=config, store=self.store)
+        self._scheduler = Scheduler(client, holder, self.options.ttl, RetentionSweep(config.retention))
 
     # ----------------------------------------------------------------- processes
 
@@ -262,7 +266,7 @@ class Supervisor:
         self.wake.set()
 
     def loop_once(self, now: float | None = None) -> None:
-        """Reap, reclaim, respawn, enforce timeouts, heartbeats, deadlines and retention, prune, advance a stop.
+        """Reap, reclaim, respawn, enforce timeouts, heartbeats and deadlines, prune, advance a stop.
 
         ``now`` is the time used for database comparisons (reclaim of other
         hosts' workers by their heartbeat, pruning): by default the store's
@@ -282,7 +286,6 @@ class Supervisor:
             self._prune(now, mono)
             for workflow_id in self.store.expire_deadlines(now=now):
                 log.info("workflow %s is past its deadline: CANCELLED (children too)", workflow_id)
-            self._retention.maybe_run(self.store, now, mono)
             self._last_reap = mono  # only once it all went through: a failed turn is retried next turn
         if self.stop_requests:
             self._advance_stop(mono)
@@ -370,6 +373,7 @@ class Supervisor:
             self.config.db,
             self.config.app,
         )
+        self._scheduler.start()  # its own thread: fires schedules and sweeps retention while holding the lease
         try:
             while not self.done():
                 pause = self.tick()
@@ -389,6 +393,7 @@ class Supervisor:
             self._reap_children(time.monotonic())
         except (Exception, StoreUnavailable):
             log.exception("could not record the workers' exit; their leases expire after the TTL")
+        self._scheduler.stop()
         if self.database_replaced is not None:
             self.store.abandon_replaced_file()  # after every worker: the last writer to the old file
         self.store.close()

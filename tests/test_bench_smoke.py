@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import ROOT, cli_env
 
-FAMILIES = {"floor", "step", "throughput", "latency", "recovery", "wake", "scale", "batch"}
+FAMILIES = {"floor", "step", "throughput", "latency", "recovery", "wake", "scale", "batch", "queues"}
 
 
 def run_bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -55,6 +55,7 @@ def test_quick_run_produces_table_json_and_plot(tmp_path: Path) -> None:
     assert ("throughput", "noop w=2 workflows/s") in metrics
     assert ("recovery", "supervisor restarted p50") in metrics
     assert ("wake", "sleep storm n=20 lateness p99") in metrics
+    assert ("queues", "claim (hit) limits on / default, 1,000 pending") in metrics
 
     assert "| benchmark | metric |" in result.stdout
     if importlib.util.find_spec("matplotlib") is not None:
@@ -93,9 +94,38 @@ def test_quick_run_on_postgresql_creates_and_drops_a_database_per_benchmark(pg_u
     assert ("latency", "submit-to-start p50 (polling)") in metrics
     assert ("recovery", "supervisor alive p50") in metrics
     assert ("wake", "sleep storm n=20 lateness p50") in metrics
+    assert ("queues", "limit 2, 20 ms step: completed/s") in metrics
     with psycopg.connect(pg_url, autocommit=True) as conn:
         left = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'dw_bench_%'").fetchall()
     assert left == []
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_quick_queues_run_measures_both_parts_and_never_sees_a_queue_over_its_limit(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    out = tmp_path / "results.json"
+    where = ["--db", request.getfixturevalue("pg_url")] if backend == "postgres" else ["--sync", "NORMAL"]
+    result = run_bench(
+        "--quick", "--only", "queues", *where, "--out", str(out), "--workdir", str(tmp_path / "work"), timeout=110
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    data = json.loads(out.read_text())
+    assert not data["errors"]
+    results = {r["metric"]: r for r in data["results"]}
+    assert {r["bench"] for r in data["results"]} == {"queues"}
+    claims = ("claim (hit) default queue", "claim (hit) all limits on", "claim (hit) limits on / default",
+              "claim refused at the limit")  # fmt: skip
+    for metric in (f"{claim}, 1,000 pending" for claim in claims):
+        assert results[metric]["n"] == 1 and results[metric]["median"] > 0, metric
+    for limit in (1, 2):
+        completed = results[f"limit {limit}, 20 ms step: completed/s"]
+        assert completed["median"] > 0 and completed["params"]["workflows"] == 5 * limit
+        peak = results[f"limit {limit}: peak RUNNING observed"]
+        assert 1 <= peak["max"] <= limit, peak  # the queue's concurrency held in the fleet's own records
 
 
 def test_postgresql_options_are_checked_before_anything_runs() -> None:

@@ -41,7 +41,7 @@ V4_INDEXES: tuple[str, ...] = (
     "WHERE deadline_at IS NOT NULL AND status IN ('PENDING', 'RUNNING', 'WAITING')",
 )
 
-#: Queues (schema version 5; in CREATE and in the migration to 5): the limits table and the claim's indexes.
+#: Schema version 5 (in CREATE and in the migration to 5): the queue limits table, the claim's indexes, schedules and roles.
 V5_QUEUES: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS queues (
         name text PRIMARY KEY, concurrency integer, worker_concurrency integer, rate_limit integer,
@@ -55,6 +55,15 @@ V5_QUEUES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS workflows_queue_running ON workflows (queue, concurrency_key) WHERE status = 'RUNNING'",
     # A queue's first starts, for its rate window.
     "CREATE INDEX IF NOT EXISTS workflows_queue_started ON workflows (queue, started_at) WHERE started_at IS NOT NULL",
+    # Cron schedules and fleet-wide roles (the scheduler lease).
+    """CREATE TABLE IF NOT EXISTS schedules (
+        name text PRIMARY KEY, workflow text NOT NULL, cron text NOT NULL, timezone text NOT NULL,
+        catchup text NOT NULL, input text NOT NULL, origin text NOT NULL, paused integer NOT NULL,
+        next_at double precision NOT NULL, last_slot double precision, created_at double precision NOT NULL,
+        updated_at double precision NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS roles (
+        name text PRIMARY KEY, holder text NOT NULL, token integer NOT NULL, expires_at double precision NOT NULL,
+        renewed_at double precision NOT NULL)""",
     "CREATE UNIQUE INDEX IF NOT EXISTS workflows_queue_dedupe ON workflows (queue, dedupe_key) "
     "WHERE dedupe_key IS NOT NULL AND status IN ('PENDING', 'RUNNING', 'WAITING')",
 )

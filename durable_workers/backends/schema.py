@@ -35,7 +35,8 @@ from ..records import ACTIVE, DEFAULT_QUEUE, Status
 #:    workflows(status, name, wake_at) for the claim's due-WAITING probe.
 #: 4: workflows.deadline_at and waiting_for; indexes on parent, waiting_for and deadline.
 #: 5: queues: workflows.queue/priority/concurrency_key/dedupe_key/started_at and the ``queues``
-#:    table; the claim's probes are per (queue, name), in priority then due order.
+#:    table; the claim's probes are per (queue, name), in priority then due order; the
+#:    ``schedules`` and ``roles`` tables (cron schedules and the scheduler lease).
 SCHEMA_VERSION = 5
 
 
@@ -119,6 +120,39 @@ class Queue(BaseModel):
 
     class Meta:
         table_name = "queues"
+
+
+class Schedule(BaseModel):
+    """A cron schedule: each slot submits one workflow ``NAME@<slot, ISO UTC>`` (``schedules``)."""
+
+    name = TextField(primary_key=True)
+    workflow = TextField()  # the workflow name each slot submits
+    cron = TextField()  # 5 fields, or 6 with seconds last (croniter)
+    timezone = TextField()  # IANA name the cron fields are read in
+    catchup = TextField()  # latest | all | none: what happens to slots missed while no scheduler ran
+    input = TextField()  # JSON object each slot's workflow gets
+    origin = TextField()  # app (declared by @workflow(schedule=)) | cli (added at run time)
+    paused = IntegerField(default=0)
+    next_at = FloatField()  # the first slot not yet fired
+    last_slot = FloatField(null=True)  # the latest slot fired
+    created_at = FloatField()
+    updated_at = FloatField()
+
+    class Meta:
+        table_name = "schedules"
+
+
+class Role(BaseModel):
+    """A fleet-wide role one process at a time holds, like a lease (``roles``; ``scheduler``)."""
+
+    name = TextField(primary_key=True)
+    holder = TextField()
+    token = IntegerField()  # bumped at every change of holder
+    expires_at = FloatField()
+    renewed_at = FloatField()
+
+    class Meta:
+        table_name = "roles"
 
 
 class Step(BaseModel):
@@ -255,7 +289,9 @@ class Ledger(BaseModel):
 
 
 #: The engine's tables (the chaos ledger is created on demand, see ``Ledger``).
-ALL_MODELS: tuple[type[BaseModel], ...] = (Workflow, Step, Lease, Worker, Message, Event, DatabaseInfo, Queue)
+ALL_MODELS: tuple[type[BaseModel], ...] = (
+    Workflow, Step, Lease, Worker, Message, Event, DatabaseInfo, Queue, Schedule, Role
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -270,6 +306,8 @@ class Models:
     Event: Any
     DatabaseInfo: Any
     Queue: Any
+    Schedule: Any
+    Role: Any
     Ledger: Any
     #: Column names of ``workflows`` and ``steps`` in model order (what ``SELECT *`` returns).
     workflow_columns: tuple[str, ...] = ()
@@ -278,7 +316,7 @@ class Models:
     @property
     def engine_tables(self) -> list[Any]:
         """The bound engine tables, in ``ALL_MODELS`` order (for ``create_tables``)."""
-        return [self.Workflow, self.Step, self.Lease, self.Worker, self.Message, self.Event, self.DatabaseInfo, self.Queue]
+        return [getattr(self, model.__name__) for model in ALL_MODELS]
 
 
 def _bound(model: type[BaseModel], db: Database) -> Any:
@@ -314,5 +352,7 @@ def bind(db: Database) -> Models:
         Event=_bound(Event, db),
         DatabaseInfo=_bound(DatabaseInfo, db),
         Queue=_bound(Queue, db),
+        Schedule=_bound(Schedule, db),
+        Role=_bound(Role, db),
         Ledger=_bound(Ledger, db),
     )

@@ -21,7 +21,7 @@ import uuid
 from typing import Any, ContextManager, Sequence
 
 import peewee
-from peewee import SQL, fn
+from peewee import SQL
 
 from ..errors import DatabaseError, DatabaseReplacedError, StoreUnavailable
 from .identity import FileIdentity

@@ -12,6 +12,7 @@ from .ledger import LedgerOps
 from .messaging import MessageOps
 from .migrations import Migration
 from .retention import RetentionOps
+from .schedules import ScheduleOps
 from .steps import StepOps
 from .workers import WorkerOps
 from .workflows import WorkflowOps
@@ -28,7 +29,8 @@ class ChangeWatch(Protocol):
 
 
 class Store(
-    WorkflowOps, BatchOps, ClaimOps, StepOps, EndingOps, MessageOps, ChildOps, RetentionOps, WorkerOps, LedgerOps
+    WorkflowOps, BatchOps, ClaimOps, StepOps, EndingOps, MessageOps, ChildOps, RetentionOps, ScheduleOps, WorkerOps,
+    LedgerOps,
 ):
     """The durable state of workflows, steps, leases and workers in one database.
 

@@ -260,7 +260,11 @@ class WorkflowOps(Revival):
         return self.write(body)
 
     def _insert_fork(self, source: Any, new_id: str | None, now: float) -> str:
-        """Inside a write: insert the fork's PENDING row under ``new_id`` or the first free ``ID~fork-N``."""
+        """Inside a write: insert the fork's PENDING row under ``new_id`` or the first free ``ID~fork-N``.
+
+        The fork keeps the source's queue, priority and concurrency key (its
+        limits apply), not its dedupe key (the source may still hold it).
+        """
         m = self.m
         n = 0
         while True:
@@ -268,7 +272,8 @@ class WorkflowOps(Revival):
             fork_id = new_id or f"{source.id}~fork-{n}"
             inserted = m.Workflow.insert(
                 id=fork_id, name=source.name, input=source.input, status=Status.PENDING.value, attempts=0,
-                run_at=now, created_at=now, updated_at=now,
+                run_at=now, created_at=now, updated_at=now, queue=source.queue, priority=source.priority,
+                concurrency_key=source.concurrency_key,
             ).on_conflict_ignore().as_rowcount().execute()  # fmt: skip
             if inserted:
                 return fork_id

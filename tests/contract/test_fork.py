@@ -77,3 +77,16 @@ def test_fork_refuses_bad_input_and_writes_nothing(backend: Backend) -> None:
         store.fork("src", "b#1", "taken")
     assert {r.id for r in store.list_workflows(limit=None)} == ids | {"taken"}
     assert store.fork("src", "b#1") == "src~fork-1"  # the default id skips nothing it need not
+
+
+def test_fork_keeps_the_queue_priority_and_key_but_not_the_dedupe_key(backend: Backend) -> None:
+    store = backend.open("db")
+    store.submit("paid", NAME, "{}", queue="payments", priority=5, concurrency_key="acme", dedupe_key="inv-1")
+    store.register_worker("w", names=[NAME], ttl=TTL)
+    claim = store.claim_next("w", [NAME], ttl=TTL)
+    assert claim is not None
+    store.start_step("paid", "a#1", name="a", scope="", position=0, seq=1, worker_id="w", token=claim.token,
+                     max_attempts=3, new=True)  # fmt: skip
+    fork = store.get_workflow(store.fork("paid", "a#1"))
+    # The source still holds its dedupe key (it is RUNNING): the fork must not take it, but obeys the same limits.
+    assert (fork.queue, fork.priority, fork.concurrency_key, fork.dedupe_key) == ("payments", 5, "acme", None)

@@ -61,6 +61,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         'CREATE INDEX IF NOT EXISTS "workflows_queue_started_at" ON "workflows" ("queue", "started_at")',
         'CREATE UNIQUE INDEX IF NOT EXISTS "workflows_queue_dedupe_key" ON "workflows" ("queue", "dedupe_key") '
         "WHERE dedupe_key IS NOT NULL AND status IN ('PENDING', 'RUNNING', 'WAITING')",
+        'CREATE TABLE IF NOT EXISTS "schedules" ("name" TEXT NOT NULL PRIMARY KEY, "workflow" TEXT NOT NULL, '
+        '"cron" TEXT NOT NULL, "timezone" TEXT NOT NULL, "catchup" TEXT NOT NULL, "input" TEXT NOT NULL, '
+        '"origin" TEXT NOT NULL, "paused" INTEGER NOT NULL, "next_at" REAL NOT NULL, "last_slot" REAL, '
+        '"created_at" REAL NOT NULL, "updated_at" REAL NOT NULL)',
+        'CREATE TABLE IF NOT EXISTS "roles" ("name" TEXT NOT NULL PRIMARY KEY, "holder" TEXT NOT NULL, '
+        '"token" INTEGER NOT NULL, "expires_at" REAL NOT NULL, "renewed_at" REAL NOT NULL)',
         'DROP INDEX IF EXISTS "workflows_status_name_run_at"',
         'DROP INDEX IF EXISTS "workflows_status_name_wake_at"',
     ),
