@@ -378,6 +378,8 @@ class PostgresStore(PgChaos, OutageGrace, PgSchema, Store):
             return row[0]
         return self._best_due(names, now, plan, lock=locking)
 
+    _writers_serialised = False  # concurrent claimers: a limited queue is re-counted under its row lock
+
     def _lock_queue(self, name: str, *, wait: bool) -> bool:
         """Lock the queue's row (``FOR UPDATE``; ``wait=False``: ``SKIP LOCKED``); True if this transaction holds it."""
         m = self.m

@@ -78,6 +78,10 @@ class QueuePlan:
 class QueueOps(RowHelpers):
     """Queue limits, the claim's admission under them, and per-queue depth."""
 
+    #: Writers are serialised (SQLite's ``BEGIN IMMEDIATE``): a plan made inside the claim's
+    #: transaction is exact, so the probe's filters already admit what it finds.
+    _writers_serialised = True
+
     def _lock_queue(self, name: str, *, wait: bool) -> bool:
         """Dialect hook: lock the queue's row for this transaction (``wait=False``: skip if locked); True if held."""
         return True
@@ -176,8 +180,9 @@ class QueueOps(RowHelpers):
         The first queue a claim locks it waits for; any further one it only
         tries (``locked`` lists those held), so two claimers never wait on each
         other. A refusal narrows ``plan`` so the next probe skips what was full.
+        Where writers are serialised the claim's plan is already exact: nothing to re-count.
         """
-        if not plan.limited:
+        if not plan.limited or self._writers_serialised:
             return True
         m = self.m
         queue, key, started, status = (

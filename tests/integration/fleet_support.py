@@ -145,6 +145,11 @@ def suspend_outside_write(proc: psutil.Process, db: DbTarget, tries: int = 50) -
         if holds_no_transaction(proc, db):
             return
         proc.resume()
+        # Let it leave the transaction before the next try: stopping it again at once could
+        # catch it inside the same transaction every time.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not holds_no_transaction(proc, db):
+            time.sleep(0.01)
     raise AssertionError(f"could not stop pid {proc.pid} outside a write transaction")
 
 
@@ -265,6 +270,7 @@ class Fleet:
         ready: bool = True,
         host_id: str | None = None,
         extra: tuple[str, ...] = (),
+        app: Path | str = APP,
     ) -> Supervisor:
         log = self.tmp_path / f"supervisor-{len(self.supervisors) + 1}.log"
         script = BIN / "durable-supervisor"
@@ -272,7 +278,7 @@ class Fleet:
         command += [
             "--workers", str(workers),
             "--db", str(self.db),
-            "--app", str(APP),
+            "--app", str(app),
             "--ttl", str(ttl),
             "--shutdown-timeout", str(shutdown_timeout),
         ] + (["--host-id", host_id] if host_id else []) + list(extra)
