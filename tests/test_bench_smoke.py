@@ -135,3 +135,15 @@ def test_postgresql_options_are_checked_before_anything_runs() -> None:
     assert result.returncode == 2 and "scale runs on SQLite only" in result.stderr
     result = run_bench("--peer", "dbos", timeout=60)
     assert result.returncode == 2 and "--peer needs PostgreSQL" in result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_the_step_profile_runs_every_section(tmp_path: Path) -> None:
+    """``python -m benchmarks.profile`` is not in the suite's run: a small one keeps it working."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.profile", "--steps", "20", "--repeat", "1", "--out", str(tmp_path / "p.json")],
+        cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=580,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "== 9." in done.stdout and (tmp_path / "p.json").exists()
