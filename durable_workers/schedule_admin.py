@@ -66,7 +66,7 @@ class Schedules:
         spec.check_input(values)
         store = self.client.store
         schedule = new_schedule(
-            name or workflow, workflow, cron, timezone_name=timezone, catchup=catchup, input=values, now=store.now()
+            workflow if name is None else name, workflow, cron, timezone_name=timezone, catchup=catchup, input=values, now=store.now()
         )
         existing = store.get_schedule(schedule.name)
         if existing is not None and existing.origin == "app":

@@ -87,23 +87,31 @@ class Scheduler:
 
     def _loop(self) -> None:
         errors = ErrorBackoff(log, "scheduler")
+        interval = min(SCHEDULER_INTERVAL, self.ttl / 3)  # renewed well inside the lease, like heartbeats
         pause = 0.0
         while not self._stop.wait(pause):
+            began = time.monotonic()
             try:
-                self.turn(self.store.now(), time.monotonic())
+                self.turn(self.store.now(), began)
             except (Exception, StoreUnavailable) as exc:  # the next turn retries; nothing is half-fired
                 pause = errors.failed(exc)
                 continue
             errors.succeeded()
-            pause = SCHEDULER_INTERVAL
+            pause = max(0.0, interval - (time.monotonic() - began))
+        self.release()
         self.store.close()  # this thread's connection
+
+    def request_stop(self) -> None:
+        """Stop firing after the current turn and hand the role over (a drain began); does not wait."""
+        self._stop.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """End the thread (after its current turn, up to ``timeout`` s) and give the role up."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.release()
+        if self._thread is None or not self._thread.is_alive():
+            self.release()  # else the thread releases it when its turn ends
 
     @property
     def store(self) -> Store:
@@ -120,9 +128,9 @@ class Scheduler:
             return 0
         if self.token != token:
             log.info("holds the scheduler lease (token %d): fires schedules and runs retention", token)
-            self.token = token
             for name in sync_app_schedules(self.store, self.client.registry, now):
                 log.info("schedule %s: written from the app's @workflow(schedule=)", name)
+            self.token = token  # only once written: a failed sync is done again next turn
         fired = sum(self.fire(schedule, now) for schedule in self.store.due_schedules(now=now))
         self.retention.maybe_run(self.store, now, mono)
         return fired

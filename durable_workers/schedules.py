@@ -46,7 +46,7 @@ def check_definition(cron: str, timezone_name: str = "UTC", catchup: str = "late
     if not isinstance(cron, str) or not croniter.is_valid(cron):
         raise InputError(
             f"bad cron expression {cron!r}; write five fields 'minute hour day month weekday' "
-            "(a sixth gives seconds), such as '0 9 * * MON-FRI'"
+            "(a sixth gives seconds, a seventh the year), such as '0 9 * * MON-FRI'"
         )
     _zone(timezone_name)
     if catchup not in CATCHUP_MODES:
@@ -58,8 +58,20 @@ def _iter(schedule: ScheduleRecord, start: float) -> Any:
 
 
 def next_slot(schedule: ScheduleRecord, after: float) -> float:
-    """The first slot strictly after ``after``."""
-    return float(_iter(schedule, after).get_next(float))
+    """The first slot strictly after ``after``.
+
+    When the clocks go back, the repeated hour's wall times come twice: a
+    fixed-time schedule (an hour field without ``*``, such as ``30 2 * * *``)
+    fires at the first of them only; an interval one (``*/15 * * * *``) fires
+    through both, as its interval says.
+    """
+    slots = _iter(schedule, after)
+    slot = float(slots.get_next(float))
+    if "*" not in schedule.cron.split()[1]:
+        zone = _zone(schedule.timezone)
+        while datetime.fromtimestamp(slot, zone).fold:  # the second pass of a repeated wall time
+            slot = float(slots.get_next(float))
+    return slot
 
 
 def latest_slot(schedule: ScheduleRecord, at: float) -> float:

@@ -117,3 +117,20 @@ def test_workflow_decorator_checks_its_schedule_when_the_app_loads() -> None:
         registry.register(needs_input, schedule=("0 9 * * *", "UTC", "latest"))
     with pytest.raises(DurableError, match="'report2'.*bad cron"):
         registry.register(report, "report2", schedule=("nope", "UTC", "latest"))
+
+
+def test_a_fixed_time_slot_fires_once_the_night_clocks_go_back() -> None:
+    """Berlin leaves summer time on 31 October 2027: 02:30 comes twice, the nightly run once."""
+    nightly = new_schedule("n", "n", "30 2 * * *", timezone_name="Europe/Berlin", now=_utc("2027-10-30T12:00:00"))
+    assert nightly.next_at == _utc("2027-10-31T00:30:00")  # 02:30 CEST
+    assert next_slot(nightly, nightly.next_at) == _utc("2027-11-01T01:30:00")  # not 02:30 CET the same night
+    quarterly = new_schedule("q", "q", "*/30 * * * *", timezone_name="Europe/Berlin", now=_utc("2027-10-31T00:10:00"))
+    slots = [quarterly.next_at]
+    while len(slots) < 4:
+        slots.append(next_slot(quarterly, slots[-1]))
+    assert slots == [_utc("2027-10-31T00:30:00") + 1800 * i for i in range(4)]  # an interval goes on through both
+
+
+def test_a_slot_in_the_skipped_hour_fires_at_the_hour_after() -> None:
+    nightly = new_schedule("n", "n", "30 2 * * *", timezone_name="Europe/Berlin", now=_utc("2027-03-27T12:00:00"))
+    assert nightly.next_at == _utc("2027-03-28T01:00:00")  # 02:30 does not exist that night: 03:00 CEST
