@@ -370,30 +370,17 @@ def worker(
     process.run()
 
 
-# The chaos experiment and `durable migrate` live in their own modules; the CLI only registers them.
+# Commands with modules of their own (they use the helpers above); the group only registers them.
 from .chaos import chaos as _chaos  # noqa: E402
-from .cli_migrate import migrate as _migrate  # noqa: E402
-
-main.add_command(_chaos)
-main.add_command(_migrate)
-
-# Fork and the replay check live in cli_replay (it uses the helpers above).
-from .cli_replay import check_replay as _check_replay, fork as _fork  # noqa: E402
-
-main.add_command(_fork)
-main.add_command(_check_replay)
-
-# Messages and events live in cli_messages; retention (and reading a --batch file) in cli_gc.
+from .cli_dashboard import dashboard as _dashboard  # noqa: E402
 from .cli_gc import gc as _gc  # noqa: E402
 from .cli_messages import events as _events, send as _send  # noqa: E402
-
-main.add_command(_send)
-main.add_command(_events)
-main.add_command(_gc)
-
+from .cli_migrate import migrate as _migrate  # noqa: E402
+from .cli_replay import check_replay as _check_replay, fork as _fork  # noqa: E402
 from .cli_schedule import schedule as _schedule  # noqa: E402
 
-main.add_command(_schedule)
+for _command in (_chaos, _migrate, _fork, _check_replay, _send, _events, _gc, _schedule, _dashboard):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,6 +55,11 @@ CONTRACT: tuple[Operation, ...] = (
     Operation("list_workflows", "reads workflows, newest first"),
     Operation("count_by_status", "reads workflows counts"),
     Operation("pending_names", "reads PENDING counts by name"),
+    Operation("workflow_page", "reads a keyset page of workflows (filtered, newest first, one index scan per status)",
+              raises="ValueError (limit < 1)"),
+    Operation("finished_per_minute", "reads COMPLETED and FAILED counts per minute of updated_at",
+              raises="ValueError (minutes < 1)"),
+    Operation("workflow_messages", "reads a workflow's messages rows"),
     Operation("cancel", "workflow CANCELLED, lease released with token+1, step deadlines cleared; unfinished "
               "descendants likewise; a parent waiting on it due now",
               retry_safe=False, raises="WorkflowNotFound, InvalidStateError",

@@ -7,6 +7,7 @@ from typing import Iterable, Protocol
 from .batch import BatchOps
 from .children import ChildOps
 from .claims import ClaimOps
+from .dashboard import DashboardOps
 from .endings import EndingOps
 from .ledger import LedgerOps
 from .messaging import MessageOps
@@ -30,7 +31,7 @@ class ChangeWatch(Protocol):
 
 class Store(
     WorkflowOps, BatchOps, ClaimOps, StepOps, EndingOps, MessageOps, ChildOps, RetentionOps, ScheduleOps, WorkerOps,
-    LedgerOps,
+    LedgerOps, DashboardOps,
 ):
     """The durable state of workflows, steps, leases and workers in one database.
 
