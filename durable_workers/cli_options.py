@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .config import (
+    DEFAULT_METRICS_HOST,
     LOG_LEVELS,
     MAX_HOST_ID_LENGTH,
     MAX_SECONDS,
@@ -193,6 +194,18 @@ def log_level_option(default: str, help: str = "Log level (case-insensitive).") 
     """``--log-level``: one of ``LOG_LEVELS``, any case; the value is upper-case."""
     kind = click.Choice(LOG_LEVELS, case_sensitive=False)
     return click.option("--log-level", type=kind, default=default, show_default=True, help=help)
+
+
+def metrics_options(command: F) -> F:
+    """``--metrics-port PORT`` (None: no metrics server) and ``--metrics-host HOST``."""
+    command = click.option(
+        "--metrics-host", default=DEFAULT_METRICS_HOST, show_default=True, metavar="HOST",
+        help="Address the metrics port listens on (0.0.0.0: every interface).",
+    )(command)  # fmt: skip
+    return click.option(
+        "--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
+        help="Serve /metrics, /healthz and /readyz on this port (0: any free port; default: no server).",
+    )(command)  # fmt: skip
 
 
 def pool_size_option(**extra: Any) -> Callable[[F], F]:

@@ -64,6 +64,10 @@ SCHEDULER_ROLE = "scheduler"
 SCHEDULER_INTERVAL = 1.0
 #: Characters of an input or result ``durable status ID`` shows unless ``--full``.
 PREVIEW_CHARS = 400
+#: Address ``durable-supervisor --metrics-port`` listens on unless ``--metrics-host`` says otherwise.
+DEFAULT_METRICS_HOST = "127.0.0.1"
+#: Seconds ``/healthz`` and ``/readyz`` wait for the store's answer before they report 503.
+HEALTH_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import metrics
 from .backends import Store
 from .backoff import ErrorBackoff
 from .context import AttemptControl, Listener, StepEvent
@@ -162,13 +163,8 @@ class WorkerProcess:
         self._heartbeat = Heartbeat(
             self.store, self.worker_id, self.options.ttl, self.attempts, self._check_parent
         ).start()
-        log.info(
-            "worker started worker_id=%s pid=%s names=%s concurrency=%s",
-            self.worker_id,
-            os.getpid(),
-            ",".join(self.registry.names()),
-            self.options.concurrency,
-        )
+        log.info("worker started worker_id=%s pid=%s names=%s concurrency=%s",
+                 self.worker_id, os.getpid(), ",".join(self.registry.names()), self.options.concurrency)  # fmt: skip
 
     def _check_parent(self) -> None:
         self._check_database()
@@ -246,6 +242,7 @@ class WorkerProcess:
             claim.workflow.attempts,
             claim.token,
         )
+        metrics.workflow_claimed(claim)
         control = self.attempts.begin(claim.workflow.id, claim.token)
         with self._lock:
             self._running[(claim.workflow.id, claim.token)] = self._pool.submit(self._execute, claim, control)
@@ -258,9 +255,10 @@ class WorkerProcess:
                 self.registry,
                 claim,
                 worker_id=self.worker_id,
-                listener=self._on_event,
+                listener=metrics.step_listener(claim.workflow, self._on_event),
                 control=control,
             )
+            metrics.attempt_ended(claim.workflow, outcome.status)
             if outcome.release_pending:
                 self.attempts.defer_release(claim.workflow.id, claim.token, outcome.reason)
             if outcome.hold:  # keep renewing its lease until this process exits (see Outcome.hold)

@@ -34,6 +34,7 @@ import uuid
 
 from durable_workers.backends import open_store
 from durable_workers.backoff import ErrorBackoff
+from durable_workers import metrics
 from durable_workers.config import Config
 from durable_workers.errors import DatabaseReplacedError, StoreUnavailable
 from durable_workers.liveness import (
@@ -157,6 +158,7 @@ class Supervisor:
             if slot.worker_id is not None:
                 for workflow_id in self.store.expire_worker(slot.worker_id, state="dead" if code else "stopped"):
                     log.info("reclaimed workflow %s from worker %s (pid %s)", workflow_id, slot.worker_id, proc.pid)
+                    metrics.lease_reclaimed("worker_exited")
             reason = slot.killed_for or describe_exit(code)
             level = logging.INFO if code == 0 or self.stop_requests else logging.WARNING
             log.log(level, "worker pid=%s slot=%s %s (%s)", proc.pid, slot.index, "exited" if code == 0 else "died", reason)
@@ -164,6 +166,7 @@ class Supervisor:
             slot.deaths += 1
             if self.stop_requests:
                 continue
+            metrics.worker_restarted(code)
             if code == 0 or mono - slot.started >= self.options.stable_after or registered:
                 slot.backoff = 0.0
             else:
@@ -232,6 +235,7 @@ class Supervisor:
             log.info("reaped dead worker %s (pid %s)", worker.id, worker.pid)
             for workflow_id in workflows:
                 log.info("reclaimed workflow %s from worker %s (pid %s)", workflow_id, worker.id, worker.pid)
+                metrics.lease_reclaimed("dead_worker")
 
     def _prune(self, now: float, mono: float) -> None:
         if self._last_prune is not None and mono - self._last_prune < self.options.prune_interval:
@@ -342,6 +346,7 @@ class Supervisor:
     def request_stop(self) -> None:
         """Count a stop request and wake the loop (not for a signal handler: see install_signal_handlers)."""
         self.stop_requests += 1
+        self._scheduler.request_stop()  # hand the scheduler lease over now, not after the drain
         self.wake.set()
 
     def done(self) -> bool:
@@ -366,13 +371,8 @@ class Supervisor:
         0, or ``DatabaseReplacedError.exit_code`` when the fleet stopped because
         its database file was deleted or replaced.
         """
-        log.info(
-            "supervisor pid=%s: %s workers on %s (app %s)",
-            os.getpid(),
-            self.options.workers,
-            self.config.db,
-            self.config.app,
-        )
+        log.info("supervisor pid=%s: %s workers on %s (app %s)",
+                 os.getpid(), self.options.workers, self.config.db, self.config.app)  # fmt: skip
         self._scheduler.start()  # its own thread: fires schedules and sweeps retention while holding the lease
         try:
             while not self.done():

@@ -60,6 +60,10 @@ class Failure(enum.Enum):
 
 #: Shortest and longest pause between two tries of a busy transaction.
 RETRY_PAUSE_MIN = 0.001
+#: A write that waited this long (s) for its lock, or retried at all, counts as a lock wait.
+LOCK_WAIT_NOTED_S = 0.01
+#: Called with the seconds a write transaction waited for a lock held elsewhere (``metrics`` adds one).
+lock_wait_hooks: list[Callable[[float], None]] = []
 RETRY_PAUSE_MAX = 0.005
 #: How many times a transaction whose connection broke is run again on a new connection.
 LOST_RETRIES = 2
@@ -259,7 +263,11 @@ class StoreBase:
             try:
                 if write:
                     with self._writer, self._begin():
-                        self._note_wait(time.monotonic() - asked)
+                        waited = time.monotonic() - asked
+                        self._note_wait(waited)
+                        if waited >= LOCK_WAIT_NOTED_S or pause > RETRY_PAUSE_MIN:
+                            for hook in lock_wait_hooks:
+                                hook(waited)
                         return body()
                 return body()
             except self.errors as exc:

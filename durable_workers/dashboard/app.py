@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from .. import __version__
 from ..client import Client
+from ..metrics import build_registry
 from . import views
 from .actions import action_routes
 from .security import AUTH_COOKIE, CSRF_COOKIE, CSRF_FIELD, Guard, loopback_hosts
@@ -145,11 +146,18 @@ def _page_routes(settings: DashboardSettings, pages: Pages) -> list[Route]:
         context = await run_in_threadpool(views.workers, client, request.query_params.get("all") == "1")
         return pages.render(request, "workers.html", context)
 
+    async def prometheus(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        body = await run_in_threadpool(lambda: generate_latest(build_registry(client.store, None)))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)  # the database's gauges (counters: the supervisor's)
+
     return [
         Route("/", overview, name="overview"),
         Route("/workflows", workflows, name="workflows"),
         Route("/workflows/{workflow_id:path}", workflow, name="workflow"),
         Route("/workers", workers, name="workers"),
+        Route("/metrics", prometheus, name="metrics"),
     ]
 
 

@@ -121,3 +121,23 @@ def test_a_wrong_token_is_refused_and_the_right_one_signs_in(fleet, dashboard, p
         page.click('button[type="submit"]')
     assert page.url == board.url + "/workflows"
     assert page.locator('#workflow-list tr[data-id="flaky"]').count() == 1
+
+
+@on_both_backends
+def test_the_dashboard_serves_the_database_gauges_on_metrics(fleet, dashboard, tmp_path: Path) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fleet.start(workers=1)
+    _failed_flaky(fleet, tmp_path)
+    board = dashboard("--read-only")
+    with urllib.request.urlopen(board.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    by_status = {
+        sample.labels["status"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "durable_workflows"
+    }
+    assert by_status["FAILED"] == 1 and by_status["COMPLETED"] == 0
