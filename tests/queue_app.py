@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from durable_workers import Context, Queue, workflow
+from tests.ledger_file import append_line
 
 #: At most this many of its workflows RUNNING at once, fleet-wide.
 #: This module as an ``--app`` path.
@@ -58,11 +59,7 @@ class Entry:
 
 def _append(ledger: str, ctx: Context, event: str, key: str) -> None:
     line = f"{event} {ctx.workflow_id} {os.getpid()} {ctx.attempt} {time.monotonic():.6f} {key or '-'}\n"
-    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    append_line(ledger, line)
 
 
 def read_entries(ledger: str | os.PathLike[str]) -> list[Entry]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 
 from durable_workers import Context, workflow
+from tests.ledger_file import append_line
 
 #: The environment variable naming the ledger file (set on the supervisors a test starts).
 LEDGER_ENV = "SCHEDULE_APP_LEDGER"
@@ -31,11 +32,7 @@ def append_ledger(ctx: Context) -> int:
     ledger = os.environ.get(LEDGER_ENV)
     if ledger:
         line = f"{ctx.workflow_id} {ctx.step_key} {os.getpid()}\n"
-        fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        append_line(ledger, line)
     return os.getpid()
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from durable_workers import Context, workflow
+from tests.ledger_file import append_line
 
 #: A blocked step gives up after this long, so a forgotten test can never leave a worker busy forever.
 HOLD_LIMIT = 300.0
@@ -23,11 +24,7 @@ HOLD_LIMIT = 300.0
 def record(ledger: str, ctx: Context, note: str = "") -> int:
     """Append ``workflow_id step_key pid [note]`` to the ledger (one O_APPEND write); return the pid."""
     line = f"{ctx.workflow_id} {ctx.step_key} {os.getpid()}{' ' + note if note else ''}\n"
-    fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    append_line(ledger, line)
     return os.getpid()
 
 
