@@ -388,12 +388,16 @@ class Context(Children, Messaging, Primitives):
                 box["value"] = fn()
             except BaseException as exc:  # handed back to the waiting thread
                 box["error"] = exc
+            box["took"] = time.monotonic() - began
 
+        began = time.monotonic()
         runner = threading.Thread(target=target, name=f"step {key}", daemon=True)
         runner.start()
         runner.join(timeout)
         if runner.is_alive():
             raise _Overrun(StepTimeoutError(f"step {key} did not finish within {timeout:g}s"))
+        if box["took"] > timeout:  # it ended, but late (its process was frozen past both deadlines)
+            raise StepTimeoutError(f"step {key} took {box['took']:.3g}s, over its timeout of {timeout:g}s")
         if "error" in box:
             raise box["error"]
         return box["value"]  # type: ignore[no-any-return]

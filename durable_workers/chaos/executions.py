@@ -163,6 +163,15 @@ def _newer_begin(begins: Sequence[LedgerRecord], token: int, before: float) -> L
     return None
 
 
+def _newest(rows: Sequence[LedgerRecord]) -> int:
+    """The index of the execution of the newest attempt (highest token; the last written of it).
+
+    Not simply the last row: a stopped worker resumed after a newer attempt
+    recorded the step's failure may write its stale execution's row later.
+    """
+    return max(range(len(rows)), key=lambda i: (-1 if rows[i].token is None else rows[i].token, i))
+
+
 def _winner(key: StepKey, rows: list[LedgerRecord], step: StepRecord, findings: StepFindings) -> LedgerRecord | None:
     """The execution whose value the COMPLETED ``step`` row holds (a mismatch is noted)."""
     output = value_of(step.output)
@@ -216,8 +225,8 @@ def _judge_step(
         winner, finished_at = _winner(key, rows, step, findings), step.finished_at
     done_at = float("inf") if finished_at is None else finished_at
     losers = [r for r in rows if r is not winner]
-    if winner is None and losers:
-        losers = losers[:-1]  # never completed: the last execution needs no explanation
+    if winner is None and losers:  # never completed: the newest attempt's execution needs no explanation
+        del losers[_newest(losers)]
     for row in losers:
         _judge_loser(row, suspects.of(row), done_at, suspects.window_of(row), findings)
     # a fenced write accepted: the step's recorded result was written by an older

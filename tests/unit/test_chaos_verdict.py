@@ -360,3 +360,19 @@ def test_a_healthy_worker_killed_as_frozen_fails_the_verdict() -> None:
     )  # fmt: skip
     assert result["checks"]["no_healthy_worker_killed_as_frozen"] is False
     assert result["faults"]["healthy_killed_as_frozen"] == [42]
+
+
+def test_a_stale_execution_written_after_the_newer_attempts_recorded_failure_is_the_one_explained() -> None:
+    # pid 1 (token 1) was stopped inside the hazard step; pid 2 (token 2) took over, raised and
+    # recorded the failure; pid 1 resumed and wrote its own raising execution last
+    recorded, stale = hazard_rows()[0], hazard_rows()[0]
+    recorded = LedgerRecord(**{**recorded.__dict__, "id": 3, "pid": 2, "worker_id": "w2", "token": 2, "at": 4.0})
+    stale = LedgerRecord(**{**stale.__dict__, "id": 4, "at": 6.0, "lease_token": 2})
+    failed = hazard_step("FAILED", '{"type": "builtins.SystemExit", "message": "chaos: foreign exception"}')
+    stop = Fault("stop", 1, 1.5, end=5.8)
+    result = end_verdict([fallback_workflow(True)], [failed, fallback_step()], [recorded, stale], faults=[stop])
+    assert result["steps"]["unexplained"] == 0 and result["steps"]["explained_by_stop"] == 1, render(result)
+    assert result["steps"]["side_effects_by_fenced_workers"] == 1
+    # without the stop, pid 1's late execution is the unexplained one (not pid 2's recorded one)
+    bare = end_verdict([fallback_workflow(True)], [failed, fallback_step()], [recorded, stale])
+    assert [(u["pid"], u["token"]) for u in bare["steps"]["unexplained_detail"]] == [(1, 1)], render(bare)

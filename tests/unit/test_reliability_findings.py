@@ -11,10 +11,13 @@ import signal
 import subprocess
 import threading
 import time
+import types
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
+from durable_workers import Context, StepTimeoutError, workflow
 from durable_workers.backends import Store, open_store
 from durable_workers.config import Config
 from durable_workers.errors import WorkflowAborted
@@ -22,6 +25,17 @@ from durable_workers.records import Status, StepStatus
 from supervisor.supervisor import Supervisor, SupervisorOptions, Slot
 
 NAME = "findings"
+#: The step function of each ``finding_late_step`` run, by its ``marker`` input.
+LATE_STEPS: dict[str, Callable[[], str]] = {}
+
+
+@workflow(name="finding_late_step")
+def finding_late_step(ctx: Context, marker: str) -> str:
+    """One step with a 5 s timeout, running ``LATE_STEPS[marker]``; returns its value or its timeout."""
+    try:
+        return ctx.step("nap", LATE_STEPS[marker], timeout=5.0)
+    except StepTimeoutError as error:
+        return f"timed out: {error}"
 
 
 def start(store: Store, workflow_id: str, worker_id: str, token: int, *, max_attempts: int = 3) -> None:
@@ -163,3 +177,26 @@ def test_finding_2_a_registered_worker_killed_from_outside_is_replaced_without_b
             assert slot.backoff == 8.0 and slot.respawn_at == now + 8.0
     finally:
         supervisor.store.close()
+
+
+def test_a_step_that_ends_after_its_timeout_while_its_process_was_frozen_times_out(client, monkeypatch) -> None:
+    """A SIGSTOP past both deadlines let the step's end win the race with the joiner: the late value was kept.
+
+    The step moves the clock of ``durable_workers.context`` 10 s on, as a frozen
+    process sees it on SIGCONT: the joining thread then finds the step ended.
+    """
+    import durable_workers.context as context_module
+
+    offset = [0.0]
+    clock = types.SimpleNamespace(monotonic=lambda: time.monotonic() + offset[0], time=time.time)
+    monkeypatch.setattr(context_module, "time", clock)
+
+    def frozen_then_done() -> str:
+        offset[0] += 10.0
+        return "late"
+
+    monkeypatch.setitem(LATE_STEPS, "x", frozen_then_done)
+    record, _ = client.run_here("finding_late_step", "late", {"marker": "x"})
+    assert record.status == "COMPLETED" and record.result.startswith("timed out: step nap#1 took 10"), record
+    (step,) = client.steps("late")
+    assert step.status == StepStatus.FAILED.value and "StepTimeoutError" in (step.error or ""), step
