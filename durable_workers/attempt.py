@@ -54,13 +54,18 @@ class AttemptControl:
             raise WorkerStopping(f"worker stopping before {before}")
 
 
+#: Where ``--crash-at STEP:POINT`` kills: before the step's function runs (its start is
+#: recorded), after it returned but before its result is recorded, after the result is recorded.
+CRASH_POINTS = ("before", "returned", "after")
+
+
 def parse_crash_at(spec: str | None) -> tuple[str, str] | None:
-    """Parse ``STEP:before|after``; raises :class:`DurableError` when malformed."""
+    """Parse ``STEP:before|returned|after``; raises :class:`DurableError` when malformed."""
     if not spec:
         return None
     target, _, point = spec.rpartition(":")
-    if not target or point not in ("before", "after"):
-        raise DurableError(f"--crash-at must look like STEP:before or STEP:after, got {spec!r}")
+    if not target or point not in CRASH_POINTS:
+        raise DurableError(f"--crash-at must look like STEP:before, STEP:returned or STEP:after, got {spec!r}")
     return target, point
 
 

@@ -139,7 +139,7 @@ def _submission(data: Any) -> Submission:
     if not isinstance(options, dict) or set(options) - OPTION_KEYS:
         raise ValueError(f"\"options\" must be an object with some of {', '.join(sorted(OPTION_KEYS))}")
     if not isinstance(options.get("crash_at", ""), str):
-        raise ValueError("options.crash_at must be a string STEP:before|after")
+        raise ValueError("options.crash_at must be a string STEP:before|returned|after")
     return Submission(
         name, workflow_id, data.get("input"), delay=options.get("delay", 0.0), timeout=options.get("timeout"),
         crash_at=options.get("crash_at"), queue=options.get("queue"), priority=options.get("priority", 0),

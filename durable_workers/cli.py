@@ -121,7 +121,7 @@ def main(verbose: bool) -> None:
 @click.argument("name")
 @click.argument("workflow_id", required=False)
 @input_options
-@click.option("--crash-at", help="SIGKILL this process at STEP:before or STEP:after (demo of recovery).")
+@click.option("--crash-at", help="SIGKILL this process at STEP:before, STEP:returned or STEP:after (demo of recovery).")
 @click.pass_context
 def run(
     ctx: click.Context, name: str, workflow_id: str | None, input_text: str | None, input_file: str | None,
@@ -179,7 +179,7 @@ def _submit_command(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first in its queue.")(func)
     func = click.option("--queue", help="Queue whose limits apply (default: the workflow's own, else 'default').")(func)
     func = click.option("--wait", is_flag=True, help="Follow progress until the end; exit 1 if it fails.")(func)
-    func = click.option("--crash-at", help="The first attempt's worker SIGKILLs itself at STEP:before|after.")(func)
+    func = click.option("--crash-at", help="The first attempt's worker SIGKILLs itself at STEP:before|returned|after.")(func)
     func = click.option(
         "--timeout", type=POSITIVE_SECONDS, help="Deadline in seconds: past it the run ends CANCELLED (children too)."
     )(func)
@@ -378,8 +378,9 @@ from .cli_messages import events as _events, send as _send  # noqa: E402
 from .cli_migrate import migrate as _migrate  # noqa: E402
 from .cli_replay import check_replay as _check_replay, fork as _fork  # noqa: E402
 from .cli_schedule import schedule as _schedule  # noqa: E402
+from .cli_verify import verify as _verify  # noqa: E402
 
-for _command in (_chaos, _migrate, _fork, _check_replay, _send, _events, _gc, _schedule, _dashboard):
+for _command in (_chaos, _migrate, _fork, _check_replay, _send, _events, _gc, _schedule, _dashboard, _verify):
     main.add_command(_command)
 
 

@@ -148,7 +148,7 @@ class Client:
         raises :class:`ConflictError`. With ``check`` the name and input are
         validated against the app's registry (:class:`UnknownWorkflowError`,
         :class:`InputError`) before the database is opened.
-        ``crash_at="STEP:before|after"`` makes the first attempt's process
+        ``crash_at="STEP:before|returned|after"`` makes the first attempt's process
         SIGKILL itself at that point (for recovery demos). ``timeout``: the
         run's deadline in seconds from its start (default: the workflow's
         ``@workflow(timeout=)``); past it the workflow ends CANCELLED,

@@ -314,6 +314,7 @@ class Context(Children, Messaging, Primitives):
                 self._failed(key, exc, error, start.attempts, replace(policy, retries=0), began)
             else:
                 output = self._encode(key, value)
+                self._maybe_crash("returned", name, key)  # its function ran; its result is not recorded yet
                 self._store.complete_step(self.workflow_id, key, output, worker_id=self._worker_id, token=self._token)
                 self._maybe_crash("after", name, key)
                 self._emit("completed", key, attempt=start.attempts, duration=time.monotonic() - began)

@@ -1,3 +1,3 @@
 """Example workflows: ``--app examples`` loads all of them."""
 
-from . import approval, batch, onboarding  # noqa: F401  (registers the workflows)
+from . import approval, batch, onboarding, signup  # noqa: F401  (registers the workflows)

@@ -60,7 +60,7 @@ class Workflow(BaseModel):
     run_at = FloatField()
     created_at = FloatField()
     updated_at = FloatField()
-    crash_at = TextField(null=True)  # demo fault injection: "STEP:before|after"
+    crash_at = TextField(null=True)  # demo fault injection: "STEP:before|returned|after"
     interruption = TextField(null=True)  # why the last attempt was abandoned (store outage, timeout, ...)
     failed_step = TextField(null=True)  # key of the step whose failure ended the workflow, if one did
     wake_at = FloatField(null=True)  # a WAITING workflow is runnable again from this time on
