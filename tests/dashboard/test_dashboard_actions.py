@@ -1,6 +1,7 @@
 """The dashboard's actions and guards in a real browser against a real fleet, on SQLite and PostgreSQL.
 
 Retry of a FAILED workflow from its page (the page then follows it to COMPLETED by polling); a
+fork from a chosen step opens the new workflow, which the fleet runs from that step on; a
 forged form (wrong CSRF token) is refused; ``--read-only`` shows no action and refuses one (403);
 with ``--token`` a wrong token is refused and the right one signs in.
 """
@@ -73,6 +74,36 @@ def test_retry_runs_a_failed_workflow_again_and_a_forged_form_is_refused(
     assert page.get_attribute("#live-root", "data-updated")  # swapped in by dashboard.js, not reloaded
     assert '"flaky"' in page.inner_text("#result")
     screenshot(page, f"retried-{_backend(fleet.db)}")
+
+
+@on_both_backends
+def test_fork_from_a_step_opens_the_copy_and_the_fleet_runs_only_that_step_and_the_rest(
+    fleet, dashboard, page, tmp_path: Path
+) -> None:
+    fleet.start(workers=1)
+    ledger = tmp_path / "ledger.txt"
+    submit(fleet.db, "fleet_steps", "source", {"ledger": str(ledger), "n": 3})
+    wait_status(fleet.db, ["source"], "COMPLETED", timeout=60)
+    board = dashboard()
+    page.goto(board.url + "/workflows/source")
+    assert page.locator("#fork-step option").all_inner_texts() == ["s0#1", "s1#1", "s2#1"]
+    page.select_option("#fork-step", "s1#1")
+    page.fill("#fork-id", "source-again")
+    with page.expect_navigation():
+        page.click("#fork")
+    assert page.url.endswith("/workflows/source-again?done=forked+from+source+at+step+s1%231%3A+PENDING"), page.url
+    assert page.inner_text("#flash") == "forked from source at step s1#1: PENDING"
+    wait_status(fleet.db, ["source-again"], "COMPLETED", timeout=60)
+    runs = [line.split()[:2] for line in ledger.read_text().splitlines()]
+    assert runs == [["source", "s0#1"], ["source", "s1#1"], ["source", "s2#1"],
+                    ["source-again", "s1#1"], ["source-again", "s2#1"]], runs  # fmt: skip
+    # a taken id is one line on the source's page, nothing new is written
+    page.goto(board.url + "/workflows/source")
+    page.fill("#fork-id", "source-again")
+    with page.expect_navigation():
+        page.click("#fork")
+    assert "/workflows/source?error=" in page.url and "source-again" in page.inner_text("#flash")
+    screenshot(page, f"fork-{_backend(fleet.db)}")
 
 
 @on_both_backends
