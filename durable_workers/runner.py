@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 
+from . import clock
 from .backends import Store
 from .config import NO_TIMEOUT_WAKE_AT, RUN_POLL_S
 from .engine import Outcome, run_claim
@@ -46,11 +47,17 @@ def _stop_on_signals(attempts: LiveAttempts) -> None:
 
 
 def _wait_until_due(store: Store, workflow_id: str, stopping: threading.Event) -> bool:
-    """Wait until the WAITING workflow is due (a send may make it due early); False when stopped or waiting without end."""
+    """Wait until the WAITING workflow is due (a send may make it due early); False when stopped or waiting without end.
+
+    Under a fake clock (``durable_workers.clock``) no real time is waited: see :meth:`FakeClock.reach`.
+    """
     while True:
         wake_at = store.get_workflow(workflow_id).wake_at
         if wake_at is None or wake_at >= NO_TIMEOUT_WAKE_AT:
             return False  # a receive with no timeout: a worker (or another run) resumes it after a send
+        fake = clock.installed
+        if fake is not None:  # a test's clock: jump to the wake time (auto-advance) or hand it back WAITING
+            return not stopping.is_set() and fake.reach(wake_at)
         if stopping.wait(min(max(wake_at - store.now(), 0.0), RUN_POLL_S)):
             return False
         if wake_at <= store.now():

@@ -22,6 +22,7 @@ from typing import Any, Callable, ContextManager, Sequence, TypeVar
 import peewee
 from peewee import SQL, fn
 
+from .. import clock as _clock
 from ..errors import DatabaseError, LeaseLost, StoreUnavailable
 from .schema import Models
 
@@ -92,8 +93,9 @@ class StoreBase:
     # ----------------------------------------------------------------- dialect hooks
 
     def now(self) -> float:
-        """The store's clock (UNIX seconds) for leases, deadlines and wake times."""
-        return time.time()
+        """The store's clock (UNIX seconds) for leases, deadlines and wake times (a test's fake clock if installed)."""
+        fake = _clock.installed
+        return time.time() if fake is None else fake.now()
 
     def _clock(self, now: float | None) -> float:
         """``now`` when a caller gave one (tests, replays), else :meth:`now`."""

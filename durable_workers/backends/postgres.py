@@ -43,6 +43,7 @@ from peewee import SQL, fn
 from playhouse.pool import MaxConnectionsExceeded
 from playhouse.postgres_ext import PooledPsycopg3Database
 
+from .. import clock as _clock
 from ..config import CLOCK_RESYNC_S, DEFAULT_POOL_SIZE
 from ..errors import ConfigError, DatabaseError, DatabaseReplacedError, LeaseLost, StoreUnavailable
 from ..records import Status
@@ -200,8 +201,11 @@ class PostgresStore(PgChaos, OutageGrace, PgSchema, Store):
         for it. The error is at most half the read's round trip plus the
         monotonic drift over one resync, far below any TTL; a jump of the
         server's clock is picked up at the next read, one of this host's is
-        never seen.
+        never seen. A fake clock installed by a test (``durable_workers.clock``) wins.
         """
+        fake = _clock.installed
+        if fake is not None:
+            return fake.now()
         sample = self._clock_sample
         mono = time.monotonic()
         if sample is None or mono - sample[1] >= CLOCK_RESYNC_S:
