@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
+from . import tracing
 from .backends import NewWorkflow
 from .errors import ConflictError, DurableError, InputError
 from .queues import placement
@@ -74,6 +75,7 @@ def submit_many(client: "Client", submissions: list[Submission], labels: Sequenc
     if not submissions:
         return []
     start, clock = time.time(), client.store.now()
+    trace_context = tracing.submit_context("submit_many", count=len(submissions))
     rows: list[NewWorkflow] = []
     first: dict[str, int] = {}  # id -> index of its first submission
     order: list[int] = []  # submission index -> index in rows
@@ -91,7 +93,7 @@ def submit_many(client: "Client", submissions: list[Submission], labels: Sequenc
         order.append(len(rows))
         rows.append(NewWorkflow(
             workflow_id, item.name, input_json, run_at, item.crash_at, _deadline(spec, item.timeout, run_at, lambda: clock),
-            **options,
+            trace_context=trace_context, **options,
         ))  # fmt: skip
 
     def check(row_index: int, existing: WorkflowRecord) -> None:

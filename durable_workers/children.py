@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from . import keys
+from . import keys, tracing
 from .codec import encode_input
 from .config import NO_TIMEOUT_WAKE_AT
 from .errors import ChildFailedError, ChildTimeoutError, DeadlineExceeded, DurableError, WorkflowSuspended
@@ -111,7 +111,7 @@ class Children(ContextParts):
             deadline_at = self._store.now() + timeout if timeout is not None else None
             self._store.start_child(
                 self.workflow_id, child_id, name, input_json, worker_id=self._worker_id, token=self._token,
-                deadline_at=deadline_at,
+                deadline_at=deadline_at, trace_context=tracing.current_context(),
             )  # fmt: skip
             return {"id": child_id, "name": name}
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
+from . import tracing
 from .backends import POSTGRES_SCHEMES, Store, open_store
 from .codec import encode_input
 from .typed import to_json
@@ -172,8 +173,9 @@ class Client:
         run_at = at if at is not None else self.store.now() + delay if delay else None
         deadline_at = _deadline(spec, timeout, run_at, self.store.now)
         record, created = self.store.submit(
-            workflow_id, name, input_json, run_at=run_at, crash_at=crash_at, deadline_at=deadline_at, **options
-        )
+            workflow_id, name, input_json, run_at=run_at, crash_at=crash_at, deadline_at=deadline_at,
+            trace_context=tracing.submit_context(name, workflow_id), **options,
+        )  # fmt: skip
         if not created and not refuse_duplicate(record, workflow_id, on_duplicate):
             _check_same(record, name, input_json)
         return record

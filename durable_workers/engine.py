@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from . import keys
+from . import keys, tracing
 from .attempt import SUSPEND_POINT, crash_if_asked, parse_crash_at
 from .backends import Store
 from .codec import encode_json, format_traceback, safe_str
@@ -127,7 +127,22 @@ def run_claim(
     listener: Listener | None = None,
     control: AttemptControl | None = None,
 ) -> Outcome:
-    """Run the claimed workflow from the top, replaying recorded steps; record how it ended."""
+    """Run the claimed workflow from the top, replaying recorded steps; record how it ended.
+
+    With OpenTelemetry configured the attempt is a span, its step executions child spans
+    (:mod:`durable_workers.tracing`).
+    """
+    with tracing.attempt(store, claim, worker_id) as traced:
+        outcome = _attempt(store, registry, claim, worker_id, traced.listener(listener), control)
+        traced.finish(outcome)
+        return outcome
+
+
+def _attempt(
+    store: Store, registry: Registry, claim: Claim, worker_id: str, listener: Listener | None,
+    control: AttemptControl | None,
+) -> Outcome:  # fmt: skip
+    """:func:`run_claim`'s attempt: exactly one outcome recorded (see the module text)."""
     record = claim.workflow
     spec = registry.get(record.name)
     ctx = Context(

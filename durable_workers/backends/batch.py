@@ -28,6 +28,8 @@ class NewWorkflow:
     priority: int = 0
     concurrency_key: str | None = None
     dedupe_key: str | None = None
+    #: The submitter's trace context (JSON text, :mod:`durable_workers.tracing`), or None.
+    trace_context: str | None = None
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -77,7 +79,8 @@ class BatchOps(QueueOps):
             results = []
             for row in fresh:
                 if row["id"] in created:
-                    existing[row["id"]] = WorkflowRecord(**row | {"input": json.loads(row["input"])})
+                    record = {k: v for k, v in row.items() if k != "trace_context"}
+                    existing[row["id"]] = WorkflowRecord(**record | {"input": json.loads(row["input"])})
             for workflow in workflows:
                 results.append((existing[workflow.id], workflow.id in created))
             return results
@@ -114,7 +117,7 @@ class BatchOps(QueueOps):
             "result": None, "error": None, "attempts": 0, "run_at": now if workflow.run_at is None else workflow.run_at,
             "created_at": now, "updated_at": now, "crash_at": workflow.crash_at, "deadline_at": workflow.deadline_at,
             "queue": workflow.queue, "priority": workflow.priority, "concurrency_key": workflow.concurrency_key,
-            "dedupe_key": workflow.dedupe_key,
+            "dedupe_key": workflow.dedupe_key, "trace_context": workflow.trace_context,
         }  # fmt: skip
 
     def _insert_new(self, rows: list[dict[str, Any]]) -> set[str]:

@@ -30,6 +30,7 @@ class ChildOps(RowHelpers):
         worker_id: str,
         token: int,
         deadline_at: float | None = None,
+        trace_context: str | None = None,
         now: float | None = None,
     ) -> WorkflowRecord:
         """Insert the PENDING child ``child_id`` of ``parent_id`` (fenced by the parent's lease); return its row.
@@ -38,7 +39,8 @@ class ChildOps(RowHelpers):
         returned as it is (a step re-run after a crash). Raises
         :class:`LeaseLost` when the parent's lease is no longer held and
         :class:`ConflictError` when the id belongs to another workflow, or to
-        another child (other name or input) of this parent.
+        another child (other name or input) of this parent. ``trace_context``:
+        the starting step's trace context (JSON text, :mod:`durable_workers.tracing`).
         """
         m = self.m
         now = self._clock(now)
@@ -47,9 +49,10 @@ class ChildOps(RowHelpers):
             self._fence(parent_id, worker_id, token)
             row = m.Workflow.get_or_none(m.Workflow.id == child_id)
             if row is None:
-                m.Workflow.insert(
+                traced = {"trace_context": trace_context} if trace_context is not None else {}
+                (m.TracedWorkflow if traced else m.Workflow).insert(
                     id=child_id, name=name, input=input_json, status=Status.PENDING.value, attempts=0, run_at=now,
-                    created_at=now, updated_at=now, parent_id=parent_id, deadline_at=deadline_at,
+                    created_at=now, updated_at=now, parent_id=parent_id, deadline_at=deadline_at, **traced,
                 ).execute()  # fmt: skip
                 self._notify(child_id)
                 row = m.Workflow.get_by_id(child_id)

@@ -52,6 +52,7 @@ CONTRACT: tuple[Operation, ...] = (
     Operation("release_role", "expires a roles row its holder holds", fencing="the role's holder"),
     Operation("get_role", "reads one roles row"),
     Operation("get_workflow", "reads one workflows row", raises="WorkflowNotFound"),
+    Operation("trace_context", "reads one workflows row's trace_context (None: none stored, or no such row)"),
     Operation("list_workflows", "reads workflows, newest first"),
     Operation("count_by_status", "reads workflows counts"),
     Operation("pending_names", "reads PENDING counts by name"),

@@ -68,7 +68,15 @@ V5_QUEUES: tuple[str, ...] = (
     "WHERE dedupe_key IS NOT NULL AND status IN ('PENDING', 'RUNNING', 'WAITING')",
 )
 
-#: An empty database becomes the current schema version (5) with these statements, in one transaction.
+#: Indexes of schema version 6 (in CREATE and in the migration to 6): the dashboard's, at a million rows.
+V6_INDEXES: tuple[str, ...] = (
+    # Workflows ended per minute (the overview), per status in end order.
+    "CREATE INDEX IF NOT EXISTS workflows_status_updated_at ON workflows (status, updated_at)",
+    # A name filter of the workflow list, paged by creation time.
+    "CREATE INDEX IF NOT EXISTS workflows_name_created_at ON workflows (name, created_at)",
+)
+
+#: An empty database becomes the current schema version (6) with these statements, in one transaction.
 CREATE: tuple[str, ...] = (
     """CREATE TABLE workflows (
         id text PRIMARY KEY, name text NOT NULL, input text NOT NULL DEFAULT '{}',
@@ -77,10 +85,12 @@ CREATE: tuple[str, ...] = (
         created_at double precision NOT NULL, updated_at double precision NOT NULL,
         crash_at text, interruption text, failed_step text, wake_at double precision, parent_id text,
         deadline_at double precision, waiting_for text, queue text NOT NULL DEFAULT 'default',
-        priority integer NOT NULL DEFAULT 0, concurrency_key text, dedupe_key text, started_at double precision)""",
+        priority integer NOT NULL DEFAULT 0, concurrency_key text, dedupe_key text, started_at double precision,
+        trace_context text)""",
     "CREATE INDEX workflows_status_created_at ON workflows (status, created_at)",
     *V4_INDEXES,
     *V5_QUEUES,
+    *V6_INDEXES,
     """CREATE TABLE steps (
         workflow_id text NOT NULL, step_key text NOT NULL, name text NOT NULL, scope text NOT NULL DEFAULT '',
         position integer NOT NULL, status text NOT NULL, output text, error text,

@@ -37,7 +37,9 @@ from ..records import ACTIVE, DEFAULT_QUEUE, Status
 #: 5: queues: workflows.queue/priority/concurrency_key/dedupe_key/started_at and the ``queues``
 #:    table; the claim's probes are per (queue, name), in priority then due order; the
 #:    ``schedules`` and ``roles`` tables (cron schedules and the scheduler lease).
-SCHEMA_VERSION = 5
+#: 6: workflows.trace_context (the submitter's W3C trace context, see ``TracedWorkflow``); the
+#:    dashboard's indexes workflows(status, updated_at) and workflows(name, created_at).
+SCHEMA_VERSION = 6
 
 
 class BaseModel(Model):
@@ -89,6 +91,9 @@ class Workflow(BaseModel):
             (("waiting_for",), False),
             # The deadline sweep: per unfinished status, rows in deadline order.
             (("status", "deadline_at"), False),
+            # The dashboard: workflows ended per minute, and a name filter paged by creation time.
+            (("status", "updated_at"), False),
+            (("name", "created_at"), False),
         )
 
 
@@ -101,6 +106,20 @@ Workflow.add_index(
         Workflow.dedupe_key.is_null(False) & Workflow.status.in_(sorted(ACTIVE))
     )
 )
+
+
+class TracedWorkflow(Workflow):
+    """``workflows`` with schema 6's ``trace_context`` column: the submitter's W3C trace context (JSON).
+
+    Kept out of :class:`Workflow` so the rows every read returns (``WorkflowRecord``)
+    never carry it: only a traced submit writes it and only a traced attempt reads
+    it (:mod:`durable_workers.tracing`). The SQLite schema is created from this model.
+    """
+
+    trace_context = TextField(null=True)
+
+    class Meta:
+        table_name = "workflows"
 
 
 class Queue(BaseModel):
@@ -288,9 +307,10 @@ class Ledger(BaseModel):
         indexes = ((("workflow_id", "step_key"), False),)
 
 
-#: The engine's tables (the chaos ledger is created on demand, see ``Ledger``).
+#: The engine's tables as created (``workflows`` with every column: ``TracedWorkflow``; the chaos
+#: ledger is created on demand, see ``Ledger``).
 ALL_MODELS: tuple[type[BaseModel], ...] = (
-    Workflow, Step, Lease, Worker, Message, Event, DatabaseInfo, Queue, Schedule, Role
+    TracedWorkflow, Step, Lease, Worker, Message, Event, DatabaseInfo, Queue, Schedule, Role
 )  # fmt: skip
 
 
@@ -309,6 +329,8 @@ class Models:
     Schedule: Any
     Role: Any
     Ledger: Any
+    #: ``workflows`` with its ``trace_context`` column (:class:`TracedWorkflow`).
+    TracedWorkflow: Any
     #: Column names of ``workflows`` and ``steps`` in model order (what ``SELECT *`` returns).
     workflow_columns: tuple[str, ...] = ()
     step_columns: tuple[str, ...] = ()
@@ -355,4 +377,5 @@ def bind(db: Database) -> Models:
         Schedule=_bound(Schedule, db),
         Role=_bound(Role, db),
         Ledger=_bound(Ledger, db),
+        TracedWorkflow=_bound(TracedWorkflow, db),
     )

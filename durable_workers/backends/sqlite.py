@@ -28,7 +28,7 @@ from .identity import FileIdentity
 from ..records import Status
 from .base import Failure
 from .migrations import Migration, check_not_newer, pending, wanted_at_open
-from .migrations.sqlite import MIGRATIONS, create_statements
+from .migrations.sqlite import MIGRATIONS, create_statements, to_run
 from .queues import QueuePlan
 from .schema import SCHEMA_VERSION, bind
 from .sqlite_file import (
@@ -172,7 +172,7 @@ class SqliteStore(Store):
         plan = Migration(version, SCHEMA_VERSION, pending(version, MIGRATIONS, create_statements(self.db)))
         if dry_run:
             return plan
-        for statement in plan.statements:
+        for statement in to_run(self.db, plan.statements):
             self.db.execute_sql(statement)
         self.m.DatabaseInfo.insert(key="db_id", value=uuid.uuid4().hex).on_conflict_ignore().execute()
         self.db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")

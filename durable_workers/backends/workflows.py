@@ -26,6 +26,7 @@ class WorkflowOps(Revival):
         priority: int = 0,
         concurrency_key: str | None = None,
         dedupe_key: str | None = None,
+        trace_context: str | None = None,
         now: float | None = None,
     ) -> tuple[WorkflowRecord, bool]:
         """Insert a PENDING workflow unless the id exists; return (row, created).
@@ -34,6 +35,7 @@ class WorkflowOps(Revival):
         and limits it. With ``dedupe_key``, while an unfinished workflow of the
         same queue holds that key nothing is inserted and *that* workflow is
         returned (its id differs from ``workflow_id``; created False).
+        ``trace_context``: the submitter's trace context (JSON text, :mod:`durable_workers.tracing`).
         """
         m = self.m
         now = self._clock(now)
@@ -41,8 +43,10 @@ class WorkflowOps(Revival):
         def body() -> tuple[WorkflowRecord, bool]:
             self._ensure_queue(queue, now)
             for _ in range(3):
-                inserted = self._insert_one(workflow_id, name, input_json, run_at, crash_at, deadline_at, now, dict(
-                    queue=queue, priority=priority, concurrency_key=concurrency_key, dedupe_key=dedupe_key))
+                options = dict(queue=queue, priority=priority, concurrency_key=concurrency_key, dedupe_key=dedupe_key)
+                if trace_context is not None:
+                    options["trace_context"] = trace_context
+                inserted = self._insert_one(workflow_id, name, input_json, run_at, crash_at, deadline_at, now, options)
                 if inserted:
                     self._notify(workflow_id)
                 row = m.Workflow.get_or_none(m.Workflow.id == workflow_id)
@@ -62,10 +66,11 @@ class WorkflowOps(Revival):
         deadline_at: float | None, now: float, options: dict[str, Any],
     ) -> int:  # fmt: skip
         """Inside a write: INSERT the PENDING row unless a unique key (id, queue + dedupe key) exists; rows inserted."""
-        m = self.m
         # INSERT ... ON CONFLICT DO NOTHING: a concurrent submit of the same id (possible where
-        # writers run concurrently) finds the row instead of a unique violation.
-        inserted: int = m.Workflow.insert(
+        # writers run concurrently) finds the row instead of a unique violation. Only a traced
+        # submit names the trace_context column (the model that has it).
+        table = self.m.TracedWorkflow if "trace_context" in options else self.m.Workflow
+        inserted: int = table.insert(
             id=workflow_id,
             name=name,
             input=input_json,
@@ -89,6 +94,18 @@ class WorkflowOps(Revival):
             if row is None:
                 raise WorkflowNotFound(f"no workflow with id {workflow_id!r}")
             return WorkflowRecord.from_row(row)
+
+        return self.read(body)
+
+    def trace_context(self, workflow_id: str) -> str | None:
+        """The trace context stored with the workflow at submit (JSON text), or None."""
+        m = self.m
+
+        def body() -> str | None:
+            found: str | None = (
+                m.TracedWorkflow.select(m.TracedWorkflow.trace_context).where(m.TracedWorkflow.id == workflow_id).scalar()
+            )
+            return found
 
         return self.read(body)
 

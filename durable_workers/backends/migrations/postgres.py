@@ -41,6 +41,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP INDEX IF EXISTS workflows_pending_due",
         "DROP INDEX IF EXISTS workflows_waiting_due",
     ),
+    5: (  # v6: the submitter's trace context, the dashboard's indexes
+        "ALTER TABLE workflows ADD COLUMN IF NOT EXISTS trace_context text",
+        *q.V6_INDEXES,
+    ),
 }
 
 

@@ -6,6 +6,9 @@ database gets the current schema from the models instead (``create_statements``)
 
 from __future__ import annotations
 
+import re
+from typing import Sequence
+
 from peewee import Database
 
 from ..schema import bind
@@ -70,7 +73,29 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         'DROP INDEX IF EXISTS "workflows_status_name_run_at"',
         'DROP INDEX IF EXISTS "workflows_status_name_wake_at"',
     ),
+    5: (
+        "ALTER TABLE workflows ADD COLUMN trace_context TEXT",
+        'CREATE INDEX IF NOT EXISTS "workflows_status_updated_at" ON "workflows" ("status", "updated_at")',
+        'CREATE INDEX IF NOT EXISTS "workflows_name_created_at" ON "workflows" ("name", "created_at")',
+    ),
 }
+
+_ADD_COLUMN = re.compile(r'^ALTER TABLE "?(\w+)"? ADD COLUMN "?(\w+)"?', re.IGNORECASE)
+
+
+def to_run(db: Database, statements: Sequence[str]) -> list[str]:
+    """``statements`` less each ``ADD COLUMN`` of a column its table already has.
+
+    SQLite has no ``ADD COLUMN IF NOT EXISTS`` (PostgreSQL's migrations use it): a
+    database whose version was set back without dropping every newer column migrates too.
+    """
+    kept = []
+    for statement in statements:
+        added = _ADD_COLUMN.match(statement)
+        if added and added.group(2) in {column.name for column in db.get_columns(added.group(1))}:
+            continue
+        kept.append(statement)
+    return kept
 
 
 def create_statements(db: Database) -> tuple[str, ...]:
