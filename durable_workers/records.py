@@ -133,6 +133,7 @@ class StepRecord:
     token: int | None = None
     seq: int = 0
     interruptions: int = 0
+    history: str | None = None  # earlier attempts (see :func:`step_attempts`)
 
     @classmethod
     def from_row(cls, row: Any) -> "StepRecord":
@@ -143,6 +144,50 @@ class StepRecord:
     def from_tuple(cls, row: Sequence[Any], columns: Sequence[str]) -> "StepRecord":
         """Build from a ``SELECT`` of every ``steps`` column; ``columns`` names them in order."""
         return cls(**dict(zip(columns, row)))
+
+
+#: Earlier attempts a step row keeps in ``history`` (the oldest are dropped past this).
+STEP_HISTORY_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class StepAttempt:
+    """One attempt of a step: when it started and ended (None: it never did: crashed or interrupted), how, where."""
+
+    started_at: float
+    finished_at: float | None
+    status: str
+    worker_id: str | None
+
+
+def attempt_history(row: Any) -> str | None:
+    """``row``'s ``history`` with its current attempt appended (the value for a restart of the step)."""
+    if row.started_at is None:
+        return row.history  # type: ignore[no-any-return]
+    ended = "-" if row.finished_at is None else repr(float(row.finished_at))
+    status = row.status
+    if status == StepStatus.RUNNING.value and row.finished_at is not None:
+        status = StepStatus.FAILED.value  # a failure with retries left keeps the row RUNNING until its retry
+    line = f"{float(row.started_at)!r} {ended} {status} {row.worker_id or '-'}"
+    lines = (row.history or "").splitlines()[-(STEP_HISTORY_LIMIT - 1):] + [line]
+    return "\n".join(lines)
+
+
+def step_attempts(step: StepRecord) -> list[StepAttempt]:
+    """Every attempt of ``step`` still known, oldest first: its ``history`` lines, then the current one."""
+    found = []
+    for line in (step.history or "").splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) != 4:
+            continue  # not written by attempt_history: skipped, never fatal for a display
+        try:
+            started, ended = float(parts[0]), None if parts[1] == "-" else float(parts[1])
+        except ValueError:
+            continue
+        found.append(StepAttempt(started, ended, parts[2], None if parts[3] == "-" else parts[3]))
+    if step.started_at is not None:
+        found.append(StepAttempt(step.started_at, step.finished_at, step.status, step.worker_id))
+    return found
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,7 @@ CREATE: tuple[str, ...] = (
         position integer NOT NULL, status text NOT NULL, output text, error text,
         attempts integer NOT NULL DEFAULT 0, deadline double precision, started_at double precision,
         finished_at double precision, worker_id text, token integer,
-        seq integer NOT NULL DEFAULT 0, interruptions integer NOT NULL DEFAULT 0,
+        seq integer NOT NULL DEFAULT 0, interruptions integer NOT NULL DEFAULT 0, history text,
         PRIMARY KEY (workflow_id, step_key))""",
     "CREATE INDEX steps_timed ON steps (deadline) WHERE status = 'RUNNING' AND deadline IS NOT NULL",
     """CREATE TABLE leases (

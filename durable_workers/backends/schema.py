@@ -38,7 +38,8 @@ from ..records import ACTIVE, DEFAULT_QUEUE, Status
 #:    table; the claim's probes are per (queue, name), in priority then due order; the
 #:    ``schedules`` and ``roles`` tables (cron schedules and the scheduler lease).
 #: 6: workflows.trace_context (the submitter's W3C trace context, see ``TracedWorkflow``); the
-#:    dashboard's indexes workflows(status, updated_at) and workflows(name, created_at).
+#:    dashboard's indexes workflows(status, updated_at) and workflows(name, created_at);
+#:    steps.history (the earlier attempts of a step, for the dashboard's timeline).
 SCHEMA_VERSION = 6
 
 
@@ -193,6 +194,8 @@ class Step(BaseModel):
     token = IntegerField(null=True)  # lease token of the attempt that started it last
     seq = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])  # order of first recording within the workflow (1, 2, ...)
     interruptions = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])  # starts ended by a drain or forced stop (not crashes)
+    # Earlier attempts, one line each "STARTED FINISHED|- STATUS WORKER" (schema 6; see records.step_attempts).
+    history = TextField(null=True)
 
     class Meta:
         table_name = "steps"

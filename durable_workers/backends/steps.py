@@ -9,7 +9,7 @@ from peewee import Value
 
 from ..codec import error_message, summarize_error
 from ..errors import LeaseLost, WorkflowAborted
-from ..records import Status, StepRecord, StepStart, StepStatus
+from ..records import Status, StepRecord, StepStart, StepStatus, attempt_history
 from .rows import RowHelpers
 
 
@@ -89,7 +89,7 @@ class StepOps(RowHelpers):
                 return message
             m.Step.update(
                 status=StepStatus.RUNNING.value, attempts=m.Step.attempts + 1, deadline=deadline, started_at=now,
-                finished_at=None, worker_id=worker_id, token=token,
+                finished_at=None, worker_id=worker_id, token=token, history=attempt_history(row),
             ).where((m.Step.workflow_id == workflow_id) & (m.Step.step_key == step_key)).execute()  # fmt: skip
             return StepStart(row.attempts + 1, row.error)
 

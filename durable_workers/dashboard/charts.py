@@ -5,15 +5,16 @@ Each function returns markup safe to insert into a page (every text is escaped).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Sequence
 
 from markupsafe import Markup, escape
 
-from ..records import StepRecord
+from ..records import StepAttempt, StepRecord, step_attempts
 
 #: CSS classes of the bars by status (dashboard.css colours them).
-BAR_CLASS = {"COMPLETED": "ok", "FAILED": "bad", "RUNNING": "run"}
+BAR_CLASS = {"COMPLETED": "ok", "FAILED": "bad", "RUNNING": "run", "LOST": "lost"}
 
 
 def _clock(when: float) -> str:
@@ -45,34 +46,45 @@ def finishes_chart(counts: dict[str, list[int]], now: float, *, width: int = 720
     return Markup("".join(parts))
 
 
-def step_timeline(steps: Sequence[StepRecord], now: float, *, width: int = 720, row: int = 22) -> Markup:
-    """One bar per started step from its (last) start to its finish, or to ``now`` while it runs.
+def _bar(key: str, number: int, a: StepAttempt, until: float, origin: float, x0: float, scale: float, y: int,
+         h: int) -> str:  # fmt: skip
+    """One attempt's bar, from its start to its finish (to ``until`` when it has none)."""
+    finish = a.finished_at if a.finished_at is not None else until
+    x, w = x0 + (a.started_at - origin) * scale, max((finish - a.started_at) * scale, 2.0)
+    how = "did not finish (its worker died or was stopped)" if a.status == "LOST" else a.status
+    tip = escape(f"{key} attempt {number}: {how}, {(finish - a.started_at) * 1000:.0f} ms from {_clock(a.started_at)}"
+                 + (f" on {a.worker_id}" if a.worker_id else ""))  # fmt: skip
+    return (f'<rect class="{BAR_CLASS.get(a.status, "run")}" data-attempt="{number}" x="{x:.1f}" y="{y}" '
+            f'width="{w:.1f}" height="{h}"><title>{tip}</title></rect>')  # fmt: skip
 
-    A step started more than once (a retry, or a resume after its worker died)
-    is labelled with its attempt count; its bar is its last attempt.
+
+def step_timeline(steps: Sequence[StepRecord], now: float, *, width: int = 720, row: int = 22) -> Markup:
+    """One row per started step with a bar per attempt (retries, resumes after a crash), to ``now`` while it runs.
+
+    An earlier attempt that never finished (its worker died, or was stopped)
+    is drawn as lost up to where the next one began; the steps of parallel
+    branches overlap in time, side by side on their own rows.
     """
-    timed = [s for s in steps if s.started_at is not None]
+    timed = [(s, step_attempts(s)) for s in steps if s.started_at is not None]
     if not timed:
         return Markup('<p class="muted">No step has started yet.</p>')
-    start = min(s.started_at for s in timed if s.started_at is not None)
-    end = max([(s.finished_at or now) for s in timed] + [start + 0.001])
+    start = min(attempts[0].started_at for _, attempts in timed)
+    end = max([(s.finished_at or now) for s, _ in timed] + [start + 0.001])
     label_w, span = 220, end - start
     scale = (width - label_w - 10) / span
     height = row * len(timed) + 24
     parts = [f'<svg class="timeline" viewBox="0 0 {width} {height}" role="img" aria-label="step timeline">']
-    for i, s in enumerate(timed):
-        assert s.started_at is not None
+    for i, (s, attempts) in enumerate(timed):
         y = i * row + 4
-        finish = s.finished_at if s.finished_at is not None else now
-        x, w = label_w + (s.started_at - start) * scale, max((finish - s.started_at) * scale, 2.0)
-        attempts = f" ×{s.attempts}" if s.attempts > 1 else ""
-        tip = escape(f"{s.step_key}: {s.status}, attempt {s.attempts}, {(finish - s.started_at) * 1000:.0f} ms"
-                     f" from {_clock(s.started_at)}" + (f", {s.interruptions} interrupted" if s.interruptions else ""))
-        cls = BAR_CLASS.get(s.status, "run")
+        label = f" ×{s.attempts}" if s.attempts > 1 else ""
         parts.append(f'<g class="step" data-step="{escape(s.step_key)}" data-attempts="{s.attempts}">')
-        parts.append(f"<title>{tip}</title>")
-        parts.append(f'<text x="2" y="{y + 14}" class="label">{escape(s.step_key)}{attempts}</text>')
-        parts.append(f'<rect class="{cls}" x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 6}"/>')
+        parts.append(f'<text x="2" y="{y + 14}" class="label">{escape(s.step_key)}{label}</text>')
+        for index, attempt in enumerate(attempts):
+            following = attempts[index + 1] if index + 1 < len(attempts) else None
+            shown = replace(attempt, status="LOST") if attempt.finished_at is None and following else attempt
+            number = s.attempts - len(attempts) + index + 1
+            until = following.started_at if following is not None else now
+            parts.append(_bar(s.step_key, number, shown, until, start, label_w, scale, y, row - 6))
         parts.append("</g>")
     parts.append(f'<text x="{label_w}" y="{height - 4}" class="axis">{_clock(start)}</text>')
     parts.append(f'<text x="{width - 2}" y="{height - 4}" class="axis end">+{span:.2f} s</text>')

@@ -118,3 +118,30 @@ def test_workflow_messages_lists_a_workflows_messages_oldest_first(backend: Back
         ("go", '{"n": 1}', None, None), ("stop", None, "k", None),
     ]  # fmt: skip
     assert store.workflow_messages("nobody") == []
+
+
+def test_a_restarted_step_keeps_each_earlier_attempt_in_its_history(backend: Backend) -> None:
+    from durable_workers.records import StepStatus, step_attempts
+
+    store = backend.open("history")
+    store.submit("wf", "pay", "{}", now=T0)
+
+    def start(worker: str, token: int, now: float) -> None:
+        store.start_step("wf", "charge#1", name="charge", scope="", position=0, worker_id=worker, token=token,
+                         max_attempts=5, new=token == 1, now=now)  # fmt: skip
+
+    first = store.claim_workflow("wf", "w1", ttl=TTL, now=T0)
+    assert first is not None
+    start("w1", first.token, T0 + 1)  # w1 dies inside the step: the attempt never finishes
+    second = store.claim_workflow("wf", "w2", ttl=TTL, now=T0 + TTL + 1)
+    assert second is not None
+    start("w2", second.token, T0 + TTL + 2)
+    store.fail_step("wf", "charge#1", '{"type": "ValueError", "message": "no"}', final=False, worker_id="w2",
+                    token=second.token, now=T0 + TTL + 3)  # fmt: skip
+    start("w2", second.token, T0 + TTL + 4)
+    store.complete_step("wf", "charge#1", '"ok"', worker_id="w2", token=second.token, now=T0 + TTL + 5)
+    (step,) = store.load_steps("wf")
+    assert step.attempts == 3 and step.status == StepStatus.COMPLETED.value
+    shown = [(a.started_at - T0, None if a.finished_at is None else a.finished_at - T0, a.status, a.worker_id)
+             for a in step_attempts(step)]  # fmt: skip
+    assert shown == [(1.0, None, "RUNNING", "w1"), (TTL + 2, TTL + 3, "FAILED", "w2"), (TTL + 4, TTL + 5, "COMPLETED", "w2")]

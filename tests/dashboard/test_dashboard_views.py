@@ -131,6 +131,13 @@ def test_detail_shows_the_timeline_of_a_workflow_killed_and_resumed(fleet, dashb
     ]  # fmt: skip
     assert "hold#1 ×2" in page.inner_text("#timeline")
     assert page.locator("#timeline svg rect.ok").count() == 3
+    # the killed attempt of hold#1 is its own bar, lost, ending where the second attempt began
+    hold = page.locator('#timeline svg g.step[data-step="hold#1"] rect')
+    assert hold.evaluate_all("rs => rs.map(r => [r.dataset.attempt, r.getAttribute('class')])") == [["1", "lost"], ["2", "ok"]]
+    tip = hold.nth(0).evaluate("r => r.textContent")
+    assert first["worker_id"] in tip and "did not finish" in tip, tip
+    lost_end = hold.nth(0).evaluate("r => +r.getAttribute('x') + +r.getAttribute('width')")
+    assert abs(lost_end - float(hold.nth(1).get_attribute("x") or 0)) < 0.2
     rows = page.locator("#steps tbody tr[data-step]")
     assert rows.count() == 3 and second["worker_id"] in rows.nth(1).inner_text()
     assert '"finish"' in page.inner_text("#result")

@@ -41,8 +41,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DROP INDEX IF EXISTS workflows_pending_due",
         "DROP INDEX IF EXISTS workflows_waiting_due",
     ),
-    5: (  # v6: the submitter's trace context, the dashboard's indexes
+    5: (  # v6: the submitter's trace context, the dashboard's indexes, a step's earlier attempts
         "ALTER TABLE workflows ADD COLUMN IF NOT EXISTS trace_context text",
+        "ALTER TABLE steps ADD COLUMN IF NOT EXISTS history text",
         *q.V6_INDEXES,
     ),
 }

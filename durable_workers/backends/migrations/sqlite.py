@@ -75,6 +75,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     5: (
         "ALTER TABLE workflows ADD COLUMN trace_context TEXT",
+        "ALTER TABLE steps ADD COLUMN history TEXT",
         'CREATE INDEX IF NOT EXISTS "workflows_status_updated_at" ON "workflows" ("status", "updated_at")',
         'CREATE INDEX IF NOT EXISTS "workflows_name_created_at" ON "workflows" ("name", "created_at")',
     ),
