@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from durable_workers.progress import progress
+
 from .databases import Databases, is_postgres, throwaway_server
 from .measure import Figure, machine
 from .report import plot_throughput, table, write_json
@@ -309,20 +311,23 @@ def run_jobs(jobs: list[tuple[str, Callable[[], list[Figure]]]], dbs: Databases,
     """Run each job (errors are recorded, the rest still run); each job's databases are dropped after it."""
     figures: list[Figure] = []
     started = time.monotonic()
-    for label, job in jobs:
-        print(f"[{time.monotonic() - started:7.1f}s] {label} ...", file=sys.stderr, flush=True)
-        try:
-            produced = job()
-        except Exception as exc:  # report it, run the rest
-            traceback.print_exc()
-            meta["errors"][label] = f"{type(exc).__name__}: {exc}"
-            continue
-        finally:
-            if not meta["keep"]:
-                dbs.drop_all()
-        figures += produced
-        for f in produced:
-            print(f"           {f.sync:6} {f.bench}: {f.metric} = {f.render()}", file=sys.stderr, flush=True)
+    with progress("benchmarks", total=len(jobs)) as bar:  # a bar on a terminal, a line per section otherwise
+        for label, job in jobs:
+            bar.log(f"[{time.monotonic() - started:7.1f}s] {label} ...")
+            bar.update(note=label)
+            try:
+                produced = job()
+            except Exception as exc:  # report it, run the rest
+                bar.log(traceback.format_exc().rstrip())
+                meta["errors"][label] = f"{type(exc).__name__}: {exc}"
+                continue
+            finally:
+                bar.advance(1)
+                if not meta["keep"]:
+                    dbs.drop_all()
+            figures += produced
+            for f in produced:
+                bar.log(f"           {f.sync:6} {f.bench}: {f.metric} = {f.render()}")
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
     return figures
 

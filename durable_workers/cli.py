@@ -8,8 +8,6 @@ Option declarations shared with ``durable-supervisor`` live in
 from __future__ import annotations
 
 import functools
-import logging
-import os
 import sys
 import time
 import uuid
@@ -44,6 +42,7 @@ from .cli_options import (
     settings as _settings,
     host_id_option,
     input_options,
+    log_format_option,
     log_level_option,
     read_input,
     ttl_option,
@@ -54,6 +53,8 @@ from .codec import parse_input
 from .config import DEFAULT_STATUS_LIMIT, load_config
 from .errors import CorruptRecordError, DurableError, StoreUnavailable
 from .liveness import heartbeat_age
+from .logs import setup_logging
+from .progress import progress
 from .queues import ON_DUPLICATE
 from .records import Status, StepRecord, StepStatus
 from .worker import WorkerOptions
@@ -98,6 +99,19 @@ def _client(ctx: click.Context, *, create: bool = True) -> Client:
     return Client(config=config, create=create and not readonly, readonly=readonly)
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None:  # on the root, where _verbose_logging() reads it
+        ctx.find_root().ensure_object(dict)[param.name] = value
+    return value
+
+
+def _verbose_logging(ctx: click.Context) -> None:
+    """``durable -v``: engine events on stderr, in the ``--log-format`` of the group or of the command."""
+    found = _settings(ctx)
+    if found.get("verbose"):
+        setup_logging("INFO", load_config(log_format=found.get("log_format")).log_format)
+
+
 def _input(input_text: str | None, input_file: str | None) -> dict[str, Any] | None:
     """The parsed ``--input``/``--input-file`` object, or ``None`` when neither was given."""
     text, source = read_input(input_text, input_file)
@@ -109,11 +123,12 @@ def _input(input_text: str | None, input_file: str | None) -> dict[str, Any] | N
 
 @click.group(cls=DurableGroup, context_settings=CONTEXT)
 @config_options
-@click.option("-v", "--verbose", is_flag=True, help="Log engine events to stderr.")
-def main(verbose: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, callback=_remember, help="Log engine events to stderr.")
+@log_format_option(callback=_remember, expose_value=False)
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Durable workflows on one SQLite file: run, submit, inspect, recover."""
-    if verbose:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _verbose_logging(ctx)
 
 
 @main.command()
@@ -122,6 +137,7 @@ def main(verbose: bool) -> None:
 @click.argument("workflow_id", required=False)
 @input_options
 @click.option("--crash-at", help="SIGKILL this process at STEP:before, STEP:returned or STEP:after (demo of recovery).")
+@log_format_option(callback=_remember, expose_value=False)
 @click.pass_context
 def run(
     ctx: click.Context, name: str, workflow_id: str | None, input_text: str | None, input_file: str | None,
@@ -133,6 +149,7 @@ def run(
     command again after a crash to resume: without --input an existing
     workflow resumes with its recorded input.
     """
+    _verbose_logging(ctx)  # again: `durable -v run --log-format json`
     values = _input(input_text, input_file)
     client = _client(ctx)
     spec = client.registry.get(name)  # the app and name are checked before the database is opened
@@ -226,8 +243,11 @@ def _do_submit(
         extra = f" attempt {row.attempts}" if row.attempts > 1 else ""
         detail = f" {summarize_error(row.error)}" if row.status == StepStatus.FAILED.value else ""
         click.echo(f"  {row.status:<9} {row.step_key}{extra}{detail}")
+        bar.advance(1 if row.status == StepStatus.COMPLETED.value else 0, note=f"steps done; {row.step_key} {row.status}")
 
-    final = client.wait(record.id, on_step=show)
+    with progress(f"{record.name} {record.id}") as bar:  # on stderr: a bar on a terminal, else plain lines
+        final = client.wait(record.id, on_step=show)
+        bar.update(note=f"steps done; {final.status}")
     _print_end(final)
     if final.status != Status.COMPLETED.value:
         sys.exit(EXIT_FAILED)
@@ -344,24 +364,17 @@ def retry(ctx: click.Context, workflow_id: str) -> None:
 @click.option("--worker-id", help="Id of the worker row (the supervisor chooses one).")
 @host_id_option
 @log_level_option("INFO")
+@log_format_option()
 @click.pass_context
 def worker(
-    ctx: click.Context,
-    concurrency: int,
-    ttl: float,
-    max_claims: int,
-    supervisor_pid: int | None,
-    worker_id: str | None,
-    log_level: str,
-) -> None:
+    ctx: click.Context, concurrency: int, ttl: float, max_claims: int, supervisor_pid: int | None,
+    worker_id: str | None, log_level: str, log_format: str | None,
+) -> None:  # fmt: skip
     """Run one worker process (the supervisor starts these for you)."""
     from .worker import WorkerProcess, install_signal_handlers
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    fields = {"worker_id": worker_id} if worker_id else None
+    setup_logging(log_level, load_config(log_format=log_format).log_format, role="worker", fields=fields)
     client = _client(ctx)
     options = WorkerOptions(ttl=ttl, concurrency=concurrency, max_claims=max_claims, supervisor_pid=supervisor_pid)
     registry = client.registry  # a bad app fails here, before the database is opened or created

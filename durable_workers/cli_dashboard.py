@@ -5,14 +5,16 @@ Registered on the ``durable`` group by :mod:`durable_workers.cli`.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import click
 
-from .cli_options import config_options
+from .cli_options import config_options, log_format_option
 from .cli_options import settings as _settings
 from .client import Client
 from .config import load_config
+from .logs import setup_logging
 
 #: Where the dashboard listens unless told otherwise (loopback: reachable from this machine only).
 DEFAULT_HOST = "127.0.0.1"
@@ -30,8 +32,10 @@ TOKEN_ENV = "DURABLE_DASHBOARD_TOKEN"
 @click.option("--token", default=None, metavar="TOKEN",
               help=f"Require this access token on every request (a login form, or Authorization: Bearer) "
                    f"[env {TOKEN_ENV}].")
+@log_format_option()
 @click.pass_context  # fmt: skip
-def dashboard(ctx: click.Context, host: str, port: int, read_only: bool, token: str | None) -> None:
+def dashboard(ctx: click.Context, host: str, port: int, read_only: bool, token: str | None,
+              log_format: str | None) -> None:  # fmt: skip
     """Serve a web dashboard of workflows, steps, queues and workers (Ctrl+C stops it)."""
     try:
         import uvicorn
@@ -41,10 +45,17 @@ def dashboard(ctx: click.Context, host: str, port: int, read_only: bool, token: 
         raise click.ClickException(f"the dashboard needs starlette, uvicorn and jinja2 ({exc})") from None
     token = token or os.environ.get(TOKEN_ENV) or None
     found = _settings(ctx)
-    config = load_config(db=found.get("db"), app=found.get("app"), pool_size=found.get("pool_size"))
+    config = load_config(db=found.get("db"), app=found.get("app"), pool_size=found.get("pool_size"),
+                         log_format=log_format)  # fmt: skip
     client = Client(config=config, create=False, readonly=read_only)
     _ = client.store  # opened now: a wrong --db is one clear line, before the server starts
     app = create_app(DashboardSettings(client, read_only=read_only, token=token, host=host))
     mode = "read-only" if read_only else "actions allowed"
-    click.echo(f"durable dashboard on http://{host}:{port}/ ({mode}{', token required' if token else ''})", err=True)
+    banner = f"durable dashboard on http://{host}:{port}/ ({mode}{', token required' if token else ''})"
+    if config.log_format == "json":  # uvicorn's records go through our handler: stderr is JSON lines only
+        setup_logging("INFO", "json", role="dashboard")
+        logging.getLogger("durable_workers.dashboard").info(banner, extra={"url": f"http://{host}:{port}/"})
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, log_config=None)
+        return
+    click.echo(banner, err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -6,16 +6,19 @@ Registered on the ``durable`` group (and ``durable-submit``) by
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
+from .backends import Collected, Store
 from .batch import parse_batch
 from .cli import _client, config_options
 from .config import GC_BATCH, GC_STATUSES, parse_duration
 from .errors import ConfigError, InputError
+from .progress import progress
 from .records import TERMINAL
-from .retention import collect_garbage
+from .retention import GcReport, collect_garbage
 
 
 def submit_batch(ctx: click.Context, path: str, *, alone: bool) -> None:
@@ -56,22 +59,44 @@ def _statuses(text: str) -> list[str]:
 @click.option("--batch-size", type=click.IntRange(min=1), default=GC_BATCH, show_default=True,
               help="Workflows deleted per transaction (the write lock is released between two).")
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON (and no progress).")
 @click.pass_context  # fmt: skip
-def gc(ctx: click.Context, older_than: str, status_text: str, batch_size: int, dry_run: bool) -> None:
+def gc(ctx: click.Context, older_than: str, status_text: str, batch_size: int, dry_run: bool, as_json: bool) -> None:
     """Delete terminal workflows older than --older-than with their steps, leases, messages and events.
 
     Never an unfinished workflow, a child whose parent is unfinished, or a
-    parent with an unfinished child.
+    parent with an unfinished child. Progress (batches deleted of the batches
+    counted first) goes to stderr.
     """
     seconds = parse_duration(older_than, "--older-than")
     statuses = _statuses(status_text)
     store = _client(ctx, create=False).store
-    report = collect_garbage(store, seconds, statuses, batch_size=batch_size, dry_run=dry_run)
+    counted = collect_garbage(store, seconds, statuses, batch_size=batch_size, dry_run=True)
+    report = counted if dry_run else _delete(store, seconds, statuses, batch_size, counted, shown=not as_json)
     done = report.collected
-    if dry_run:
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "workflows": done.workflows, "steps": done.steps,
+                               "messages": done.messages, "events": done.events, "leases": done.leases,
+                               "batches": len(report.batches)}))  # fmt: skip
+    elif dry_run:
         click.echo(f"would delete {done.workflows} workflows ({', '.join(statuses)}, ended over {older_than} ago)")
-        return
-    click.echo(
-        f"deleted {done.workflows} workflows, {done.steps} steps, {done.messages} messages, {done.events} events, "
-        f"{done.leases} leases in {len(report.batches)} batches"
-    )
+    else:
+        click.echo(
+            f"deleted {done.workflows} workflows, {done.steps} steps, {done.messages} messages, {done.events} events, "
+            f"{done.leases} leases in {len(report.batches)} batches"
+        )
+
+
+def _delete(store: Store, seconds: float, statuses: list[str], batch_size: int, counted: GcReport, *,
+            shown: bool) -> GcReport:  # fmt: skip
+    """Delete what ``counted`` (a dry run) found, batch by batch, with a progress bar of the batches."""
+    deleted = 0
+    with progress("gc", total=len(counted.batches), enabled=shown) as bar:
+
+        def one_batch(batch: Collected) -> None:
+            nonlocal deleted
+            deleted += batch.workflows
+            bar.update(total=max(bar.total or 0, bar.completed + 1))  # more than counted: ended meanwhile
+            bar.advance(1, note=f"{deleted} workflows deleted")
+
+        return collect_garbage(store, seconds, statuses, batch_size=batch_size, on_batch=one_batch)

@@ -18,6 +18,7 @@ import click
 from . import __version__
 from .config import (
     DEFAULT_METRICS_HOST,
+    LOG_FORMATS,
     LOG_LEVELS,
     MAX_HOST_ID_LENGTH,
     MAX_SECONDS,
@@ -194,6 +195,16 @@ def log_level_option(default: str, help: str = "Log level (case-insensitive).") 
     """``--log-level``: one of ``LOG_LEVELS``, any case; the value is upper-case."""
     kind = click.Choice(LOG_LEVELS, case_sensitive=False)
     return click.option("--log-level", type=kind, default=default, show_default=True, help=help)
+
+
+def log_format_option(**extra: Any) -> Callable[[F], F]:
+    """``--log-format text|json`` (any case; None when not given: env and config decide, see ``durable_workers.logs``)."""
+    kind = click.Choice(LOG_FORMATS, case_sensitive=False)
+    return click.option(
+        "--log-format", type=kind, default=None, **extra,
+        help="Log lines as text or one JSON object per line [env DURABLE_LOG_FORMAT; [tool.durable] log_format; "
+             "default text].",
+    )  # fmt: skip
 
 
 def metrics_options(command: F) -> F:

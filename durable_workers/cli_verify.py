@@ -11,6 +11,7 @@ import click
 from .cli import _client, _input, config_options
 from .cli_format import _emit_json
 from .cli_options import input_options, settings
+from .progress import progress
 from .testing.crashtest import DEFAULT_JOBS, DEFAULT_TIMEOUT, CrashReport, PointResult, verify as run_verify
 
 
@@ -71,13 +72,13 @@ def verify(ctx: click.Context, name: str, input_text: str | None, input_file: st
     spec.check_input(values or {})
     app, db = client.config.app, settings(ctx).get("db")
 
-    def progress(result: PointResult) -> None:
-        if not as_json:
-            click.echo(f"  ... {result.point.label}: {'ok' if result.ok else 'FAIL'}", err=True)
+    def advance(result: PointResult, ended: int, total: int) -> None:
+        bar.update(completed=ended, total=total, note=f"{result.point.label}: {'ok' if result.ok else 'FAIL'}")
 
     if not as_json:
         click.echo(f"verifying {name}: a clean run, then a SIGKILL at every step boundary (app {app})")
-    report = run_verify(name, values, app=app, db=db, timeout=timeout, jobs=jobs, on_point=progress)
+    with progress("crash points", enabled=not as_json) as bar:
+        report = run_verify(name, values, app=app, db=db, timeout=timeout, jobs=jobs, on_point=advance)
     if as_json:
         _emit_json(report.to_json())
     else:

@@ -2,7 +2,8 @@
 
 Precedence for each setting: explicit argument (``--db``/``--app`` flags),
 environment (``DURABLE_DB``, ``DURABLE_APP``, ``DURABLE_SYNCHRONOUS``,
-``DURABLE_LOCK_PATIENCE``, ``DURABLE_POOL_SIZE``, ``DURABLE_RETENTION``), the ``[tool.durable]`` table of ``pyproject.toml``
+``DURABLE_LOCK_PATIENCE``, ``DURABLE_POOL_SIZE``, ``DURABLE_RETENTION``,
+``DURABLE_LOG_FORMAT``), the ``[tool.durable]`` table of ``pyproject.toml``
 in the current directory, then the defaults below.
 """
 
@@ -28,6 +29,10 @@ SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 #: Log levels the commands accept (``--log-level``, any case).
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Log formats of the long-running commands (``--log-format``): text lines, or one JSON object per line.
+LOG_FORMATS = ("text", "json")
+#: Log format unless ``--log-format`` / ``DURABLE_LOG_FORMAT`` / ``[tool.durable] log_format`` say otherwise.
+DEFAULT_LOG_FORMAT = "text"
 #: Shortest lease lifetime a worker accepts: it heartbeats every ttl/3 seconds, one write each.
 MIN_TTL = 0.5
 #: Longest duration any option accepts (one day): longer waits overflow the thread timers.
@@ -84,6 +89,8 @@ class Config:
     pool_size: int | None = None
     #: Seconds a terminal workflow is kept before the supervisor's sweep deletes it; None = kept forever.
     retention: float | None = None
+    #: ``text`` (the default) or ``json``: how the long-running commands write their logs (``durable_workers.logs``).
+    log_format: str = DEFAULT_LOG_FORMAT
 
     def with_overrides(self, **values: Any) -> "Config":
         """Return a copy with the non-``None`` values replaced."""
@@ -152,6 +159,16 @@ def _retention(text: Any, source: str) -> float | None:
     return None if text is None or text == "" else parse_duration(text, source)
 
 
+def _log_format(text: Any, source: str) -> str | None:
+    """``text`` (from ``source``) as one of ``LOG_FORMATS`` (any case); None when unset."""
+    if text is None or text == "":
+        return None
+    value = str(text).strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"{source} must be one of {', '.join(LOG_FORMATS)}, got {text!r}")
+    return value
+
+
 def load_config(
     db: str | None = None,
     app: str | None = None,
@@ -160,12 +177,14 @@ def load_config(
     lock_patience: float | None = None,
     pool_size: int | None = None,
     retention: str | None = None,
+    log_format: str | None = None,
 ) -> Config:
     """Resolve the configuration from arguments, environment and pyproject.toml.
 
     Raises :class:`ConfigError` (one line) for an unknown ``synchronous`` mode
     a lock patience that is not a positive number of seconds, a pool size below 1,
-    or a retention that is not a duration (:func:`parse_duration`).
+    a retention that is not a duration (:func:`parse_duration`), or a log format
+    not in ``LOG_FORMATS``.
     """
     base = Path(cwd) if cwd is not None else Path.cwd()
     table = _pyproject_table(base)
@@ -174,6 +193,7 @@ def load_config(
         lock_patience=_patience(table.get("lock_patience"), "[tool.durable] lock_patience"),
         pool_size=_pool_size(table.get("pool_size"), "[tool.durable] pool_size"),
         retention=_retention(table.get("retention"), "[tool.durable] retention"),
+        log_format=_log_format(table.get("log_format"), "[tool.durable] log_format"),
     )  # fmt: skip
     config = config.with_overrides(
         db=os.environ.get("DURABLE_DB") or None,
@@ -182,10 +202,12 @@ def load_config(
         lock_patience=_patience(os.environ.get("DURABLE_LOCK_PATIENCE"), "DURABLE_LOCK_PATIENCE"),
         pool_size=_pool_size(os.environ.get("DURABLE_POOL_SIZE"), "DURABLE_POOL_SIZE"),
         retention=_retention(os.environ.get("DURABLE_RETENTION"), "DURABLE_RETENTION"),
+        log_format=_log_format(os.environ.get("DURABLE_LOG_FORMAT"), "DURABLE_LOG_FORMAT"),
     )
     config = config.with_overrides(
         db=db, app=app, synchronous=synchronous, lock_patience=_patience(lock_patience, "lock_patience"),
         pool_size=_pool_size(pool_size, "--pool-size"), retention=_retention(retention, "--retention"),
+        log_format=_log_format(log_format, "--log-format"),
     )
     mode = config.synchronous.upper()
     if mode not in SYNCHRONOUS_MODES:

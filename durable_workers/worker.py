@@ -75,15 +75,9 @@ def _log_event(event: StepEvent) -> None:
         level = logging.WARNING
     else:
         level = logging.INFO
-    log.log(
-        level,
-        "step %s workflow_id=%s step=%s attempt=%s%s",
-        event.kind,
-        event.workflow_id,
-        event.step_key,
-        event.attempt,
-        f" error={event.error!r}" if event.error else "",
-    )
+    fields = {"workflow_id": event.workflow_id, "step_key": event.step_key, "attempt": event.attempt}  # JSON logs
+    log.log(level, "step %s workflow_id=%s step=%s attempt=%s%s", event.kind, event.workflow_id, event.step_key,
+            event.attempt, f" error={event.error!r}" if event.error else "", extra=fields)  # fmt: skip
 
 
 class _WalWatch:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -13,6 +12,7 @@ from durable_workers.cli_options import (
     OneLineCommand,
     concurrency_option,
     host_id_option,
+    log_format_option,
     log_level_option,
     metrics_options,
     pool_size_option,
@@ -21,8 +21,9 @@ from durable_workers.cli_options import (
     version_option,
     workers_option,
 )
-from durable_workers.config import load_config
+from durable_workers.config import Config, load_config
 from durable_workers.errors import DurableError, StoreUnavailable
+from durable_workers.logs import LOG_FORMAT_ENV, setup_logging
 from durable_workers.metrics_http import MetricsServer, counters_folder
 from durable_workers.registry import load_app
 
@@ -42,6 +43,7 @@ from .supervisor import Supervisor, SupervisorOptions
 @host_id_option
 @shutdown_timeout_option(SupervisorOptions.shutdown_timeout)
 @log_level_option(SupervisorOptions.log_level)
+@log_format_option()
 @metrics_options
 @version_option
 def main(
@@ -54,6 +56,7 @@ def main(
     ttl: float,
     shutdown_timeout: float,
     log_level: str,
+    log_format: str | None,
     metrics_port: int | None,
     metrics_host: str,
 ) -> None:
@@ -70,13 +73,11 @@ def main(
     and of every worker it started, and gauges read from the database),
     /healthz (the store answers) and /readyz (the workers registered).
     """
-    logging.basicConfig(
-        level=log_level.upper(),
-        format=f"%(asctime)s supervisor[{os.getpid()}] %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    config = _config(db, app, pool_size, retention, log_format)
+    setup_logging(log_level, config.log_format, role="supervisor")
+    os.environ[LOG_FORMAT_ENV] = config.log_format  # inherited by the workers it starts
     with counters_folder(metrics_port is not None) as counters:  # before any metric exists
-        supervisor = _build(db, app, pool_size, retention, SupervisorOptions(
+        supervisor = _build(config, SupervisorOptions(
             workers=workers, concurrency=concurrency, ttl=ttl, shutdown_timeout=shutdown_timeout,
             log_level=log_level.upper(),
         ))  # fmt: skip
@@ -96,11 +97,18 @@ def main(
     sys.exit(code)
 
 
-def _build(db: str | None, app: str | None, pool_size: int | None, retention: str | None,
-           options: SupervisorOptions) -> Supervisor:  # fmt: skip
-    """The supervisor for these settings; a bad setting or store is one ClickException line."""
+def _config(db: str | None, app: str | None, pool_size: int | None, retention: str | None,
+            log_format: str | None) -> Config:  # fmt: skip
+    """The resolved settings; a bad one is one ClickException line."""
     try:
-        config = load_config(db=db, app=app, pool_size=pool_size, retention=retention)
+        return load_config(db=db, app=app, pool_size=pool_size, retention=retention, log_format=log_format)
+    except DurableError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _build(config: Config, options: SupervisorOptions) -> Supervisor:
+    """The supervisor for these settings; a bad app or store is one ClickException line."""
+    try:
         load_app(config.app)  # fail here, once, rather than in every worker
         return Supervisor(config, options)
     except (DurableError, StoreUnavailable) as exc:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from ..cli_options import (
     SECONDS,
     OneLineCommand,
     concurrency_option,
+    log_format_option,
     log_level_option,
     ttl_option,
     version_option,
@@ -27,8 +30,11 @@ from ..cli_options import (
 )
 from ..client import Client
 from ..errors import DurableError
+from ..logs import LOG_FORMAT_ENV
+from ..progress import Progress, progress
+from ..records import TERMINAL
 from .experiment import Experiment
-from .options import APP, CHECK_NAMES, DEFAULT_FAULTS, FAULT_KINDS, ChaosOptions, unknown_faults
+from .options import APP, CHECK_NAMES, UNKNOWN_NAME, DEFAULT_FAULTS, FAULT_KINDS, ChaosOptions, unknown_faults
 from .table import render
 
 
@@ -87,7 +93,8 @@ def _parse_faults(ctx: click.Context | None, param: click.Parameter | None, text
               help="Bad-input workflows of each kind mixed in.")  # fmt: skip
 @concurrency_option(ChaosOptions.concurrency)
 @log_level_option(ChaosOptions.log_level, help="Log level of the fleet (log beside the db).")
-def chaos(json_out: str | None, faults: tuple[str, ...], **values: Any) -> None:
+@log_format_option()
+def chaos(json_out: str | None, faults: tuple[str, ...], log_format: str | None, **values: Any) -> None:
     """Run a self-checking fault-injection experiment on a fresh database.
 
     Starts a supervisor with --workers (one per host with --hosts), submits --workflows check workflows
@@ -96,12 +103,22 @@ def chaos(json_out: str | None, faults: tuple[str, ...], **values: Any) -> None:
     """
     if values["db"] is None:
         values["db"] = (click.get_current_context().find_root().obj or {}).get("db")
+    if log_format is not None:
+        os.environ[LOG_FORMAT_ENV] = log_format  # the fleet's log (beside the db) in this format
     options = ChaosOptions(faults=faults, **values)
     to_stdout = json_out == "-"
     echo = (lambda text: click.echo(text, err=True)) if to_stdout else click.echo
     try:
-        experiment = Experiment(options, progress=lambda text: click.echo(text, err=True))
-        verdict = experiment.run()
+        with progress("chaos workflows ended", enabled=not to_stdout) as bar:
+            experiment = Experiment(options, progress=bar.log if not to_stdout else lambda t: click.echo(t, err=True))
+            stop = threading.Event()
+            watcher = threading.Thread(target=_watch, args=(experiment, bar, stop), name="chaos-progress", daemon=True)
+            watcher.start()
+            try:
+                verdict = experiment.run()
+            finally:
+                stop.set()
+                watcher.join()
     except DurableError as exc:
         raise click.ClickException(str(exc)) from None
     echo(render(verdict))
@@ -112,6 +129,34 @@ def chaos(json_out: str | None, faults: tuple[str, ...], **values: Any) -> None:
         else:
             Path(json_out).write_text(text + "\n", encoding="utf-8")
     sys.exit(0 if verdict["ok"] else 1)
+
+
+def _watch(experiment: Experiment, bar: Progress, stop: threading.Event) -> None:
+    """Every second, and once after ``stop``: workflows ended of those submitted, on a connection of that read's own.
+
+    Not with the diskfull fault: its tmpfs is unmounted at the end, and must
+    not be held open by this read.
+    """
+    if "diskfull" in experiment.options.faults:
+        return
+    while True:
+        stopping = stop.wait(1.0)  # and once more at the end: the final count
+        try:
+            store = open_store(experiment.db, create=False, readonly=True)
+            try:
+                counts = store.status_counts_by_name()
+            finally:
+                store.close()
+        except Exception:  # noqa: BLE001 - a fault (or no database yet) makes a read fail: try again next second
+            if stopping:
+                return
+            continue
+        counts.pop(UNKNOWN_NAME, None)  # no worker runs these: they never end (as the experiment counts)
+        by_status = [(status, n) for statuses in counts.values() for status, n in statuses.items()]
+        ended = sum(n for status, n in by_status if status in TERMINAL)
+        bar.update(completed=ended, total=sum(n for _, n in by_status) or None)
+        if stopping:
+            return
 
 
 @click.group()

@@ -114,8 +114,10 @@ class Fleet:
         self.starts += 1
 
     def _env(self) -> dict[str, str]:
-        """The supervisor's environment (its workers inherit it): the fleet's lock patience, if set."""
+        """The supervisor's environment (its workers inherit it): the fleet's lock patience and log format, if set."""
         env = child_env()
+        if os.environ.get("DURABLE_LOG_FORMAT"):  # `durable chaos --log-format` (child_env drops DURABLE_*)
+            env["DURABLE_LOG_FORMAT"] = os.environ["DURABLE_LOG_FORMAT"]
         patience = self.options.fleet_patience()
         if patience is not None:
             env["DURABLE_LOCK_PATIENCE"] = str(patience)

@@ -166,6 +166,11 @@ def _steps_section(evidence: Evidence, findings: StepFindings) -> dict[str, Any]
     }
 
 
+def _traceback_line(line: str) -> bool:
+    """A traceback's first line in a text log, or a JSON log line carrying one (its ``exc`` field)."""
+    return line.startswith("Traceback") or (line.startswith("{") and '"exc": "Traceback' in line)
+
+
 def _locks_section(evidence: Evidence, log_text: str) -> dict[str, Any]:
     in_workflows = [w.id for w in evidence.workflows if _has_lock_error(w.error)]
     in_workflows += [f"{s.workflow_id}/{s.step_key}" for s in evidence.step_rows.values() if _has_lock_error(s.error)]
@@ -176,7 +181,7 @@ def _locks_section(evidence: Evidence, log_text: str) -> dict[str, Any]:
         "errors_in_workflows_detail": in_workflows[:10],
         "errors_in_engine_logs": len(in_log),
         "engine_log_samples": in_log[:5],
-        "tracebacks_in_logs": sum(1 for line in log_lines if line.startswith("Traceback")),
+        "tracebacks_in_logs": sum(1 for line in log_lines if _traceback_line(line)),
     }
 
 

@@ -17,6 +17,7 @@ import json
 import secrets
 import shutil
 import tempfile
+import threading
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -183,7 +184,7 @@ def verify(
     db: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     jobs: int = DEFAULT_JOBS,
-    on_point: Callable[[PointResult], None] | None = None,
+    on_point: Callable[[PointResult, int, int], None] | None = None,
 ) -> CrashReport:
     """Crash-test workflow ``name`` with ``input``: one clean run, then one run per crash point.
 
@@ -192,7 +193,9 @@ def verify(
     path for the runs (default: a SQLite file in a temporary folder, removed
     afterwards); each run has its own workflow id. ``timeout``: seconds one
     process may take. ``jobs``: crash points run at once. ``on_point`` is
-    called with each point's result as it ends (for progress output).
+    called with each point's result as it ends, the number ended so far and
+    the number of points (for progress output; from the pool's threads, one
+    call at a time).
     Raises :class:`VerifyError` when a run cannot be made at all.
     """
     folder = Path(tempfile.mkdtemp(prefix="durable-verify-"))
@@ -201,12 +204,15 @@ def verify(
         run_id = f"verify-{secrets.token_hex(4)}"
         clean = run_to_end(plan, f"{run_id}-clean")
         points = crash_points(clean)
+        ended, lock = [0], threading.Lock()
 
         def one(numbered: tuple[int, CrashPoint]) -> PointResult:
             index, point = numbered
             result = judge(point, run_to_end(plan, f"{run_id}-{index:04d}", point.spec), clean)
-            if on_point is not None:
-                on_point(result)
+            with lock:
+                ended[0] += 1
+                if on_point is not None:
+                    on_point(result, ended[0], len(points))
             return result
 
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

@@ -376,3 +376,17 @@ def test_a_stale_execution_written_after_the_newer_attempts_recorded_failure_is_
     # without the stop, pid 1's late execution is the unexplained one (not pid 2's recorded one)
     bare = end_verdict([fallback_workflow(True)], [failed, fallback_step()], [recorded, stale])
     assert [(u["pid"], u["token"]) for u in bare["steps"]["unexplained_detail"]] == [(1, 1)], render(bare)
+
+
+def test_tracebacks_are_counted_in_text_and_in_json_logs() -> None:
+    text_log = "worker 1 crashed\nTraceback (most recent call last):\n  File ...\n"
+    json_log = '{"ts": "2026-12-03T09:00:00Z", "level": "ERROR", "msg": "boom", "exc": "Traceback (most recent call last):\\n..."}\n'
+    workflows, steps, ledger = reexecuted()
+    for log in (text_log, json_log):
+        result = analyse(
+            ChaosOptions(workflows=1, bad_inputs=0), seed=1, db="x.db", workflows=workflows, steps=steps,
+            ledger=ledger, faults=[Fault("kill", 1, 1.5, held=[WF])], started=0.0, ended=10.0, finished=True,
+            log_text=log, orphans=[], supervisor_starts=1, unexpected_supervisor_deaths=0,
+            supervisor_stopped_in_time=True,
+        )  # fmt: skip
+        assert result["locks"]["tracebacks_in_logs"] == 1, log
