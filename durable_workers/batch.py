@@ -75,7 +75,7 @@ def submit_many(client: "Client", submissions: list[Submission], labels: Sequenc
     if not submissions:
         return []
     start, clock = time.time(), client.store.now()
-    trace_context = tracing.submit_context("submit_many", count=len(submissions))
+    trace_context = tracing.submit_context("submit_many", batch=len(submissions))
     rows: list[NewWorkflow] = []
     first: dict[str, int] = {}  # id -> index of its first submission
     order: list[int] = []  # submission index -> index in rows

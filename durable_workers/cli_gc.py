@@ -71,8 +71,11 @@ def gc(ctx: click.Context, older_than: str, status_text: str, batch_size: int, d
     seconds = parse_duration(older_than, "--older-than")
     statuses = _statuses(status_text)
     store = _client(ctx, create=False).store
-    counted = collect_garbage(store, seconds, statuses, batch_size=batch_size, dry_run=True)
-    report = counted if dry_run else _delete(store, seconds, statuses, batch_size, counted, shown=not as_json)
+    if dry_run:
+        report = collect_garbage(store, seconds, statuses, batch_size=batch_size, dry_run=True)
+    else:  # counted first only for the progress bar's total (not with --json, which shows none)
+        counted = None if as_json else collect_garbage(store, seconds, statuses, batch_size=batch_size, dry_run=True)
+        report = _delete(store, seconds, statuses, batch_size, counted, shown=not as_json)
     done = report.collected
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, "workflows": done.workflows, "steps": done.steps,
@@ -87,11 +90,11 @@ def gc(ctx: click.Context, older_than: str, status_text: str, batch_size: int, d
         )
 
 
-def _delete(store: Store, seconds: float, statuses: list[str], batch_size: int, counted: GcReport, *,
+def _delete(store: Store, seconds: float, statuses: list[str], batch_size: int, counted: GcReport | None, *,
             shown: bool) -> GcReport:  # fmt: skip
-    """Delete what ``counted`` (a dry run) found, batch by batch, with a progress bar of the batches."""
+    """Delete batch by batch, with a progress bar of the batches (of those ``counted`` by a dry run, if given)."""
     deleted = 0
-    with progress("gc", total=len(counted.batches), enabled=shown) as bar:
+    with progress("gc", total=None if counted is None else len(counted.batches), enabled=shown) as bar:
 
         def one_batch(batch: Collected) -> None:
             nonlocal deleted

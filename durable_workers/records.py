@@ -186,7 +186,9 @@ def step_attempts(step: StepRecord) -> list[StepAttempt]:
             continue
         found.append(StepAttempt(started, ended, parts[2], None if parts[3] == "-" else parts[3]))
     if step.started_at is not None:
-        found.append(StepAttempt(step.started_at, step.finished_at, step.status, step.worker_id))
+        waiting_retry = step.status == StepStatus.RUNNING.value and step.finished_at is not None
+        status = StepStatus.FAILED.value if waiting_retry else step.status  # failed, its retry not started yet
+        found.append(StepAttempt(step.started_at, step.finished_at, status, step.worker_id))
     return found
 
 

@@ -132,10 +132,10 @@ def _durable_span() -> Any:
     return running.steps.span(keys.running_step()) or running.span
 
 
-def submit_context(name: str, workflow_id: str | None = None, *, count: int = 1) -> str | None:
+def submit_context(name: str, workflow_id: str | None = None, *, batch: int | None = None) -> str | None:
     """The trace context a submit stores: the current one, else a new ``durable.submit NAME`` span's.
 
-    ``count`` > 1 is a batch (``durable.submit_many``). None when tracing is off.
+    ``batch``: the size of a batch submit (its span is ``durable.submit_many``). None when tracing is off.
     """
     tracer = _tracer()
     if tracer is None:
@@ -145,10 +145,10 @@ def submit_context(name: str, workflow_id: str | None = None, *, count: int = 1)
         return found
     from opentelemetry.trace import SpanKind
 
-    attributes: dict[str, Any] = {"durable.workflow.name": name} if count == 1 else {"durable.batch.size": count}
+    attributes: dict[str, Any] = {"durable.workflow.name": name} if batch is None else {"durable.batch.size": batch}
     if workflow_id is not None:
         attributes["durable.workflow.id"] = workflow_id
-    span = tracer.start_span(f"durable.submit {name}" if count == 1 else "durable.submit_many",
+    span = tracer.start_span(f"durable.submit {name}" if batch is None else "durable.submit_many",
                              kind=SpanKind.PRODUCER, attributes=attributes)  # fmt: skip
     span.end()
     return _carrier(span)

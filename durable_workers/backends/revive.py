@@ -76,6 +76,6 @@ class Revival(RowHelpers):
             m.Step.delete().where(
                 (m.Step.workflow_id == workflow_id) & (m.Step.status != StepStatus.COMPLETED.value)
             ).execute()
-        m.Step.update(attempts=0, interruptions=0, deadline=None).where(
+        m.Step.update(attempts=0, interruptions=0, deadline=None, history=None).where(
             (m.Step.workflow_id == workflow_id) & (m.Step.status == StepStatus.RUNNING.value)
         ).execute()

@@ -139,24 +139,31 @@ def _watch(experiment: Experiment, bar: Progress, stop: threading.Event) -> None
     """
     if "diskfull" in experiment.options.faults:
         return
-    while True:
-        stopping = stop.wait(1.0)  # and once more at the end: the final count
-        try:
-            store = open_store(experiment.db, create=False, readonly=True)
+    store = None
+    try:
+        while True:
+            stopping = stop.wait(1.0)  # and once more at the end: the final count
             try:
+                store = store or open_store(experiment.db, create=False, readonly=True)
                 counts = store.status_counts_by_name()
-            finally:
-                store.close()
-        except Exception:  # noqa: BLE001 - a fault (or no database yet) makes a read fail: try again next second
+            except Exception:  # noqa: BLE001 - a fault (or no database yet) makes a read fail: try again next second
+                if stopping:
+                    return
+                continue
+            _show(bar, counts)
             if stopping:
                 return
-            continue
-        counts.pop(UNKNOWN_NAME, None)  # no worker runs these: they never end (as the experiment counts)
-        by_status = [(status, n) for statuses in counts.values() for status, n in statuses.items()]
-        ended = sum(n for status, n in by_status if status in TERMINAL)
-        bar.update(completed=ended, total=sum(n for _, n in by_status) or None)
-        if stopping:
-            return
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _show(bar: Progress, counts: dict[str, dict[str, int]]) -> None:
+    """Workflows ended of those submitted, from ``status_counts_by_name``."""
+    counts.pop(UNKNOWN_NAME, None)  # no worker runs these: they never end (as the experiment counts)
+    by_status = [(status, n) for statuses in counts.values() for status, n in statuses.items()]
+    ended = sum(n for status, n in by_status if status in TERMINAL)
+    bar.update(completed=ended, total=sum(n for _, n in by_status) or None)
 
 
 @click.group()

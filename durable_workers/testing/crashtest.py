@@ -27,10 +27,8 @@ from typing import Any, Callable
 from ..attempt import CRASH_POINTS, SUSPEND_POINT
 from ..registry import default_registry
 from .effects import Effect
-from .runs import Plan, RunEnd, VerifyError, run_to_end
+from .runs import Plan, RunEnd, VerifyError, run_to_end, stop_all
 
-#: Steps whose recording is followed by a suspend (WAITING) when the wait is not over.
-SUSPENDING = ("durable:sleep", "durable:recv-wait", "durable:child-wait")
 #: Defaults of :func:`verify`: seconds one process may take, crash points run at once.
 DEFAULT_TIMEOUT, DEFAULT_JOBS = 120.0, 2
 
@@ -96,7 +94,7 @@ class CrashReport:
             if not p.reached:
                 found.append(f"{p.point.label}: never reached (the run took another path than the clean run)")
             if p.reached and not p.same_end:
-                found.append(f"{p.point.label}: ended {_end_text(p.end)}, the clean run {_end_text(self.clean)}")
+                found.append(f"{p.point.label}: {_difference(p.end, self.clean)}")
             found += [f"{p.point.label}: completed step {key} executed again" for key in p.reexecuted]
             found += [f"{p.point.label}: {text}" for text in p.doubled]
         return found
@@ -120,6 +118,14 @@ def _end_text(end: RunEnd) -> str:
     return end.status + (f" ({end.error})" if end.error else "")
 
 
+def _difference(end: RunEnd, clean: RunEnd) -> str:
+    """How a crashed run's end differs from the clean run's, in one line."""
+    if (end.status, end.error) != (clean.status, clean.error):
+        return f"ended {_end_text(end)}, the clean run {_end_text(clean)}"
+    ours, theirs = _result_text(end), _result_text(clean)
+    return f"ended {end.status} with the result {ours[:120]}, the clean run {theirs[:120]}"
+
+
 def crash_points(clean: RunEnd) -> list[CrashPoint]:
     """Every crash point of the clean run's steps, in order; the suspend's two when it waited.
 
@@ -129,7 +135,7 @@ def crash_points(clean: RunEnd) -> list[CrashPoint]:
         CrashPoint(key, point) for key in clean.order
         for point in (CRASH_POINTS if key in clean.completed else CRASH_POINTS[:1])
     ]  # fmt: skip
-    if any(clean.names.get(key) in SUSPENDING for key in clean.order):
+    if clean.waited:  # it really suspended (a sleep of 0 or a message already there does not)
         found += [CrashPoint(SUSPEND_POINT, "before"), CrashPoint(SUSPEND_POINT, "after")]
     return found
 
@@ -139,8 +145,16 @@ def _normal(text: str, workflow_id: str) -> str:
     return text.replace(workflow_id, "<id>")
 
 
+def _result_text(end: RunEnd) -> str:
+    """The result as JSON, the run's id and its recorded ``now``/``uuid4``/``random`` values masked."""
+    text = json.dumps(end.result, sort_keys=True)
+    for key, output in sorted(end.recorded.items(), key=lambda item: -len(item[1])):
+        text = text.replace(output, f"<{key}>")
+    return _normal(text, end.workflow_id)
+
+
 def _end_of(end: RunEnd) -> tuple[str, str, str | None]:
-    return end.status, _normal(json.dumps(end.result, sort_keys=True), end.workflow_id), end.error
+    return end.status, _result_text(end), end.error
 
 
 def _effect_groups(end: RunEnd) -> dict[tuple[str, str, str], list[Effect]]:
@@ -215,8 +229,14 @@ def verify(
                     on_point(result, ended[0], len(points))
             return result
 
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+        try:
             results = list(pool.map(one, enumerate(points)))
+        except BaseException:  # a run that cannot be made, or Ctrl-C: stop the others at once
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop_all()
+            raise
+        pool.shutdown()
         return CrashReport(name, input, clean, results)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -8,6 +8,9 @@
 * ``kit_drifting``: its result depends on the process that ends it (read outside any step):
   a crashed run ends with another result than the clean one.
 * ``kit_failing``: its second step always raises: FAILED, and so must every crashed run be.
+* ``kit_stamped``: a sleep of 0 (no suspend) and a result of recorded ``now``/``uuid4``/``random``
+  values, which differ from run to run: masked, so crash-safe.
+* ``kit_waits_forever``: a receive with no timeout: the kit says it cannot finish it.
 """
 
 from __future__ import annotations
@@ -76,3 +79,16 @@ def kit_failing(ctx: Context) -> str:
 
     ctx.step("broken", broken)
     return "unreachable"
+
+
+@workflow
+def kit_stamped(ctx: Context) -> dict:
+    """A sleep of zero (no suspend), then a result made of recorded values that differ from run to run."""
+    ctx.sleep(0)
+    return {"at": ctx.now(), "id": ctx.uuid4(), "dice": ctx.random(), "step": ctx.step("mark", lambda: keyed(ctx, "mark"))}
+
+
+@workflow
+def kit_waits_forever(ctx: Context) -> str:
+    """Waits for a message with no timeout: a crash test cannot finish it."""
+    return str(ctx.recv("never"))

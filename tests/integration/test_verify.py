@@ -53,10 +53,22 @@ def test_a_side_effect_without_its_idempotency_key_is_flagged_at_the_point_that_
 def test_a_result_that_differs_after_a_crash_fails_every_point_and_a_failed_end_must_stay_failed(any_db) -> None:
     drifting = verify("kit_drifting", db=str(any_db))
     assert drifting.points and all(p.reached and not p.same_end for p in drifting.points)
-    assert not drifting.ok and "ended COMPLETED, the clean run COMPLETED" in drifting.problems()[0]
+    assert not drifting.ok and "ended COMPLETED with the result {\"finished_by\": " in drifting.problems()[0]
     failing = assert_crash_safe("kit_failing", db=str(any_db))
     assert failing.clean.status == "FAILED" and failing.clean.error == "ValueError"
     assert [p.point.spec for p in failing.points] == ["fine#1:before", "fine#1:returned", "fine#1:after", "broken#1:before"]
+
+
+def test_recorded_values_in_the_result_are_masked_and_a_sleep_of_zero_has_no_suspend_point(any_db) -> None:
+    report = assert_crash_safe("kit_stamped", db=str(any_db))
+    assert report.clean.status == "COMPLETED" and not report.clean.waited
+    assert not any(p.point.label.endswith("suspend") for p in report.points)
+    assert {"before durable:now#1", "after durable:uuid4#1", "returned durable:random#1"} <= {p.point.label for p in report.points}
+
+
+def test_a_workflow_waiting_for_a_message_nobody_sends_is_one_clear_error(any_db) -> None:
+    with pytest.raises(VerifyError, match="waits for a message with no timeout"):
+        verify("kit_waits_forever", db=str(any_db))
 
 
 def test_a_completed_step_started_again_after_the_kill_is_caught() -> None:
