@@ -18,7 +18,8 @@ The whole API is one context manager and the three methods of what it yields::
   the count reads ``done/?``. Anything written to stderr meanwhile (and to
   stdout, when stdout is the same terminal) is printed above the bar.
 * not a terminal (a file, a pipe, CI): a plain line ``label: done/total note``
-  at most every ``interval`` seconds, and the final line when the block ends.
+  at most every ``interval`` seconds, and the final line when the block ends
+  (not when it raises: a failing command's one error line stays alone).
 * ``enabled=False`` (e.g. with ``--json`` output): nothing at all, ``log`` included.
 
 Counts are numbers (``advance(0.5)`` is fine); the bar never writes to stdout.
@@ -67,6 +68,9 @@ class Progress:
 
     def _close(self) -> None:
         """The block ended: show the final state (subclasses)."""
+
+    def _abort(self) -> None:
+        """The block raised: stop showing, print nothing more (subclasses)."""
 
 
 def _count(value: float) -> str:
@@ -127,6 +131,9 @@ class _Bar(Progress):
         self._changed()
         self._rich.stop()
 
+    def _abort(self) -> None:
+        self._rich.stop()
+
 
 def _is_terminal(stream: IO[str]) -> bool:
     try:
@@ -162,5 +169,7 @@ def progress(
         shown = _Lines(label, total, out, interval)
     try:
         yield shown
-    finally:
-        shown._close()
+    except BaseException:
+        shown._abort()  # the command fails: its one error line is all the user should see
+        raise
+    shown._close()

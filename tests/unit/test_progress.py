@@ -122,3 +122,19 @@ def test_gc_json_prints_no_progress(any_db: object) -> None:
     assert done.stderr == ""
     report = json.loads(done.stdout)
     assert report["workflows"] == 3 and report["batches"] == 2 and report["dry_run"] is False
+
+
+def test_a_block_that_raises_prints_no_final_line() -> None:
+    import io
+
+    from durable_workers.progress import progress
+
+    out = io.StringIO()
+    with pytest.raises(RuntimeError):
+        with progress("work", total=3, stream=out) as bar:
+            bar.advance(1)
+            raise RuntimeError("the command's own error")
+    assert out.getvalue() == ""
+    with progress("work", total=3, stream=out) as bar:
+        bar.advance(3)
+    assert out.getvalue() == "work: 3/3\n"
