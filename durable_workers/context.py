@@ -26,25 +26,17 @@ from .errors import (
     DurableInterrupt,
     NonDeterminismError,
     StepFailedError,
-    StepTimeoutError,
 )
 from .policy import DEFAULT_POLICY, StepPolicy, current_context, step
 from .children import Children
 from .messaging import Messaging
 from .primitives import Primitives
 from .records import StepRecord, StepStatus
+from .step_call import Overrun, call_step
 from .typed import step_result
 
 
 T = TypeVar("T")
-
-class _Overrun(Exception):
-    """Internal: the step's thread was still running at its timeout."""
-
-    def __init__(self, error: StepTimeoutError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
 
 class Context(Children, Messaging, Primitives):
     """Handed to every workflow function as its first argument.
@@ -301,10 +293,10 @@ class Context(Children, Messaging, Primitives):
             self._emit("started", key, attempt=start.attempts)
             began = time.monotonic()
             try:
-                value = self._call(key, fn, policy.timeout)
+                value = call_step(self, key, fn, policy.timeout)
             except DurableInterrupt:
                 raise
-            except _Overrun as overrun:
+            except Overrun as overrun:
                 self.overran = True
                 self._failed(key, overrun.error, overrun.error, start.attempts, policy, began, timed_out=True)
             except Exception as exc:
@@ -372,36 +364,6 @@ class Context(Children, Messaging, Primitives):
             )
             self._emit("failed", key, error=str(error))
             raise self._raised_by(key, error)
-
-    def _call(self, key: str, fn: Callable[[], T], timeout: float | None) -> T:
-        if not timeout:
-            keys.enter_step(key)
-            try:
-                return fn()
-            finally:
-                keys.enter_step(None)
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            keys.activate(self)
-            keys.enter_step(key)
-            try:
-                box["value"] = fn()
-            except BaseException as exc:  # handed back to the waiting thread
-                box["error"] = exc
-            box["took"] = time.monotonic() - began
-
-        began = time.monotonic()
-        runner = threading.Thread(target=target, name=f"step {key}", daemon=True)
-        runner.start()
-        runner.join(timeout)
-        if runner.is_alive():
-            raise _Overrun(StepTimeoutError(f"step {key} did not finish within {timeout:g}s"))
-        if box["took"] > timeout:  # it ended, but late (its process was frozen past both deadlines)
-            raise StepTimeoutError(f"step {key} took {box['took']:.3g}s, over its timeout of {timeout:g}s")
-        if "error" in box:
-            raise box["error"]
-        return box["value"]  # type: ignore[no-any-return]
 
 
 __all__ = ["AttemptControl", "Context", "Listener", "StepEvent", "StepPolicy", "current_context", "parse_crash_at", "step"]

@@ -182,14 +182,14 @@ def test_finding_2_a_registered_worker_killed_from_outside_is_replaced_without_b
 def test_a_step_that_ends_after_its_timeout_while_its_process_was_frozen_times_out(client, monkeypatch) -> None:
     """A SIGSTOP past both deadlines let the step's end win the race with the joiner: the late value was kept.
 
-    The step moves the clock of ``durable_workers.context`` 10 s on, as a frozen
+    The step moves the clock of ``durable_workers.step_call`` 10 s on, as a frozen
     process sees it on SIGCONT: the joining thread then finds the step ended.
     """
-    import durable_workers.context as context_module
+    import durable_workers.step_call as step_call_module
 
     offset = [0.0]
     clock = types.SimpleNamespace(monotonic=lambda: time.monotonic() + offset[0], time=time.time)
-    monkeypatch.setattr(context_module, "time", clock)
+    monkeypatch.setattr(step_call_module, "time", clock)
 
     def frozen_then_done() -> str:
         offset[0] += 10.0
