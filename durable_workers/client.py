@@ -172,10 +172,12 @@ class Client:
         workflow_id = workflow_id or uuid.uuid4().hex
         run_at = at if at is not None else self.store.now() + delay if delay else None
         deadline_at = _deadline(spec, timeout, run_at, self.store.now)
-        record, created = self.store.submit(
-            workflow_id, name, input_json, run_at=run_at, crash_at=crash_at, deadline_at=deadline_at,
-            trace_context=tracing.submit_context(name, workflow_id), **options,
-        )  # fmt: skip
+        with tracing.submitting(name, workflow_id) as trace:
+            record, created = self.store.submit(
+                workflow_id, name, input_json, run_at=run_at, crash_at=crash_at, deadline_at=deadline_at,
+                trace_context=trace.context, **options,
+            )  # fmt: skip
+            trace.created = created
         if not created and not refuse_duplicate(record, workflow_id, on_duplicate):
             _check_same(record, name, input_json)
         return record

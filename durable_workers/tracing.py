@@ -23,11 +23,12 @@ the submit paths call :func:`submit_context` or :func:`current_context`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from . import keys
 from .attempt import Listener, StepEvent
@@ -132,17 +133,14 @@ def _durable_span() -> Any:
     return running.steps.span(keys.running_step()) or running.span
 
 
-def submit_context(name: str, workflow_id: str | None = None, *, batch: int | None = None) -> str | None:
-    """The trace context a submit stores: the current one, else a new ``durable.submit NAME`` span's.
-
-    ``batch``: the size of a batch submit (its span is ``durable.submit_many``). None when tracing is off.
-    """
+def _submit_span(name: str, workflow_id: str | None, batch: int | None) -> tuple[str | None, Any]:
+    """The context a submit stores, and the ``durable.submit`` span made for it (None: the current one is used)."""
     tracer = _tracer()
     if tracer is None:
-        return None
+        return None, None
     found = current_context()
     if found is not None:
-        return found
+        return found, None
     from opentelemetry.trace import SpanKind
 
     attributes: dict[str, Any] = {"durable.workflow.name": name} if batch is None else {"durable.batch.size": batch}
@@ -150,8 +148,42 @@ def submit_context(name: str, workflow_id: str | None = None, *, batch: int | No
         attributes["durable.workflow.id"] = workflow_id
     span = tracer.start_span(f"durable.submit {name}" if batch is None else "durable.submit_many",
                              kind=SpanKind.PRODUCER, attributes=attributes)  # fmt: skip
-    span.end()
-    return _carrier(span)
+    return _carrier(span), span
+
+
+def submit_context(name: str, workflow_id: str | None = None, *, batch: int | None = None) -> str | None:
+    """The trace context a submit stores: the current one, else a new ``durable.submit NAME`` span's.
+
+    ``batch``: the size of a batch submit (its span is ``durable.submit_many``). None when tracing is off.
+    """
+    found, span = _submit_span(name, workflow_id, batch)
+    if span is not None:
+        span.end()
+    return found
+
+
+class Submitting:
+    """What :func:`submitting` yields: the ``context`` to store; set ``created`` when the row was inserted."""
+
+    def __init__(self, context: str | None) -> None:
+        self.context = context
+        self.created = False
+
+
+@contextlib.contextmanager
+def submitting(name: str, workflow_id: str | None) -> Iterator[Submitting]:
+    """:func:`submit_context` for one submit whose own span is exported only if the row was new.
+
+    An idempotent re-submit (every resume of ``durable run``) then leaves no
+    trace of one empty span behind.
+    """
+    found, span = _submit_span(name, workflow_id, None)
+    handle = Submitting(found)
+    try:
+        yield handle
+    finally:
+        if span is not None and handle.created:
+            span.end()
 
 
 def _record_error(span: Any, error: str | None, *, with_traceback: bool = False) -> None:

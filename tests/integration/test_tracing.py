@@ -166,6 +166,17 @@ def test_a_sleep_and_its_resume_are_two_attempts_in_one_trace(client: Client, pr
     assert second.attributes["durable.steps.replayed"] == 2  # before#1 and the sleep
 
 
+def test_a_resubmit_of_an_existing_workflow_exports_no_submit_span(client: Client, provider: Any) -> None:
+    _, exporter = provider
+    client.submit("traced_steps", "again", {"n": 1})
+    client.submit("traced_steps", "again", {"n": 1})  # idempotent: the row exists
+    record, _ = client.run_here("traced_steps", "again")  # run_here submits (finds) it once more
+    assert record.status == "COMPLETED"
+    [submit] = _spans(exporter, "durable.submit ")
+    [attempt] = _attempts(exporter, "again")
+    assert attempt.parent is not None and attempt.parent.span_id == submit.context.span_id
+
+
 def test_submit_many_and_start_child_store_a_given_trace_context(any_db: DbTarget) -> None:  # noqa: F811
     store = open_store(str(any_db))
     carrier = json.dumps({"traceparent": "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"})
