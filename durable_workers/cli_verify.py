@@ -72,8 +72,12 @@ def verify(ctx: click.Context, name: str, input_text: str | None, input_file: st
     spec.check_input(values or {})
     app, db = client.config.app, settings(ctx).get("db")
 
+    failed: list[str] = []
+
     def advance(result: PointResult, ended: int, total: int) -> None:
-        bar.update(completed=ended, total=total, note=f"{result.point.label}: {'ok' if result.ok else 'FAIL'}")
+        if not result.ok:
+            failed.append(result.point.label)
+        bar.update(completed=ended, total=total, note=f"{len(failed)} failed" + (f" (last: {failed[-1]})" if failed else ""))
 
     if not as_json:
         click.echo(f"verifying {name}: a clean run, then a SIGKILL at every step boundary (app {app})")

@@ -41,3 +41,6 @@ durable status emp-7 | sed -n '/^children/,/^KEY/p' | grep -v '^KEY'
 durable events emp-7
 echo "== 6. its side effects, each once (the children's keys start with their own ids)"
 grep -v '^emp-1/' "$dir/effects.log"
+echo "== 7. crash-test a workflow: a SIGKILL at every step boundary (examples/signup.py); the planted"
+echo "      bug, an email sent without the step's idempotency key, is found"
+if durable verify signup_unsafe; then echo "   verify should have failed"; exit 1; fi
