@@ -45,6 +45,7 @@ from .cli_options import (
     log_format_option,
     log_level_option,
     read_input,
+    remember_on_root,
     ttl_option,
     UtcTime,
 )
@@ -99,12 +100,6 @@ def _client(ctx: click.Context, *, create: bool = True) -> Client:
     return Client(config=config, create=create and not readonly, readonly=readonly)
 
 
-def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    if value is not None:  # on the root, where _verbose_logging() reads it
-        ctx.find_root().ensure_object(dict)[param.name] = value
-    return value
-
-
 def _verbose_logging(ctx: click.Context) -> None:
     """``durable -v``: engine events on stderr, in the ``--log-format`` of the group or of the command."""
     found = _settings(ctx)
@@ -123,8 +118,8 @@ def _input(input_text: str | None, input_file: str | None) -> dict[str, Any] | N
 
 @click.group(cls=DurableGroup, context_settings=CONTEXT)
 @config_options
-@click.option("-v", "--verbose", is_flag=True, callback=_remember, help="Log engine events to stderr.")
-@log_format_option(callback=_remember, expose_value=False)
+@click.option("-v", "--verbose", is_flag=True, callback=remember_on_root, help="Log engine events to stderr.")
+@log_format_option(callback=remember_on_root, expose_value=False)
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
     """Durable workflows on one SQLite file: run, submit, inspect, recover."""
@@ -137,7 +132,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
 @click.argument("workflow_id", required=False)
 @input_options
 @click.option("--crash-at", help="SIGKILL this process at STEP:before, STEP:returned or STEP:after (demo of recovery).")
-@log_format_option(callback=_remember, expose_value=False)
+@log_format_option(callback=remember_on_root, expose_value=False)
 @click.pass_context
 def run(
     ctx: click.Context, name: str, workflow_id: str | None, input_text: str | None, input_file: str | None,

@@ -257,23 +257,26 @@ def read_input(input_text: str | None, input_file: str | None) -> tuple[str | No
         raise click.BadParameter(f"cannot read {input_file}: {reason}", param_hint="--input-file") from None
 
 
+def remember_on_root(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Option callback: keep a given value on the root context, where ``_settings()`` reads it.
+
+    A subcommand's own ``ctx.obj`` is a new dict, so the value is stored on the root's.
+    """
+    if value is not None:
+        ctx.find_root().ensure_object(dict)[param.name] = value
+    return value
+
+
 def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--db``, ``--app``, ``--pool-size`` and ``--version``, accepted on the group and on every command."""
-
-    def remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        if value is not None:
-            # On the root, where _settings() reads it: a subcommand's own ctx.obj is a new dict.
-            ctx.find_root().ensure_object(dict)[param.name] = value
-        return value
-
     command = version_option(command)
-    command = pool_size_option(expose_value=False, callback=remember, is_eager=True)(command)
+    command = pool_size_option(expose_value=False, callback=remember_on_root, is_eager=True)(command)
     command = click.option(
-        "--app", expose_value=False, callback=remember, is_eager=True,
+        "--app", expose_value=False, callback=remember_on_root, is_eager=True,
         help="Module or .py file defining the workflows [env DURABLE_APP; default examples].",
     )(command)
     command = click.option(
-        "--db", expose_value=False, callback=remember, is_eager=True,
+        "--db", expose_value=False, callback=remember_on_root, is_eager=True,
         help="SQLite file or postgresql:// URL [env DURABLE_DB; default ./durable.db].",
     )(command)
     return command

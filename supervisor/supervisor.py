@@ -39,11 +39,8 @@ from durable_workers.config import Config
 from durable_workers.errors import DatabaseReplacedError, StoreUnavailable
 from durable_workers.liveness import (
     DEAD_HEARTBEAT_TTLS,
-    heartbeat_age,
     host_identity,
     hostname,
-    on_this_host,
-    process_stopped,
     reap_dead_workers,
 )
 from durable_workers.client import Client
@@ -51,6 +48,7 @@ from durable_workers.retention import RetentionSweep
 from durable_workers.scheduler import Scheduler
 from durable_workers.signals import SignalDispatcher
 
+from .frozen import FrozenWatch
 from .fleet import Slot, StepWatch, SupervisorOptions, describe_exit, kill_group, kill_group_if_exited
 
 log = logging.getLogger("durable_workers.supervisor")
@@ -64,8 +62,6 @@ class Supervisor:
 
     #: Why the fleet stopped: its database file was deleted or replaced (then run() exits non-zero).
     database_replaced: str | None = None
-    #: Monotonic time _kill_frozen last found the database unwritable (late heartbeats: the store's fault).
-    _unwritable_at: float | None = None
     _last_identity_check = 0.0
 
     def __init__(self, config: Config, options: SupervisorOptions | None = None) -> None:
@@ -84,6 +80,7 @@ class Supervisor:
         self._last_reap: float | None = None  # monotonic
         self._last_prune: float | None = None  # monotonic
         self._steps = StepWatch()
+        self._frozen = FrozenWatch(self.options.frozen_after_ttls, self.options.ttl)
         self._errors = ErrorBackoff(log, "supervisor loop")
         holder = f"{host_identity()}/supervisor-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         client = Client(config=config, store=self.store)
@@ -203,29 +200,9 @@ class Supervisor:
             )
 
     def _kill_frozen(self) -> None:
-        """Kill own workers whose heartbeat has not advanced for ``frozen_after_ttls`` TTLs (+ stall grace)."""
-        rows = {w.id: w for w in self.store.list_workers(alive_only=True)}
-        for slot in self.slots:
-            row = rows.get(slot.worker_id or "")
-            if not slot.alive() or slot.killed_for or row is None or row.heartbeat_mono is None:
-                continue
-            if not on_this_host(row):
-                continue
-            ttl = row.ttl or self.options.ttl
-            limit = self.options.frozen_after_ttls * ttl + self.store.stall_grace(ttl)
-            age = heartbeat_age(row)
-            if self._unwritable_at is not None:  # a heartbeat cannot be older than the store's recovery
-                age = min(age, time.monotonic() - self._unwritable_at)
-            if age <= limit:
-                continue
-            if not process_stopped(slot.process.pid) and not self.store.writable(within=ttl / 3):
-                # Nobody can write: every heartbeat is late, and this worker is waiting, not frozen.
-                if self._unwritable_at is None:
-                    log.warning("heartbeats are late but the database is not writable either; "
-                                "no worker is killed for it until it is")
-                self._unwritable_at = time.monotonic()
-                return
-            self._kill(slot, f"its heartbeat is {age:.1f}s old (frozen? limit {limit:.1f}s)")
+        """Kill own workers whose heartbeat stopped (see supervisor/frozen.py)."""
+        for slot, reason in self._frozen.frozen(self.store, self.slots):
+            self._kill(slot, reason)
 
     def _reap_others(self, now: float) -> None:
         own = {s.worker_id for s in self.slots}

@@ -111,7 +111,8 @@ def pg_in_transaction(proc: psutil.Process, url: str) -> bool:
     return open_[0]["n"] > 0
 
 
-def holds_no_transaction(proc: psutil.Process, db: DbTarget) -> bool:
+def holds_no_transaction(proc: psutil.Process, db: DbTarget, patience: float = 2.0) -> bool:
     """True if ``proc`` (stopped) cannot be blocking other writers of ``db``: on SQLite it does
-    not hold the write lock; on PostgreSQL none of its sessions is inside a transaction."""
-    return not pg_in_transaction(proc, str(db)) if is_url(db) else can_write(db)
+    not hold the write lock (this test could take it within ``patience`` seconds); on PostgreSQL
+    none of its sessions is inside a transaction."""
+    return not pg_in_transaction(proc, str(db)) if is_url(db) else can_write(db, timeout=patience)

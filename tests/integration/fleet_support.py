@@ -133,23 +133,53 @@ def gone(pid: int) -> bool:
         return True
 
 
-def suspend_outside_write(proc: psutil.Process, db: DbTarget, tries: int = 50) -> None:
-    """SIGSTOP ``proc`` at a moment it is not inside a write transaction.
+#: Seconds a test looks for the write lock of a process it just stopped (well under any test's TTL / 3).
+STOPPED_LOOK_S = 0.2
+
+
+def all_threads_stopped(proc: psutil.Process) -> bool:
+    """True once every thread of ``proc`` is stopped (SIGSTOP is delivered asynchronously).
+
+    Raises psutil.NoSuchProcess when it is gone (a zombie included).
+    """
+    if gone(proc.pid):
+        raise psutil.NoSuchProcess(proc.pid)
+    try:
+        tasks = list(Path(f"/proc/{proc.pid}/task").iterdir())
+    except FileNotFoundError:
+        raise psutil.NoSuchProcess(proc.pid) from None
+    states = []
+    for task in tasks:
+        try:  # "tid (comm) S ...": the state follows the last ")" (comm may hold spaces)
+            states.append(task.joinpath("stat").read_text().rpartition(")")[2].split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # that thread just ended
+            continue
+    return all(state in ("T", "t") for state in states)
+
+
+def suspend_outside_write(proc: psutil.Process, db: DbTarget, tries: int = 50) -> float:
+    """SIGSTOP ``proc`` at a moment it is not inside a write transaction; the monotonic instant it was stopped.
 
     A process frozen inside a write transaction (its heartbeat, say) would block other
-    writers until it is resumed (SQLite's write lock; PostgreSQL's row locks, until the
-    server's idle-in-transaction timeout): a property of the database, not what the test is about.
+    writers until it is resumed or killed (SQLite's write lock; PostgreSQL's row locks, until
+    the server's idle-in-transaction timeout). The engine copes with that (the supervisor kills
+    a stopped worker whose heartbeat is late), but it is not what these tests are about.
+    Another process's short transaction may make a try fail; the next one goes through.
+    Each try waits until every thread has really stopped before it looks at the locks; it
+    executed nothing after the instant returned. Raises psutil.NoSuchProcess when ``proc`` is gone.
     """
     for _ in range(tries):
         proc.suspend()
-        if holds_no_transaction(proc, db):
-            return
+        wait_for(lambda: all_threads_stopped(proc), 30, f"pid {proc.pid} to stop", interval=0.001)
+        stopped = time.monotonic()
+        # A short look: while it is stopped holding the lock, nobody can write. A look of two
+        # TTLs would get it killed as frozen by its supervisor, and late heartbeats everywhere.
+        if holds_no_transaction(proc, db, patience=STOPPED_LOOK_S):
+            return stopped
         proc.resume()
         # Let it leave the transaction before the next try: stopping it again at once could
         # catch it inside the same transaction every time.
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and not holds_no_transaction(proc, db):
-            time.sleep(0.01)
+        wait_for(lambda: holds_no_transaction(proc, db), 30, f"pid {proc.pid} to end its transaction", interval=0.001)
     raise AssertionError(f"could not stop pid {proc.pid} outside a write transaction")
 
 

@@ -10,18 +10,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 import pytest
 
 from durable_workers.backends import Store
 from durable_workers.config import Config
+from durable_workers.liveness import heartbeat_age
 from durable_workers.records import Status
 from supervisor.supervisor import Supervisor, SupervisorOptions
-from tests.integration.fleet_support import APP, query, running_step, wait_for, workflow_row
+from tests.integration.fleet_support import APP, query, running_step, suspend_outside_write, wait_for, workflow_row
 
 NAME = "lifecycle"
 
@@ -145,6 +149,23 @@ def supervisor_factory(db_path: Path) -> Iterator:
             supervisor._shutdown()
 
 
+@contextmanager
+def write_lock_held(db_path: Path) -> Iterator[None]:
+    """Hold the SQLite database's write lock from this test (as a backup or a long transaction would)."""
+    holder = sqlite3.connect(db_path, timeout=30, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def late_heartbeats(supervisor: Supervisor, workers: list[dict], past: float) -> bool:
+    """True once every one of ``workers``' heartbeats is more than ``past`` seconds old."""
+    return all(heartbeat_age(supervisor.store.get_worker(w["id"])) > past for w in workers)
+
+
 def registered_workers(db_path: Path, supervisor: Supervisor) -> list[dict]:
     ids = {s.worker_id for s in supervisor.slots}
     try:
@@ -263,24 +284,15 @@ def test_late_heartbeats_during_a_store_outage_do_not_get_workers_killed_as_froz
     supervisor_factory, db_path: Path
 ) -> None:
     """The write lock is held elsewhere past 2 x TTL: every heartbeat is late, nobody is frozen."""
-    import sqlite3
-
-    from durable_workers.liveness import heartbeat_age
-
     supervisor = supervisor_factory(workers=1, ttl=1.5, reap_interval=0.0)
     supervisor.loop_once()
     (worker,) = wait_for(lambda: registered_workers(db_path, supervisor), 60, "the worker to register")
-    holder = sqlite3.connect(db_path, timeout=30, isolation_level=None)
-    try:
-        holder.execute("BEGIN IMMEDIATE")
+    with write_lock_held(db_path):
         row = lambda: supervisor.store.get_worker(worker["id"])  # noqa: E731  (WAL reads still work)
         wait_for(lambda: heartbeat_age(row()) > 2 * 1.5 + 1, 60, "the heartbeat to be late past the frozen limit")
         supervisor.loop_once()
         (slot,) = supervisor.slots
         assert slot.killed_for is None and slot.alive()
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     # Right after the outage the probe can win the lock before the worker's queued heartbeat:
     # the heartbeat is still old, but only as old as the outage.
     supervisor.loop_once()
@@ -288,3 +300,56 @@ def test_late_heartbeats_during_a_store_outage_do_not_get_workers_killed_as_froz
     wait_for(lambda: heartbeat_age(supervisor.store.get_worker(worker["id"])) < 1.5, 60, "the heartbeat to resume")
     supervisor.loop_once()
     assert supervisor.slots[0].killed_for is None and supervisor.slots[0].alive()
+
+
+def two_workers(supervisor: Supervisor, db_path: Path) -> list[dict]:
+    supervisor.loop_once()
+    return wait_for(
+        lambda: len(registered_workers(db_path, supervisor)) == 2 and registered_workers(db_path, supervisor),
+        60, "two workers to register",
+    )  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_heartbeats_late_from_a_stall_that_just_ended_do_not_get_workers_killed(
+    supervisor_factory, db_path: Path
+) -> None:
+    """The write lock was held past 2 x TTL and let go just before the supervisor's turn.
+
+    The database is writable again, but the heartbeats that waited for it have not landed yet:
+    the workers were waiting, not frozen, and keep running.
+    """
+    supervisor = supervisor_factory(workers=2, ttl=1.0, reap_interval=0.0)
+    workers = two_workers(supervisor, db_path)
+    with write_lock_held(db_path):  # the supervisor takes no turn meanwhile: it never sees the stall
+        wait_for(lambda: late_heartbeats(supervisor, workers, 2 * 1.0 + 1), 60, "heartbeats late past the limit")
+    supervisor.loop_once()
+    assert [s.killed_for for s in supervisor.slots] == [None, None]
+    wait_for(lambda: not late_heartbeats(supervisor, workers, 0.9), 60, "the heartbeats to land")
+    supervisor.loop_once()
+    assert [s.killed_for for s in supervisor.slots] == [None, None]
+    assert all(s.alive() for s in supervisor.slots)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_a_stopped_worker_is_killed_while_another_waits_for_the_write_lock(supervisor_factory, db_path: Path) -> None:
+    """Slot 1 is SIGSTOPped, slot 0 waits for a write lock held elsewhere; both heartbeats are late.
+
+    The stopped worker is frozen for certain: it is killed although nobody can write (it may be the
+    very process that holds the lock). The waiting one is left alone. Judging slot 0 first used to
+    end the turn, so the stopped worker was never killed while the lock was held.
+    """
+    supervisor = supervisor_factory(workers=2, ttl=1.0, reap_interval=0.0)
+    workers = two_workers(supervisor, db_path)
+    waiting, stopped = supervisor.slots
+    assert stopped.process is not None
+    suspend_outside_write(psutil.Process(stopped.process.pid), db_path)
+    with write_lock_held(db_path):
+        wait_for(lambda: late_heartbeats(supervisor, workers, 2 * 1.0 + 1), 60, "heartbeats late past the limit")
+        supervisor.loop_once()
+        assert stopped.killed_for is not None and "heartbeat is" in stopped.killed_for
+        assert waiting.killed_for is None
+    wait_for(lambda: not stopped.alive(), 60, "the stopped worker to die")
+    assert waiting.alive()
