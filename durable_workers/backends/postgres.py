@@ -50,6 +50,7 @@ from ..records import Status
 from . import postgres_sql as q
 from .base import Failure
 from .outage import OutageGrace
+from .pool import ReclaimingPool
 from .postgres_chaos import PgChaos
 from .postgres_listen import NotifyWatch
 from .queues import QueuePlan
@@ -81,8 +82,12 @@ def _root(exc: BaseException) -> BaseException:
     return root
 
 
-class PgDatabase(PooledPsycopg3Database):
-    """peewee's pooled psycopg 3 database with ``FloatField`` as DOUBLE PRECISION (REAL is float4)."""
+class PgDatabase(ReclaimingPool, PooledPsycopg3Database):
+    """peewee's pooled psycopg 3 database with ``FloatField`` as DOUBLE PRECISION (REAL is float4).
+
+    A connection whose thread ended is reclaimed (see backends/pool.py), so ``pool_size``
+    bounds the threads using the store at once, not the threads that ever used it.
+    """
 
     field_types = {**PooledPsycopg3Database.field_types, "FLOAT": "DOUBLE PRECISION"}
 
@@ -96,7 +101,7 @@ class PostgresStore(PgChaos, OutageGrace, PgSchema, Store):
     :class:`DatabaseError` with a one-line reason when the server refuses the
     connection, the database or role does not exist, the schema is newer than
     this code, or (``create=False``/``readonly=True``) the schema is missing.
-    ``pool_size`` bounds the connections (one per thread); ``lock_patience`` is
+    ``pool_size`` bounds the connections (one per live thread); ``lock_patience`` is
     how many seconds a transaction retries a locked row or a conflict before
     :class:`StoreUnavailable`. ``readonly=True`` opens read-only sessions.
     ``synchronous`` is accepted for the SQLite dialect's sake and ignored.

@@ -24,6 +24,7 @@ from playhouse.pool import PooledSqliteDatabase
 
 from ..errors import DatabaseError
 from .identity import NO_DB_ID, FileIdentity
+from .pool import ReclaimingPool
 
 #: Errors of the database file itself; mid-run they make the store unavailable, not a bug.
 DAMAGED_MARKERS = ("not a database", "malformed", "disk i/o", "database or disk is full")
@@ -58,11 +59,12 @@ class _GuardedSqliteDatabase(SqliteDatabase):
         return conn
 
 
-class GuardedPooledSqliteDatabase(PooledSqliteDatabase, _GuardedSqliteDatabase):
+class GuardedPooledSqliteDatabase(ReclaimingPool, PooledSqliteDatabase, _GuardedSqliteDatabase):
     """One store's pool; only connections it opens anew (not reused ones) go through the guard.
 
-    Pooled: a thread that ends hands its connection to the next one (parallel
-    branches would otherwise open a connection each); no size limit.
+    Pooled, with no size limit: a thread that closes its connection hands it to the next
+    one; the connection of a thread that ended without closing it is closed before a new
+    one is opened (see backends/pool.py), so connections do not pile up.
     """
 
 
