@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .backends.base import lock_wait_hooks
 from .errors import StoreUnavailable
+from .liveness import process_alive, process_start_time
 
 if TYPE_CHECKING:  # prometheus_client is imported only once counting is on (see _instruments)
     from prometheus_client.registry import CollectorRegistry
@@ -204,16 +205,44 @@ lock_wait_hooks.append(lock_waited)  # every store of this process reports its l
 # --------------------------------------------------------------------------- serving side
 
 
+#: Counters folders are named ``durable-metrics-PID-START-<random>`` (START: liveness.process_start_time).
+MULTIPROC_PREFIX = "durable-metrics-"
+
+
 def enable_multiprocess() -> str:
     """Make a fresh folder for this process's and its children's counters; set ``PROMETHEUS_MULTIPROC_DIR``.
 
     Call it before anything creates a metric (the supervisor: first thing).
-    Returns the folder; remove it with :func:`remove_multiprocess_dir`.
+    Returns the folder; remove it with :func:`remove_multiprocess_dir`. The
+    folders left behind by supervisors that were killed (SIGKILL: no cleanup
+    ran) are removed first.
     """
-    path = tempfile.mkdtemp(prefix="durable-metrics-")
+    remove_orphaned_dirs(tempfile.gettempdir())
+    path = tempfile.mkdtemp(prefix=f"{MULTIPROC_PREFIX}{os.getpid()}-{process_start_time():.2f}-")
     os.environ[MULTIPROC_ENV] = path
     _state.pop("instruments", None)
     return path
+
+
+def remove_orphaned_dirs(folder: str) -> list[str]:
+    """Delete the counters folders in ``folder`` whose supervisor is no longer running; their paths.
+
+    A folder's owner is the PID and start time in its name (a reused PID is
+    another process). A name without them is not ours to judge, and is kept.
+    """
+    removed = []
+    for entry in os.scandir(folder):
+        if not entry.name.startswith(MULTIPROC_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        pid, _, rest = entry.name.removeprefix(MULTIPROC_PREFIX).partition("-")
+        try:
+            owner = int(pid), float(rest.partition("-")[0])
+        except ValueError:
+            continue
+        if not process_alive(*owner):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
 
 
 def remove_multiprocess_dir(path: str) -> None:

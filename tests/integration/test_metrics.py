@@ -114,11 +114,17 @@ def wait_probe(port: int, path: str, status: int, timeout: float = 60) -> str:
     return body
 
 
-def stop_and_check_counters_removed(supervisor: Supervisor) -> None:
-    """SIGTERM the supervisor; it exits 0 and removes the counters folder its workers were given."""
+def counters_folder(supervisor: Supervisor) -> Path:
+    """The counters folder the supervisor gave its workers (it sets the variable after it started)."""
     (worker,) = supervisor.worker_pids()[:1]
     folder = Path(psutil.Process(worker).environ()["PROMETHEUS_MULTIPROC_DIR"])
     assert folder.is_dir(), folder
+    return folder
+
+
+def stop_and_check_counters_removed(supervisor: Supervisor) -> None:
+    """SIGTERM the supervisor; it exits 0 and removes the counters folder its workers were given."""
+    folder = counters_folder(supervisor)
     supervisor.terminate()
     assert supervisor.wait_exit(60) == 0, supervisor.log()
     assert not folder.exists(), folder
@@ -265,3 +271,21 @@ def test_a_metrics_port_already_taken_is_one_error_line(fleet) -> None:  # noqa:
     lines = supervisor.log().strip().splitlines()
     assert lines[-1].startswith(f"Error: cannot listen on 127.0.0.1:{port}"), lines
     assert not supervisor.worker_pids()
+
+
+def test_the_counters_folder_of_a_killed_supervisor_is_removed_by_the_next_one(fleet) -> None:  # noqa: F811
+    """kill -9 of a supervisor runs no cleanup: the next supervisor with --metrics-port removes its folder.
+
+    A folder whose supervisor still runs is kept.
+    """
+    killed = fleet.start(workers=1, extra=("--metrics-port", str(free_port())))
+    folder = counters_folder(killed)
+    live = fleet.start(workers=1, extra=("--metrics-port", str(free_port())))
+    live_folder = counters_folder(live)
+    killed.popen.send_signal(signal.SIGKILL)
+    killed.popen.wait(60)
+    assert folder.is_dir(), folder  # nobody cleaned up after it
+    fleet.start(workers=1, extra=("--metrics-port", str(free_port())))
+    assert not folder.exists(), folder
+    assert live_folder.is_dir(), live_folder
+    stop_and_check_counters_removed(live)
