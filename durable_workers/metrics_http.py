@@ -1,10 +1,12 @@
 """The supervisor's metrics port: ``/metrics``, ``/healthz`` and ``/readyz`` (stdlib HTTP server).
 
-``/healthz``: 200 ``ok`` while the process is alive and its store answers a
-trivial read (one primary-key lookup in ``workers``) within
-``HEALTH_TIMEOUT_S``; otherwise 503 and one line saying why (the store's
-error, no answer in time, the database file replaced). An orchestrator that
-sees it fail restarts the supervisor.
+``/healthz``: 200 ``ok`` while the process is alive, its loop keeps turning
+and its store answers a trivial read (one primary-key lookup in ``workers``)
+within ``HEALTH_TIMEOUT_S``; otherwise 503 and one line saying why (the
+store's error, no answer in time, the database file replaced, a loop that
+has not turned for longer than any wait for the database can last:
+``HUNG_LOOP_PATIENCES`` lock patiences plus the longest error backoff). An
+orchestrator that sees it fail restarts the supervisor.
 
 ``/readyz``: 200 ``ready`` once every worker slot of this supervisor has a
 live process whose row in ``workers`` is ``running``; 503 with one line
@@ -28,7 +30,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
-from .config import HEALTH_TIMEOUT_S
+from .backoff import BACKOFF_CAP
+from .config import HEALTH_TIMEOUT_S, HUNG_LOOP_PATIENCES
 from .errors import StoreUnavailable
 from .metrics import build_registry, enable_multiprocess, remove_multiprocess_dir
 
@@ -65,6 +68,9 @@ class Fleet(Protocol):
 
     @property
     def database_replaced(self) -> str | None: ...
+
+    @property
+    def last_turn(self) -> float: ...
 
 
 class BoundedRead:
@@ -108,15 +114,22 @@ class BoundedRead:
 class Probes:
     """The answers of ``/healthz`` and ``/readyz`` for one supervisor: ``(http status, one line)``."""
 
-    def __init__(self, fleet: Fleet, timeout: float = HEALTH_TIMEOUT_S) -> None:
+    def __init__(self, fleet: Fleet, timeout: float = HEALTH_TIMEOUT_S, hung_after: float | None = None) -> None:
         self.fleet = fleet
+        #: Seconds without a turn of the supervisor loop after which /healthz calls it hung.
+        self.hung_after = (
+            HUNG_LOOP_PATIENCES * fleet.store.lock_patience + BACKOFF_CAP if hung_after is None else hung_after
+        )
         self._health = BoundedRead(fleet.store, timeout)
         self._ready = BoundedRead(fleet.store, timeout)
 
     def health(self) -> tuple[int, str]:
-        """200 when the store answers a trivial read in time, else 503 with the reason."""
+        """200 when the loop turns and the store answers a trivial read in time, else 503 with the reason."""
         if self.fleet.database_replaced is not None:
             return 503, self.fleet.database_replaced
+        still = time.monotonic() - self.fleet.last_turn
+        if still > self.hung_after:
+            return 503, f"the supervisor loop has not turned for {still:.0f}s (limit {self.hung_after:.0f}s): hung"
         _, reason = self._health.run(lambda: self.fleet.store.get_worker(""))
         return (503, reason) if reason else (200, "ok")
 

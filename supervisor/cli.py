@@ -71,7 +71,7 @@ def main(
 
     --metrics-port serves Prometheus /metrics (the counters of the supervisor
     and of every worker it started, and gauges read from the database),
-    /healthz (the store answers) and /readyz (the workers registered).
+    /healthz (the loop turns, the store answers) and /readyz (the workers registered).
     """
     config = _config(db, app, pool_size, retention, log_format)
     setup_logging(log_level, config.log_format, role="supervisor")

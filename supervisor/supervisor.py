@@ -78,6 +78,8 @@ class Supervisor:
         self._terms_sent = False
         self._forced = False
         self._last_reap: float | None = None  # monotonic
+        #: Monotonic time the last turn of the loop ended, failed or not (``/healthz`` reads it).
+        self.last_turn = time.monotonic()
         self._last_prune: float | None = None  # monotonic
         self._steps = StepWatch()
         self._frozen = FrozenWatch(self.options.frozen_after_ttls, self.options.ttl)
@@ -290,6 +292,8 @@ class Supervisor:
             if self.stop_requests:
                 self._advance_stop(time.monotonic())
             return min(pause, LOOP_INTERVAL) if self.stop_requests else pause
+        finally:
+            self.last_turn = time.monotonic()
         self._errors.succeeded()
         return LOOP_INTERVAL
 

@@ -212,6 +212,11 @@ class StoreBase:
         self.close()
         self.db.close_idle()
 
+    @property
+    def lock_patience(self) -> float:
+        """Seconds one transaction waits for a lock held elsewhere before it raises :class:`StoreUnavailable`."""
+        return self._patience
+
     def writable(self, within: float) -> bool:
         """True when this process can begin a write within ``within`` seconds (writes nothing).
 

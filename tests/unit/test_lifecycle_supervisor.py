@@ -353,3 +353,18 @@ def test_a_stopped_worker_is_killed_while_another_waits_for_the_write_lock(super
         assert waiting.killed_for is None
     wait_for(lambda: not stopped.alive(), 60, "the stopped worker to die")
     assert waiting.alive()
+
+
+def test_healthz_fails_while_the_supervisor_loop_does_not_turn(supervisor_factory) -> None:
+    """The store answers, but the loop has stopped turning: /healthz says hung, until it turns again."""
+    from durable_workers.metrics_http import Probes
+
+    supervisor = supervisor_factory(workers=0)
+    supervisor.tick()
+    probes = Probes(supervisor, hung_after=0.5)
+    assert probes.health() == (200, "ok")
+    assert probes.hung_after == 0.5 and Probes(supervisor).hung_after > supervisor.store.lock_patience
+    status, reason = wait_for(lambda: probes.health()[0] == 503 and probes.health(), 60, "/healthz to call the loop hung")
+    assert reason.startswith("the supervisor loop has not turned for") and reason.endswith("hung"), reason
+    supervisor.tick()
+    assert probes.health() == (200, "ok")
