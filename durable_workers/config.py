@@ -73,9 +73,12 @@ PREVIEW_CHARS = 400
 DEFAULT_METRICS_HOST = "127.0.0.1"
 #: Seconds ``/healthz`` and ``/readyz`` wait for the store's answer before they report 503.
 HEALTH_TIMEOUT_S = 2.0
-#: /healthz fails once the supervisor loop has not turned for this many store lock patiences
-#: (plus the loop's longest error backoff): a turn can wait that long for the database, no longer.
-HUNG_LOOP_PATIENCES = 2.0
+#: /healthz fails once the supervisor loop has not turned for this many store lock patiences plus
+#: HUNG_LOOP_SLACK_S, and never sooner than HUNG_LOOP_MIN_S: long past what one turn's waits for
+#: the database (a few writes, a write probe, a reconnect, the error backoff) add up to.
+HUNG_LOOP_PATIENCES = 3.0
+HUNG_LOOP_SLACK_S = 30.0
+HUNG_LOOP_MIN_S = 120.0
 
 
 @dataclass(frozen=True)

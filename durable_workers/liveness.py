@@ -29,6 +29,11 @@ STALE_HEARTBEAT_TTLS = 1.0
 FROZEN_HEARTBEAT_TTLS = 2.0
 #: A worker of another host whose heartbeat is older than this many of its TTLs is dead: reaped by TTL.
 DEAD_HEARTBEAT_TTLS = 3.0
+#: A running (not stopped) worker past the frozen limit gets this many more TTLs, counted while the
+#: database is writable, for a heartbeat that waited for the write lock to land (well before DEAD).
+FROZEN_PROOF_TTLS = 0.5
+#: A probe that waited this long for the write lock met a stall (it may have just ended).
+STALL_SEEN_S = 0.1
 
 
 def hostname() -> str:

@@ -40,6 +40,7 @@ Gauges, read from the database at scrape time (:class:`StoreCollector`):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -50,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .backends.base import lock_wait_hooks
 from .errors import StoreUnavailable
-from .liveness import process_alive, process_start_time
+from .liveness import host_identity, process_alive, process_start_time
 
 if TYPE_CHECKING:  # prometheus_client is imported only once counting is on (see _instruments)
     from prometheus_client.registry import CollectorRegistry
@@ -205,7 +206,8 @@ lock_wait_hooks.append(lock_waited)  # every store of this process reports its l
 # --------------------------------------------------------------------------- serving side
 
 
-#: Counters folders are named ``durable-metrics-PID-START-<random>`` (START: liveness.process_start_time).
+#: Counters folders are named ``durable-metrics-HOST-PID-START-<random>``: HOST a digest of
+#: liveness.host_identity() (boot id + PID namespace), START liveness.process_start_time().
 MULTIPROC_PREFIX = "durable-metrics-"
 
 
@@ -218,7 +220,7 @@ def enable_multiprocess() -> str:
     ran) are removed first.
     """
     remove_orphaned_dirs(tempfile.gettempdir())
-    path = tempfile.mkdtemp(prefix=f"{MULTIPROC_PREFIX}{os.getpid()}-{process_start_time():.2f}-")
+    path = tempfile.mkdtemp(prefix=f"{MULTIPROC_PREFIX}{_host_tag()}-{os.getpid()}-{process_start_time():.2f}-")
     os.environ[MULTIPROC_ENV] = path
     _state.pop("instruments", None)
     return path
@@ -227,22 +229,29 @@ def enable_multiprocess() -> str:
 def remove_orphaned_dirs(folder: str) -> list[str]:
     """Delete the counters folders in ``folder`` whose supervisor is no longer running; their paths.
 
-    A folder's owner is the PID and start time in its name (a reused PID is
-    another process). A name without them is not ours to judge, and is kept.
+    A folder's owner is the host, PID and start time in its name (a reused
+    PID is another process). Folders of another host (a container sharing
+    ``/tmp``, whose PIDs are not ours) and names without an owner are kept.
     """
     removed = []
     for entry in os.scandir(folder):
         if not entry.name.startswith(MULTIPROC_PREFIX) or not entry.is_dir(follow_symlinks=False):
             continue
-        pid, _, rest = entry.name.removeprefix(MULTIPROC_PREFIX).partition("-")
+        host, pid, started, *_ = entry.name.removeprefix(MULTIPROC_PREFIX).split("-") + ["", "", ""]
         try:
-            owner = int(pid), float(rest.partition("-")[0])
+            owner = int(pid), float(started)
         except ValueError:
             continue
-        if not process_alive(*owner):
+        if host == _host_tag() and not process_alive(*owner):
             shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.path)
+            if not os.path.exists(entry.path):
+                removed.append(entry.path)
     return removed
+
+
+def _host_tag() -> str:
+    """A short digest of this host's identity, for folder names."""
+    return hashlib.sha256(host_identity().encode()).hexdigest()[:12]
 
 
 def remove_multiprocess_dir(path: str) -> None:

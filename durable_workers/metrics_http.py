@@ -4,8 +4,9 @@
 and its store answers a trivial read (one primary-key lookup in ``workers``)
 within ``HEALTH_TIMEOUT_S``; otherwise 503 and one line saying why (the
 store's error, no answer in time, the database file replaced, a loop that
-has not turned for longer than any wait for the database can last:
-``HUNG_LOOP_PATIENCES`` lock patiences plus the longest error backoff). An
+has not turned for long past what its waits for the database add up to:
+``HUNG_LOOP_PATIENCES`` lock patiences plus ``HUNG_LOOP_SLACK_S``, at least
+``HUNG_LOOP_MIN_S``). An
 orchestrator that sees it fail restarts the supervisor.
 
 ``/readyz``: 200 ``ready`` once every worker slot of this supervisor has a
@@ -30,8 +31,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
-from .backoff import BACKOFF_CAP
-from .config import HEALTH_TIMEOUT_S, HUNG_LOOP_PATIENCES
+from .config import HEALTH_TIMEOUT_S, HUNG_LOOP_MIN_S, HUNG_LOOP_PATIENCES, HUNG_LOOP_SLACK_S
 from .errors import StoreUnavailable
 from .metrics import build_registry, enable_multiprocess, remove_multiprocess_dir
 
@@ -117,9 +117,8 @@ class Probes:
     def __init__(self, fleet: Fleet, timeout: float = HEALTH_TIMEOUT_S, hung_after: float | None = None) -> None:
         self.fleet = fleet
         #: Seconds without a turn of the supervisor loop after which /healthz calls it hung.
-        self.hung_after = (
-            HUNG_LOOP_PATIENCES * fleet.store.lock_patience + BACKOFF_CAP if hung_after is None else hung_after
-        )
+        patiences = HUNG_LOOP_PATIENCES * fleet.store.lock_patience + HUNG_LOOP_SLACK_S
+        self.hung_after = max(HUNG_LOOP_MIN_S, patiences) if hung_after is None else hung_after
         self._health = BoundedRead(fleet.store, timeout)
         self._ready = BoundedRead(fleet.store, timeout)
 

@@ -210,6 +210,7 @@ class StoreBase:
         always get there.
         """
         self.close()
+        self.db.reclaim_orphans()  # type: ignore[attr-defined]  # threads that ended without closing theirs
         self.db.close_idle()
 
     @property

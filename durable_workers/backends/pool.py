@@ -9,14 +9,19 @@ open connections and file descriptors pile up.
 
 :class:`ReclaimingPool` notes which thread took each connection. Before it opens a new
 one, it closes the connections whose thread has ended. They are never reused: a thread
-that died inside a transaction may have left one open.
+that died inside a transaction may have left one open. Threads the ``threading`` module
+did not start (a C server's request threads) always look alive and are never reclaimed;
+a fixed set of reused threads needs a pool that size.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from typing import Any
+
+from playhouse.pool import MaxConnectionsExceeded
 
 
 class ReclaimingPool:
@@ -29,15 +34,21 @@ class ReclaimingPool:
     conn_key: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        #: conn_key of a checked-out connection -> the thread that took it.
+        #: conn_key of a checked-out connection -> the thread that took it (in process ``_pid``).
         self._owners: dict[int, weakref.ref[threading.Thread]] = {}
+        self._pid = os.getpid()
         super().__init__(*args, **kwargs)
 
     def _connect(self) -> Any:
         with self._pool_lock:
             if not self._connections:  # no idle one to reuse: make room before opening another
                 self.reclaim_orphans()
-            conn = super()._connect()  # type: ignore[misc]
+            try:
+                conn = super()._connect()  # type: ignore[misc]
+            except MaxConnectionsExceeded:  # the idle ones were all stale or closed: make room now
+                if not self.reclaim_orphans():
+                    raise
+                conn = super()._connect()  # type: ignore[misc]
             self._owners[self.conn_key(conn)] = weakref.ref(threading.current_thread())
             return conn
 
@@ -47,8 +58,14 @@ class ReclaimingPool:
             super()._close(conn, close_conn)  # type: ignore[misc]
 
     def reclaim_orphans(self) -> int:
-        """Close the checked-out connections whose thread has ended; how many there were."""
+        """Close the checked-out connections whose thread has ended; how many there were.
+
+        In a process forked from the one that opened them, the connections
+        are the parent's (their threads did not come along): none is touched.
+        """
         with self._pool_lock:
+            if self._pid != os.getpid():
+                self._owners, self._pid = {}, os.getpid()  # unknown owners are never reclaimed
             orphans = [key for key in self._in_use if not _alive(self._owners.get(key))]
             for key in orphans:
                 self._owners.pop(key, None)
@@ -57,8 +74,12 @@ class ReclaimingPool:
 
 
 def _alive(owner: "weakref.ref[threading.Thread] | None") -> bool:
-    """False for a thread that ended (or is gone); True for an unknown owner, never taken from."""
+    """False for a thread that ended; True for an unknown owner and for the main thread.
+
+    The main thread counts as ended while the interpreter shuts down (before
+    ``atexit`` handlers run, which may still use its connection).
+    """
     if owner is None:
         return True
     thread = owner()
-    return thread is not None and thread.is_alive()
+    return thread is not None and (thread is threading.main_thread() or thread.is_alive())
