@@ -136,6 +136,7 @@ CONTRACT: tuple[Operation, ...] = (
     Operation("close", "nothing (hands this thread's connection back)"),
     Operation("close_idle", "nothing (closes this thread's and the idle pooled connections)"),
     Operation("writable", "nothing (begins and ends an empty write: can the database be written now?)"),
+    Operation("lock_patience", "nothing (the seconds a transaction waits for a lock before StoreUnavailable)"),
     Operation("ledger_create", "creates chaos_ledger (chaos experiment only)"),
     Operation("ledger_append", "inserts a chaos_ledger row (deliberately unfenced)", retry_safe=False),
     Operation("ledger_rows", "reads chaos_ledger"),
